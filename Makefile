@@ -1,0 +1,39 @@
+# edgeopt: `make export` runs the default pipeline end to end; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIPELINE ?= pipelines/fashion_mnist.yaml
+
+.PHONY: install data export test test-slow lint clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes, so repeated `make` calls are quick.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Finds Fashion-MNIST, or installs Debian's dataset-fashion-mnist (as root), or tries Keras' download.
+data: install
+	$(BIN)/edgeopt data fashion_mnist --fetch
+
+# Trains the reference teacher when models/fashion_mnist_teacher.keras is missing, then runs the pipeline.
+export: install data
+	$(BIN)/edgeopt run $(PIPELINE)
+
+test: install data
+	$(BIN)/python -m pytest
+
+test-slow: install data
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check edgeopt tests
+	$(BIN)/ruff format --check edgeopt tests
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

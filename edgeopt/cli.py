@@ -1,0 +1,389 @@
+"""The ``edgeopt`` command line: thin commands that parse flags, call one library function, write files.
+
+Exit codes: 0 ok, 1 a gate failed, 2 bad input or usage, 3 a runtime crashed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from edgeopt import ui
+from edgeopt.config import (
+    ClusterConfig,
+    ClusterInit,
+    ConvertConfig,
+    DataConfig,
+    DistillConfig,
+    IOType,
+    PruneConfig,
+    Quantization,
+    Schedule,
+    TrainConfig,
+    ValidateConfig,
+    format_validation_error,
+)
+from edgeopt.errors import BadInput, EdgeoptError
+
+app = typer.Typer(
+    name="edgeopt",
+    help="Prune, cluster, distill, convert and validate Keras models for phones and microcontrollers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# ---- shared options -----------------------------------------------------------------------------
+DataOpt = Annotated[str, typer.Option("--data", help="fashion_mnist, digits, npz:PATH or image_dir:PATH")]
+SeedOpt = Annotated[int, typer.Option(help="seed for splits, initialisation and shuffling")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or summary tables")]
+MaxTrainOpt = Annotated[int | None, typer.Option(help="use at most this many training examples")]
+MaxTestOpt = Annotated[int | None, typer.Option(help="use at most this many test examples")]
+EpochsOpt = Annotated[int | None, typer.Option(help="training epochs")]
+BatchOpt = Annotated[int | None, typer.Option(help="batch size")]
+LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate")]
+SkipOpt = Annotated[list[str] | None, typer.Option("--skip-layer", help="leave this layer alone (repeatable)")]
+
+
+def _cli(fn: F) -> F:
+    """Turn library errors into one line on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ui.set_quiet(bool(kwargs.get("quiet", False)))
+        try:
+            return fn(*args, **kwargs)
+        except EdgeoptError as e:
+            ui.console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            ui.console.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as e:  # a crash inside TensorFlow or a runtime, not a usage error
+            if os.environ.get("EDGEOPT_DEBUG"):
+                raise
+            ui.console.print(
+                f"[red]error:[/] {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                " (set EDGEOPT_DEBUG=1 for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(cls: type[BaseModel], **flags: Any) -> Any:
+    """Let pydantic build a stage config from the flags that were given."""
+    try:
+        return cls.model_validate({k: v for k, v in flags.items() if v is not None})
+    except ValidationError as e:
+        raise BadInput(format_validation_error(e, "options", flags=True).replace("options: ", "")) from None
+
+
+def _data(name: str, seed: int, max_train: int | None = None, max_test: int | None = None) -> Any:
+    from edgeopt.data import load_dataset
+
+    return load_dataset(_config(DataConfig, name=name, seed=seed, max_train=max_train, max_test=max_test))
+
+
+def _check_out(out: Path, suffixes: tuple[str, ...]) -> None:
+    if out.suffix not in suffixes:
+        raise BadInput(f"--out {out}: must end in {' or '.join(suffixes)}")
+
+
+def _write_stage_output(result: Any, out: Path) -> None:
+    from edgeopt.artifacts import metrics_path, save_model, write_bytes, write_json
+
+    if result.tflite is not None:
+        write_bytes(out, result.tflite)
+    else:
+        save_model(result.model, out)
+    write_json(metrics_path(out), {"stage": result.stage, "seconds": result.seconds, **result.metrics})
+
+
+def _show(title: str, metrics: dict[str, Any], keys: list[str], out: Path | None = None) -> None:
+    rows = [(k, metrics[k]) for k in keys if k in metrics and metrics[k] is not None]
+    if out is not None:
+        rows.append(("output", str(out)))
+    ui.table(title, rows)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+@app.command()
+@_cli
+def train(
+    out: Annotated[Path, typer.Option(help="where to save the trained model (.keras)")],
+    zoo: Annotated[str, typer.Option(help="zoo model name (edgeopt.zoo)")] = "fashion_cnn",
+    data: DataOpt = "fashion_mnist",
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = 0,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a reference model from the zoo (the default teacher: fashion_cnn)."""
+    from edgeopt import stages
+
+    _check_out(out, (".keras", ".h5"))
+    cfg = _config(TrainConfig, zoo=zoo, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    ds = _data(data, seed, max_train, max_test)
+    result = stages.train(ds, cfg, seed=seed)
+    _write_stage_output(result, out)
+    _show("train", result.metrics, ["zoo", "params", "epochs", "accuracy"], out)
+
+
+@app.command()
+@_cli
+def prune(
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    out: Annotated[Path, typer.Option(help="pruned model (.keras)")],
+    data: DataOpt = "fashion_mnist",
+    final_sparsity: Annotated[float | None, typer.Option(help="fraction of kernel weights set to zero")] = None,
+    initial_sparsity: Annotated[float | None, typer.Option(help="sparsity at the begin step")] = None,
+    schedule: Annotated[Schedule | None, typer.Option(help="polynomial (decay) or constant")] = None,
+    begin_step: Annotated[int | None, typer.Option(help="first pruning step")] = None,
+    end_step: Annotated[int | None, typer.Option(help="last pruning step (default: 3/4 of training)")] = None,
+    frequency: Annotated[int | None, typer.Option(help="steps between mask updates")] = None,
+    m_by_n: Annotated[str | None, typer.Option("--m-by-n", help="structured sparsity, e.g. 2:4")] = None,
+    skip_layer: SkipOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = 0,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Magnitude pruning (tfmot) with a polynomial-decay or constant sparsity schedule."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_model
+
+    _check_out(out, (".keras", ".h5"))
+    cfg = _config(
+        PruneConfig, final_sparsity=final_sparsity, initial_sparsity=initial_sparsity, schedule=schedule,
+        begin_step=begin_step, end_step=end_step, frequency=frequency, m_by_n=m_by_n, skip_layers=skip_layer,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    )  # fmt: skip
+    m = load_model(model)
+    result = stages.prune(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
+    _write_stage_output(result, out)
+    _show("prune", result.metrics, ["target_sparsity", "sparsity", "accuracy_before", "accuracy"], out)
+
+
+@app.command()
+@_cli
+def cluster(
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    out: Annotated[Path, typer.Option(help="clustered model (.keras)")],
+    data: DataOpt = "fashion_mnist",
+    clusters: Annotated[int | None, typer.Option(help="distinct values per kernel")] = None,
+    init: Annotated[ClusterInit | None, typer.Option(help="centroid initialisation")] = None,
+    preserve_sparsity: Annotated[
+        bool | None, typer.Option("--preserve-sparsity/--no-preserve-sparsity", help="default: on for sparse input")
+    ] = None,
+    skip_layer: SkipOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = 0,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Weight clustering (tfmot) with fine-tuning; keeps the zeros of a pruned model."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_model
+
+    _check_out(out, (".keras", ".h5"))
+    cfg = _config(
+        ClusterConfig, clusters=clusters, init=init, preserve_sparsity=preserve_sparsity, skip_layers=skip_layer,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    )  # fmt: skip
+    m = load_model(model)
+    result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
+    _write_stage_output(result, out)
+    _show("cluster", result.metrics, ["clusters", "max_distinct_values", "sparsity", "accuracy_before", "accuracy"], out)
+
+
+@app.command()
+@_cli
+def distill(
+    teacher: Annotated[Path, typer.Argument(help="teacher model (.keras or .h5)")],
+    out: Annotated[Path, typer.Option(help="trained student (.keras)")],
+    data: DataOpt = "fashion_mnist",
+    student: Annotated[str | None, typer.Option(help="student from the zoo")] = None,
+    student_file: Annotated[Path | None, typer.Option(help="student architecture from a model file")] = None,
+    width: Annotated[float | None, typer.Option(help="student = teacher with this fraction of filters/units")] = None,
+    temperature: Annotated[float | None, typer.Option(help="softmax temperature T")] = None,
+    alpha: Annotated[float | None, typer.Option(help="weight of the hard-label loss")] = None,
+    compare_scratch: Annotated[bool, typer.Option(help="also train the student without the teacher")] = False,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = 0,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Hinton distillation of a teacher into a compact student."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_model
+
+    _check_out(out, (".keras", ".h5"))
+    cfg = _config(
+        DistillConfig, student=student, student_file=student_file, width=width, temperature=temperature,
+        alpha=alpha, compare_scratch=compare_scratch, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate,
+    )  # fmt: skip
+    m = load_model(teacher)
+    result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
+    _write_stage_output(result, out)
+    keys = ["teacher_params", "student_params", "teacher_accuracy", "accuracy", "scratch_accuracy"]
+    _show("distill", result.metrics, keys, out)
+
+
+@app.command()
+@_cli
+def convert(
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    out: Annotated[Path, typer.Option(help="output .tflite")],
+    quantization: Annotated[Quantization, typer.Option(help="post-training quantization")] = Quantization.int8,
+    data: Annotated[str | None, typer.Option(help="calibration data for int8/int16x8")] = None,
+    calibration_samples: Annotated[int | None, typer.Option(help="representative examples")] = None,
+    io_type: Annotated[IOType | None, typer.Option(help="input/output dtype")] = None,
+    allow_float_fallback: Annotated[bool, typer.Option(help="keep ops that cannot be quantized in float")] = False,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert to .tflite with post-training quantization."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_model
+
+    _check_out(out, (".tflite",))
+    cfg = _config(
+        ConvertConfig, quantization=quantization, calibration_samples=calibration_samples, io_type=io_type,
+        allow_float_fallback=allow_float_fallback,
+    )  # fmt: skip
+    m = load_model(model)
+    ds = _data(data, seed) if data else None
+    result = stages.convert(m, cfg, data=ds, seed=seed)
+    _write_stage_output(result, out)
+    io = result.metrics["inputs"][0]
+    _show("convert", result.metrics, ["quantization", "bytes", "gzip_bytes", "op_counts"], out)
+    ui.info(f"input {io['dtype']} {io['shape']} scale={io['scale']:.6g} zero_point={io['zero_point']}")
+
+
+@app.command()
+@_cli
+def validate(
+    model: Annotated[Path, typer.Argument(help="the .tflite to check")],
+    data: DataOpt = "fashion_mnist",
+    keras: Annotated[Path | None, typer.Option("--keras", help="Keras reference model for agreement")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="gate: minimum top-1 accuracy (0-1)")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="evaluate at most this many test examples")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics here")] = None,
+    seed: SeedOpt = 0,
+    max_test: MaxTestOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Top-1 accuracy of a .tflite in LiteRT, and agreement with the Keras model."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_model, write_json
+    from edgeopt.errors import GateFailed
+
+    cfg = _config(ValidateConfig, min_accuracy=min_accuracy, max_samples=max_samples)
+    content = _read_tflite(model)
+    ref = load_model(keras) if keras else None
+    result = stages.validate(content, _data(data, seed, max_test=max_test), cfg, keras_model=ref)
+    if json_out:
+        write_json(json_out, {"model": str(model), "seconds": result.seconds, **result.metrics})
+    keys = ["samples", "accuracy", "keras_accuracy", "agreement", "outputs_finite"]
+    _show("validate", result.metrics, keys)
+    for g in result.metrics["gates"]:
+        ui.info(f"gate {g['gate']}: {g['status']} ({g['detail']})")
+    if not result.metrics["passed"]:
+        raise GateFailed("validation failed: " + "; ".join(
+            g["detail"] for g in result.metrics["gates"] if g["status"] == "failed") or "non-finite outputs")  # fmt: skip
+
+
+def _read_tflite(path: Path) -> bytes:
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    content = path.read_bytes()
+    if not content:
+        raise BadInput(f"{path}: empty file")
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise BadInput(f"{path}: not a TFLite model (the flatbuffer identifier TFL3 is missing)")
+    return content
+
+
+@app.command()
+@_cli
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file (YAML)")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default build/<pipeline name>)")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a pipeline file: every stage, then manifest.json."""
+    from edgeopt.config import load_pipeline
+    from edgeopt.pipeline import run as run_pipeline
+
+    cfg = load_pipeline(pipeline)
+    report = run_pipeline(cfg, out)
+    _print_run(report.manifest, report.out_dir)
+
+
+def _print_run(manifest: dict[str, Any], out_dir: Path) -> None:
+    from rich.table import Table
+
+    if ui.is_quiet():
+        return
+    t = Table(title=f"{manifest['pipeline']}: artifacts in {out_dir}", title_justify="left")
+    for col in ("artifact", "quantization", "bytes", "gzip bytes", "x smaller (gzip)", "accuracy"):
+        t.add_column(col, justify="left" if col in ("artifact", "quantization") else "right")
+    base = manifest.get("baseline")
+    rows = ([{**base, "gzip_ratio_vs_baseline": 1.0}] if base else []) + manifest["artifacts"]
+    for a in rows:
+        acc = f"{a['accuracy']:.4f}" if a.get("accuracy") is not None else "-"
+        t.add_row(a["path"], a["quantization"], f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
+                  f"{a.get('gzip_ratio_vs_baseline', 0):.1f}", acc)  # fmt: skip
+    ui.console.print(t)
+    ui.info(f"manifest: {out_dir / 'manifest.json'} ({manifest['seconds']:.0f} s)")
+
+
+@app.command("data")
+@_cli
+def data_cmd(
+    name: Annotated[str, typer.Argument(help="fashion_mnist, digits, npz:PATH or image_dir:PATH")] = "fashion_mnist",
+    fetch: Annotated[bool, typer.Option(help="get Fashion-MNIST when it is missing (apt or Keras download)")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show where a dataset comes from and its split sizes; --fetch gets Fashion-MNIST if missing."""
+    from edgeopt.data import fetch_fashion_mnist
+
+    if fetch and name == "fashion_mnist":
+        fetch_fashion_mnist(log=ui.info)
+    ds = _data(name, 0)
+    ui.table(f"dataset {name}", list(ds.summary().items()))
+
+
+def main() -> None:  # console script entry point
+    app(prog_name="edgeopt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

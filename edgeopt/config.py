@@ -1,0 +1,274 @@
+"""Validated configuration: one pydantic model per stage, the pipeline file, str enums.
+
+A wrong value fails at load time with the file (or flag), the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeopt.errors import BadInput
+
+
+class StrEnum(str, Enum):
+    def __str__(self) -> str:  # so f-strings and YAML dumps show the value
+        return self.value
+
+
+class Schedule(StrEnum):
+    polynomial = "polynomial"
+    constant = "constant"
+
+
+class ClusterInit(StrEnum):
+    kmeans_plus_plus = "kmeans++"
+    linear = "linear"
+    density = "density"
+    random = "random"
+
+
+class Quantization(StrEnum):
+    float32 = "float32"
+    dynamic = "dynamic"
+    float16 = "float16"
+    int8 = "int8"
+    int16x8 = "int16x8"
+
+
+class IOType(StrEnum):
+    int8 = "int8"
+    uint8 = "uint8"
+    int16 = "int16"
+    float32 = "float32"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Config):
+    """A named dataset: ``fashion_mnist``, ``digits``, ``npz:PATH`` or ``image_dir:PATH``."""
+
+    name: str = "fashion_mnist"
+    seed: int = 0
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_train: int | None = Field(None, ge=1, description="use at most this many training examples")
+    max_test: int | None = Field(None, ge=1, description="use at most this many test examples")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v in ("fashion_mnist", "digits") or re.match(r"^(npz|image_dir):.+", v):
+            return v
+        raise ValueError(f"unknown dataset {v!r}; allowed: fashion_mnist, digits, npz:PATH, image_dir:PATH")
+
+
+class _Training(_Config):
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class TrainConfig(_Training):
+    zoo: str = "fashion_cnn"
+    epochs: int = Field(12, ge=1)
+
+
+class PruneConfig(_Training):
+    final_sparsity: float = Field(0.8, ge=0.0, lt=1.0)
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    schedule: Schedule = Schedule.polynomial
+    begin_step: int = Field(0, ge=0)
+    end_step: int | None = Field(None, ge=1, description="default: the last step of the last epoch")
+    frequency: int = Field(100, ge=1)
+    epochs: int = Field(4, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    m_by_n: str | None = Field(None, description="structured sparsity, e.g. 2:4")
+    skip_layers: list[str] = Field(default_factory=list)
+
+    @field_validator("m_by_n")
+    @classmethod
+    def _mn(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"(\d+):(\d+)", v)
+        if not m or not 0 < int(m[1]) < int(m[2]):
+            raise ValueError(f"expected M:N with 0 < M < N, like 2:4 (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> PruneConfig:
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity ({self.final_sparsity})"
+            )
+        if self.end_step is not None and self.end_step <= self.begin_step:
+            raise ValueError(f"end_step ({self.end_step}) must be after begin_step ({self.begin_step})")
+        return self
+
+
+class ClusterConfig(_Training):
+    clusters: int = Field(16, ge=2)
+    init: ClusterInit = ClusterInit.kmeans_plus_plus
+    epochs: int = Field(2, ge=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    preserve_sparsity: bool | None = Field(None, description="default: on when the input model is sparse")
+    skip_layers: list[str] = Field(default_factory=list)
+
+
+class DistillConfig(_Training):
+    student: str | None = Field(None, description="a zoo model name")
+    student_file: Path | None = None
+    width: float | None = Field(None, gt=0.0, le=1.0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.1, ge=0.0, le=1.0)
+    epochs: int = Field(10, ge=1)
+    compare_scratch: bool = False
+
+    @model_validator(mode="after")
+    def _one_student(self) -> DistillConfig:
+        given = [k for k in ("student", "student_file", "width") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of student (zoo name), student_file or width"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class ConvertConfig(_Config):
+    quantization: Quantization = Quantization.int8
+    calibration_samples: int = Field(200, ge=1)
+    io_type: IOType | None = Field(None, description="default: int8 for int8, int16 for int16x8, else float32")
+    allow_float_fallback: bool = False
+
+    @model_validator(mode="after")
+    def _io(self) -> ConvertConfig:
+        allowed = {
+            Quantization.int8: {IOType.int8, IOType.uint8, IOType.float32},
+            Quantization.int16x8: {IOType.int16, IOType.float32},
+        }.get(self.quantization, {IOType.float32})
+        if self.io_type is not None and self.io_type not in allowed:
+            names = ", ".join(sorted(a.value for a in allowed))
+            raise ValueError(f"io_type {self.io_type.value} does not go with {self.quantization.value}; allowed: {names}")
+        return self
+
+    @property
+    def resolved_io_type(self) -> IOType:
+        if self.io_type is not None:
+            return self.io_type
+        return {Quantization.int8: IOType.int8, Quantization.int16x8: IOType.int16}.get(
+            self.quantization, IOType.float32
+        )
+
+
+class ValidateConfig(_Config):
+    max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")
+    batch_size: int = Field(256, ge=1)
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="gate: fail below this top-1 accuracy")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0.0, description="gate: fail when top-1 drops more than this many points below the baseline"
+    )
+
+
+# ---- pipeline file -------------------------------------------------------------------------------
+
+
+class TeacherConfig(_Config):
+    path: Path
+    train: TrainConfig | None = Field(None, description="how to train the teacher when `path` does not exist")
+
+
+class DistillStep(DistillConfig):
+    stage: Literal["distill"]
+
+
+class PruneStep(PruneConfig):
+    stage: Literal["prune"]
+
+
+class ClusterStep(ClusterConfig):
+    stage: Literal["cluster"]
+
+
+class ConvertStep(ConvertConfig):
+    stage: Literal["convert"]
+
+
+class ValidateStep(ValidateConfig):
+    stage: Literal["validate"]
+
+
+Step = Annotated[
+    DistillStep | PruneStep | ClusterStep | ConvertStep | ValidateStep, Field(discriminator="stage")
+]
+
+
+class PipelineConfig(_Config):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig
+    teacher: TeacherConfig
+    baseline: ConvertConfig | None = Field(
+        default_factory=lambda: ConvertConfig(quantization=Quantization.float32),
+        description="the teacher converted as the reference artifact",
+    )
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> PipelineConfig:
+        if not any(isinstance(s, ConvertStep) for s in self.steps):
+            raise ValueError("steps: a pipeline needs at least one convert step")
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str, *, flags: bool = False) -> str:
+    """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``."""
+    lines = []
+    for e in err.errors():
+        loc = [p for p in e["loc"] if p not in {"DistillStep", "PruneStep", "ClusterStep", "ConvertStep", "ValidateStep"}]
+        if flags:
+            key = " ".join("--" + str(p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
+        else:
+            key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            msg = "unknown stage; allowed: distill, prune, cluster, convert, validate"
+        got = e.get("input")
+        if e["type"] not in ("missing", "extra_forbidden") and isinstance(got, str | int | float | bool):
+            msg += f" (got {got!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; errors name the file, the key and what is allowed."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{p}: no such pipeline file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{p}: expected a mapping with name, data, teacher and steps")
+    raw.setdefault("name", p.stem)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise BadInput(format_validation_error(e, str(p))) from None

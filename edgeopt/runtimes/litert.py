@@ -1,0 +1,179 @@
+"""LiteRT (ai_edge_litert) adapter: describe a .tflite and run data through it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import BadInput
+from edgeopt.ui import captured_stderr
+
+NAME = "litert"
+
+
+def _interpreter_class() -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter
+
+
+def _resolver(name: str) -> Any:
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return {
+        "auto": OpResolverType.AUTO,  # optimized kernels with the default XNNPACK delegate
+        "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "reference": OpResolverType.BUILTIN_REF,
+    }[name]
+
+
+def version() -> str:
+    from importlib.metadata import version as v
+
+    return v("ai-edge-litert")
+
+
+class LiteRTModel:
+    """One .tflite loaded in ``ai_edge_litert``'s interpreter.
+
+    ``predict`` takes float inputs, quantizes them with the model's own scale and zero point when
+    the input tensor is integer, and returns dequantized float outputs.
+    """
+
+    def __init__(self, content: bytes, *, num_threads: int | None = None, resolver: str = "auto") -> None:
+        if content[4:8] != b"TFL3":
+            raise BadInput("not a TFLite model (the flatbuffer identifier TFL3 is missing)")
+        self.content = content
+        self.num_threads = num_threads
+        self.resolver = resolver
+        try:
+            with captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" and the like
+                self.interpreter = _interpreter_class()(
+                    model_content=content, num_threads=num_threads, experimental_op_resolver_type=_resolver(resolver)
+                )
+        except (ValueError, RuntimeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(f"LiteRT cannot load the model: {msg}") from None
+        self._batch: int | None = None
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.interpreter.get_input_details()
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.interpreter.get_output_details()
+
+    def _allocate(self, batch: int) -> None:
+        if self._batch == batch:
+            return
+        for d in self.inputs:
+            self.interpreter.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
+        with captured_stderr():
+            self.interpreter.allocate_tensors()
+        self._batch = batch
+
+    def predict(self, x: np.ndarray, batch_size: int = 256, progress: Any = None) -> np.ndarray:
+        """Run ``x`` (float) through the first input, return the first output as float."""
+        inp, out = self.inputs[0], self.outputs[0]
+        want = tuple(inp["shape"][1:])
+        if tuple(x.shape[1:]) != want:
+            raise BadInput(f"data has examples of shape {tuple(x.shape[1:])} but the .tflite expects {want}")
+        try:
+            self._allocate(batch_size)
+        except (ValueError, RuntimeError):  # a model with a fixed batch: one example at a time
+            batch_size = int(inp["shape"][0]) or 1
+            self._allocate(batch_size)
+        inp, out = self.inputs[0], self.outputs[0]
+        results = []
+        for start in range(0, len(x), batch_size):
+            chunk = x[start : start + batch_size]
+            n = len(chunk)
+            if n < batch_size:  # pad the last batch rather than re-allocating
+                chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)])
+            self.interpreter.set_tensor(inp["index"], quantize(chunk, inp))
+            self.interpreter.invoke()
+            results.append(dequantize(self.interpreter.get_tensor(out["index"]), out)[:n])
+            if progress is not None:
+                progress(n)
+        return np.concatenate(results)
+
+
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float data to the tensor's dtype with its scale and zero point (no-op for float tensors)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zp = detail["quantization"]
+    if not scale:
+        raise BadInput(f"input tensor {detail['name']} is {dtype} without quantization parameters")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.dtype(detail["dtype"]).kind == "f":
+        return q.astype(np.float32)
+    scale, zp = detail["quantization"]
+    return ((q.astype(np.float32) - zp) * scale) if scale else q.astype(np.float32)
+
+
+def _tensor_info(d: dict[str, Any]) -> dict[str, Any]:
+    scale, zp = d["quantization"]
+    return {
+        "name": d["name"],
+        "dtype": np.dtype(d["dtype"]).name,
+        "shape": [int(s) for s in d["shape"]],
+        "scale": float(scale),
+        "zero_point": int(zp),
+    }
+
+
+def describe(content: bytes) -> dict[str, Any]:
+    """Op list, op counts, inputs and outputs (dtype, shape, scale, zero point) of a .tflite."""
+    m = LiteRTModel(content, resolver="builtin")
+    interp = m.interpreter
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    names = [o["op_name"] for o in ops]
+    float_ops = []
+    for o in ops:
+        if o["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        ins = [tensors[i] for i in o["inputs"] if i >= 0 and i in tensors]
+        if ins and np.dtype(ins[0]["dtype"]).kind == "f":
+            float_ops.append(o["op_name"])
+    weight_dtypes = Counter(t["dtype"] for t in constant_tensors(content))
+    return {
+        "ops": names,
+        "op_counts": dict(Counter(names)),
+        "float_ops": float_ops,
+        "inputs": [_tensor_info(d) for d in m.inputs],
+        "outputs": [_tensor_info(d) for d in m.outputs],
+        "constant_dtypes": dict(weight_dtypes),
+    }
+
+
+def constant_tensors(content: bytes) -> list[dict[str, Any]]:
+    """Every constant tensor (weights, biases) of the first subgraph, read from the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    np_types = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
+                "int16": np.int16, "int32": np.int32, "int64": np.int64}  # fmt: skip
+    out = []
+    for t in model.subgraphs[0].tensors:
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        if buf is None or buf.data is None or len(buf.data) == 0:
+            continue
+        dtype = type_names.get(t.type, str(t.type))
+        values = None
+        if dtype in np_types and t.sparsity is None:
+            values = np.frombuffer(bytes(buf.data), dtype=np_types[dtype])
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        shape = [int(s) for s in t.shape] if t.shape is not None else []
+        out.append({"name": name, "dtype": dtype, "shape": shape, "values": values, "sparse": t.sparsity is not None})
+    return out

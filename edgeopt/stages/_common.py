@@ -1,0 +1,161 @@
+"""What the stages share: the result record, private model copies, training and evaluation loops."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeopt import ui
+from edgeopt.data import Dataset
+
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@dataclass
+class StageResult:
+    """What every stage returns: a plain model (wrappers stripped) or .tflite bytes, plus metrics."""
+
+    stage: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: Any | None = None
+    tflite: bytes | None = None
+    seconds: float = 0.0
+
+
+def clone_with_weights(model: Any) -> Any:
+    """A copy with its own variables, so that tfmot's wrappers can never touch the caller's model."""
+    from edgeopt._keras import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def count_params(model: Any) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def kernels(model: Any) -> dict[str, np.ndarray]:
+    """``{layer name: kernel}`` for every layer that has a (depthwise/pointwise) kernel."""
+    out: dict[str, np.ndarray] = {}
+    for layer in _all_layers(model):
+        for w in layer.weights:
+            short = w.name.split("/")[-1].split(":")[0]
+            if short in KERNEL_NAMES:
+                key = layer.name if short == "kernel" else f"{layer.name}/{short}"
+                out[key] = w.numpy()
+    return out
+
+
+def _all_layers(model: Any) -> list[Any]:
+    layers = []
+    for layer in model.layers:
+        if hasattr(layer, "layers") and not hasattr(layer, "layer"):  # nested model, not a wrapper
+            layers += _all_layers(layer)
+        else:
+            layers.append(layer)
+    return layers
+
+
+def outputs_probabilities(model: Any) -> bool:
+    """True when the model ends in a softmax (its outputs are probabilities, not logits)."""
+    last = model.layers[-1]
+    name = type(last).__name__
+    if name == "Softmax":
+        return True
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", "") == "softmax"
+
+
+def predict(model: Any, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Model outputs in batches, without Keras' own progress output."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    return float(np.mean(np.argmax(predict(model, x, batch_size), axis=-1) == y))
+
+
+def fit(
+    model: Any,
+    data: Dataset,
+    *,
+    description: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    callbacks: list[Any] | None = None,
+    loss: Any = "sparse_categorical_crossentropy",
+    metrics: list[Any] | None = None,
+    y_train: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+) -> dict[str, list[float]]:
+    """Compile and train on the training split with a progress bar; returns Keras' history."""
+    from edgeopt._keras import keras
+
+    if epochs == 0:
+        return {}
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=metrics if metrics is not None else ["accuracy"],
+    )
+    y_tr = data.y_train if y_train is None else y_train
+    y_va = data.y_val if y_val is None else y_val
+    steps = math.ceil(len(data.x_train) / batch_size)
+    cbs = list(callbacks or [])
+    if not ui.is_quiet():
+        cbs.append(ui.keras_progress(description, epochs, steps))
+    hist = model.fit(
+        data.x_train,
+        y_tr,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(data.x_val, y_va) if len(data.x_val) else None,
+        shuffle=True,
+        callbacks=cbs,
+        verbose=0,
+    )
+    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def steps_per_epoch(data: Dataset, batch_size: int) -> int:
+    return math.ceil(len(data.x_train) / batch_size)
+
+
+def wrap_layers(
+    model: Any,
+    wrap: Any,
+    why_not: Any,
+    skip: list[str],
+) -> tuple[Any, list[str], dict[str, str]]:
+    """Clone ``model`` applying ``wrap(layer)`` to every layer for which ``why_not(layer)`` is None.
+
+    ``model`` must already be a private copy: unwrapped layers are reused as they are. Returns the
+    new model, the wrapped layer names and ``{skipped layer: reason}`` for layers with weights.
+    """
+    from edgeopt._keras import keras
+    from edgeopt.errors import BadInput
+
+    names = [layer.name for layer in model.layers]
+    unknown = [s for s in skip if s not in names]
+    if unknown:
+        raise BadInput(f"--skip-layer {', '.join(unknown)}: no such layer; layers are {', '.join(names)}")
+    applied: list[str] = []
+    skipped: dict[str, str] = {}
+
+    def clone(layer: Any) -> Any:
+        if not layer.weights:
+            return layer
+        reason = "skipped on request" if layer.name in skip else why_not(layer)
+        if reason:
+            skipped[layer.name] = reason
+            return layer
+        applied.append(layer.name)
+        return wrap(layer)
+
+    wrapped = keras.models.clone_model(model, clone_function=clone)
+    return wrapped, applied, skipped

@@ -1,0 +1,102 @@
+"""Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from edgeopt._keras import set_seed, tf
+from edgeopt.artifacts import gzip_size, sha256_bytes
+from edgeopt.config import ConvertConfig, IOType, Quantization
+from edgeopt.data import Dataset
+from edgeopt.errors import BadInput, EdgeoptError
+from edgeopt.runtimes import litert
+from edgeopt.stages._common import StageResult, count_params
+from edgeopt.ui import Timer, captured_stderr
+
+_IO_DTYPES = {IOType.int8: "int8", IOType.uint8: "uint8", IOType.int16: "int16", IOType.float32: "float32"}
+
+
+class ConversionError(EdgeoptError):
+    """The converter refused the model (exit 2: the model does not fit the requested conversion)."""
+
+    exit_code = 2
+
+
+def convert(
+    model: Any, config: ConvertConfig | None = None, *, data: Dataset | None = None, seed: int = 0
+) -> StageResult:
+    """Convert ``model`` to .tflite bytes. int8 and int16x8 need ``data`` for calibration."""
+    config = config or ConvertConfig()
+    q = config.quantization
+    needs_data = q in (Quantization.int8, Quantization.int16x8)
+    if needs_data and data is None:
+        raise BadInput(f"{q.value} quantization needs calibration data (--data)")
+    if data is not None:
+        data.check_fits(model)
+    with Timer() as t:
+        set_seed(seed)
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if q is not Quantization.float32:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if q is Quantization.float16:
+            converter.target_spec.supported_types = [tf.float16]
+        calibration = 0
+        if needs_data:
+            assert data is not None
+            rep = data.representative(config.calibration_samples)
+            calibration = len(rep)
+
+            def representative_dataset() -> Any:
+                for i in range(len(rep)):
+                    yield [rep[i : i + 1]]
+
+            converter.representative_dataset = representative_dataset
+            base = (
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+                if q is Quantization.int8
+                else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            )
+            ops = [base]
+            if config.allow_float_fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            converter.target_spec.supported_ops = ops
+            io = config.resolved_io_type
+            if io is not IOType.float32:
+                converter.inference_input_type = getattr(tf, _IO_DTYPES[io])
+                converter.inference_output_type = getattr(tf, _IO_DTYPES[io])
+        try:
+            with captured_stderr() as log:
+                content = converter.convert()
+        except Exception as e:  # noqa: BLE001 - the converter raises several types
+            raise ConversionError(_explain(e, log, config)) from None
+    desc = litert.describe(content)
+    metrics = {
+        "quantization": q.value,
+        "io_type": config.resolved_io_type.value,
+        "calibration_samples": calibration,
+        "allow_float_fallback": config.allow_float_fallback,
+        "keras_params": count_params(model),
+        "bytes": len(content),
+        "gzip_bytes": gzip_size(content),
+        "sha256": sha256_bytes(content),
+        **desc,
+        "seed": seed,
+    }
+    if needs_data and config.allow_float_fallback and desc["float_ops"]:
+        metrics["float_fallback_ops"] = sorted(set(desc["float_ops"]))
+    return StageResult("convert", metrics=metrics, tflite=content, seconds=t.seconds)
+
+
+def _explain(err: Exception, log: list[str], config: ConvertConfig) -> str:
+    """One line naming what failed, from the converter's diagnostics where it names an op."""
+    text = "\n".join([str(err), *log])
+    ops = sorted(set(re.findall(r"'(tfl\.[a-z_0-9]+|tf\.[A-Za-z0-9_]+)' op", text)))
+    q = config.quantization.value
+    if ops:
+        hint = "" if config.allow_float_fallback else " (--allow-float-fallback keeps such ops in float)"
+        return f"{q} conversion failed: op(s) {', '.join(ops)} cannot be converted as asked{hint}"
+    first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), str(err).splitlines()[0])
+    return f"{q} conversion failed: {first[:400]}"
+
+

@@ -1,0 +1,126 @@
+"""Knowledge distillation (Hinton et al. 2015) from a teacher into a compact student.
+
+loss = alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt import zoo
+from edgeopt._keras import keras, set_seed, tf
+from edgeopt.artifacts import load_model
+from edgeopt.config import DistillConfig
+from edgeopt.data import Dataset
+from edgeopt.errors import BadInput
+from edgeopt.stages._common import (
+    StageResult,
+    accuracy,
+    clone_with_weights,
+    count_params,
+    fit,
+    outputs_probabilities,
+    predict,
+)
+from edgeopt.ui import Timer
+
+
+def build_student(teacher: Any, data: Dataset, config: DistillConfig) -> Any:
+    """The (untrained) student the config names: a zoo model, a model file, or the teacher at a width."""
+    if config.width is not None:
+        return zoo.width_scaled(teacher, config.width)
+    if config.student is not None:
+        return zoo.build(config.student, data.input_shape, data.num_classes)
+    return load_model(config.student_file)
+
+
+def teacher_logits(teacher: Any, x: np.ndarray) -> np.ndarray:
+    """Teacher logits; for a softmax output, log-probabilities (equal to logits up to a constant per row,
+    which the tempered softmax ignores)."""
+    out = predict(teacher, x).astype(np.float64)
+    if outputs_probabilities(teacher):
+        out = np.log(np.clip(out, 1e-30, 1.0))
+    return out.astype(np.float32)
+
+
+def kd_loss(num_classes: int, temperature: float, alpha: float, student_probs: bool) -> Any:
+    """Loss on ``y = [one-hot labels | teacher logits]`` (shape ``(n, 2 * classes)``)."""
+    T = float(temperature)
+
+    def loss(y: Any, out: Any) -> Any:
+        labels, t_logits = y[:, :num_classes], y[:, num_classes:]
+        s_logits = tf.math.log(tf.clip_by_value(out, 1e-7, 1.0)) if student_probs else out
+        ce = tf.nn.softmax_cross_entropy_with_logits(labels, s_logits)
+        p_t = tf.nn.softmax(t_logits / T)
+        kl = tf.reduce_sum(p_t * (tf.nn.log_softmax(t_logits / T) - tf.nn.log_softmax(s_logits / T)), axis=-1)
+        return alpha * ce + (1.0 - alpha) * T * T * kl
+
+    return loss
+
+
+def _label_accuracy(num_classes: int) -> Any:
+    def accuracy(y: Any, out: Any) -> Any:
+        return tf.cast(tf.equal(tf.argmax(y[:, :num_classes], -1), tf.argmax(out, -1)), tf.float32)
+
+    return accuracy
+
+
+def distill(
+    teacher: Any, data: Dataset, config: DistillConfig, *, student: Any | None = None, seed: int = 0
+) -> StageResult:
+    """Train a student (given, or built from ``config``) to match ``teacher`` on ``data``.
+
+    The teacher is left untouched; its logits are computed once, then the student trains on them.
+    """
+    data.check_fits(teacher, what="teacher")
+    with Timer() as t:
+        set_seed(seed)
+        student = clone_with_weights(student) if student is not None else build_student(teacher, data, config)
+        data.check_fits(student, what="student")
+        if student.output_shape[-1] != teacher.output_shape[-1]:
+            raise BadInput(f"student has {student.output_shape[-1]} outputs, teacher {teacher.output_shape[-1]}")
+        n = int(teacher.output_shape[-1])
+        eye = np.eye(n, dtype=np.float32)
+        y_tr = np.concatenate([eye[data.y_train], teacher_logits(teacher, data.x_train)], axis=1)
+        y_va = np.concatenate([eye[data.y_val], teacher_logits(teacher, data.x_val)], axis=1) if len(data.x_val) else None
+        history = fit(
+            student,
+            data,
+            description="distill",
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            loss=kd_loss(n, config.temperature, config.alpha, outputs_probabilities(student)),
+            metrics=[_label_accuracy(n)],
+            y_train=y_tr,
+            y_val=y_va,
+        )
+        metrics: dict[str, Any] = {
+            "teacher_params": count_params(teacher),
+            "student_params": count_params(student),
+            "compression": count_params(teacher) / max(1, count_params(student)),
+            "teacher_accuracy": accuracy(teacher, data.x_test, data.y_test),
+            "accuracy": accuracy(student, data.x_test, data.y_test),
+            "temperature": config.temperature,
+            "alpha": config.alpha,
+            "epochs": config.epochs,
+            "history": history,
+            "seed": seed,
+        }
+        metrics["accuracy_drop"] = metrics["teacher_accuracy"] - metrics["accuracy"]
+        if config.compare_scratch:
+            set_seed(seed)
+            scratch = keras.models.clone_model(student)  # same architecture, fresh weights
+            fit(
+                scratch,
+                data,
+                description="student from scratch",
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+            )
+            metrics["scratch_accuracy"] = accuracy(scratch, data.x_test, data.y_test)
+            metrics["distillation_gain"] = metrics["accuracy"] - metrics["scratch_accuracy"]
+    return StageResult("distill", metrics=metrics, model=student, seconds=t.seconds)

@@ -1,0 +1,144 @@
+"""Magnitude pruning with tfmot (PolynomialDecay or ConstantSparsity), wrappers stripped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt._keras import set_seed, tfmot
+from edgeopt.config import PruneConfig, Schedule
+from edgeopt.data import Dataset
+from edgeopt.stages._common import (
+    StageResult,
+    accuracy,
+    clone_with_weights,
+    fit,
+    kernels,
+    steps_per_epoch,
+    wrap_layers,
+)
+from edgeopt.ui import Timer, info
+
+# Below this many weights a kernel is left dense: pruning it saves nothing and costs accuracy.
+MIN_PRUNABLE_WEIGHTS = 64
+
+
+def resolve_schedule(config: PruneConfig, steps: int) -> dict[str, int | float]:
+    """Begin, end and frequency of pruning for ``steps`` training steps in all.
+
+    When not given, the end step is at three quarters of training (the last quarter fine-tunes at
+    the final sparsity) and the frequency is at most 100 steps but at least 10 updates; the end is
+    moved onto an update step so the final sparsity is really applied.
+    """
+    begin = config.begin_step
+    end = config.end_step if config.end_step is not None else max(begin + 1, int(steps * 0.75))
+    freq = config.frequency
+    if "frequency" not in config.model_fields_set:
+        freq = max(1, min(freq, (end - begin) // 10))
+    if (end - begin) % freq:
+        end = begin + max(1, (end - begin) // freq) * freq
+    if end > steps:
+        info(f"[yellow]warning:[/] pruning ends at step {end} but training has only {steps} steps")
+    return {"begin_step": begin, "end_step": end, "frequency": freq, "total_steps": steps}
+
+
+def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed: int = 0) -> StageResult:
+    """Prune ``model`` (left untouched) to ``config.final_sparsity`` while fine-tuning on ``data``."""
+    config = config or PruneConfig()
+    data.check_fits(model)
+    sp = tfmot.sparsity.keras
+    with Timer() as t:
+        set_seed(seed)
+        base = clone_with_weights(model)
+        sched = resolve_schedule(config, steps_per_epoch(data, config.batch_size) * config.epochs)
+        if config.schedule is Schedule.polynomial:
+            schedule = sp.PolynomialDecay(
+                initial_sparsity=config.initial_sparsity,
+                final_sparsity=config.final_sparsity,
+                begin_step=sched["begin_step"],
+                end_step=sched["end_step"],
+                frequency=sched["frequency"],
+            )
+        else:
+            schedule = sp.ConstantSparsity(
+                config.final_sparsity,
+                begin_step=sched["begin_step"],
+                end_step=sched["end_step"],
+                frequency=sched["frequency"],
+            )
+        m_by_n = tuple(int(v) for v in config.m_by_n.split(":")) if config.m_by_n else None
+        kw: dict[str, Any] = {"pruning_schedule": schedule}
+        if m_by_n:
+            kw["sparsity_m_by_n"] = m_by_n
+        wrapped, applied, skipped = wrap_layers(
+            base, lambda layer: sp.prune_low_magnitude(layer, **kw), lambda layer: _why_not(layer, m_by_n),
+            config.skip_layers,
+        )  # fmt: skip
+        before = accuracy(model, data.x_test, data.y_test)
+        history = fit(
+            wrapped,
+            data,
+            description="prune",
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            callbacks=[sp.UpdatePruningStep()],
+        )
+        stripped = sp.strip_pruning(wrapped)
+        after = accuracy(stripped, data.x_test, data.y_test)
+    target = (1 - m_by_n[0] / m_by_n[1]) if m_by_n else config.final_sparsity
+    per_layer = sparsity_per_layer(stripped, applied)
+    pruned_total = sum(v["weights"] for v in per_layer.values())
+    pruned_zeros = sum(v["zeros"] for v in per_layer.values())
+    overall = pruned_zeros / pruned_total if pruned_total else 0.0
+    all_k = kernels(stripped)
+    metrics = {
+        "target_sparsity": target,
+        "sparsity": overall,
+        "target_met": abs(overall - target) <= 0.01,
+        "model_sparsity": float(sum((k == 0).sum() for k in all_k.values()) / max(1, sum(k.size for k in all_k.values()))),
+        "layers": per_layer,
+        "skipped_layers": skipped,
+        "schedule": {"type": config.schedule.value, "initial_sparsity": config.initial_sparsity,
+                     "final_sparsity": config.final_sparsity, "m_by_n": config.m_by_n, **sched},  # fmt: skip
+        "accuracy_before": before,
+        "accuracy": after,
+        "accuracy_drop": before - after,
+        "history": history,
+        "seed": seed,
+    }
+    if not applied:
+        info("[yellow]warning:[/] no layer was pruned")
+    elif not metrics["target_met"]:
+        info(f"[yellow]warning:[/] sparsity reached {overall:.3f}, target {target:.3f}")
+    return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)
+
+
+def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:
+    reg = tfmot.sparsity.keras.PrunableLayer
+    if not isinstance(layer, reg) and not _registry().supports(layer):
+        return f"{type(layer).__name__} is not supported by tfmot pruning"
+    k = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+    if k and int(np.prod(k[0].shape)) < MIN_PRUNABLE_WEIGHTS:
+        return f"only {int(np.prod(k[0].shape))} weights (< {MIN_PRUNABLE_WEIGHTS})"
+    if m_by_n and type(layer).__name__ not in ("Conv2D", "Dense"):
+        return f"{m_by_n[0]}:{m_by_n[1]} sparsity is supported for Conv2D and Dense only"
+    return None
+
+
+def _registry() -> Any:
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    return PruneRegistry
+
+
+def sparsity_per_layer(model: Any, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Zeros, weights and sparsity of each kernel (of the named layers, or of all)."""
+    out = {}
+    for name, k in kernels(model).items():
+        if names is not None and name.split("/")[0] not in names:
+            continue
+        zeros = int((k == 0).sum())
+        out[name] = {"weights": int(k.size), "zeros": zeros, "sparsity": zeros / k.size}
+    return out

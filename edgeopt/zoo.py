@@ -1,0 +1,137 @@
+"""Reference model builders by name, and width-scaled copies of any Sequential or functional model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgeopt.errors import BadInput
+
+
+def _fashion_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Any:
+    """The reference teacher: two conv blocks and a dense head (about 220k parameters at 28x28)."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    w = lambda n: max(1, round(n * width))  # noqa: E731
+    return keras.Sequential(
+        [
+            L.InputLayer(input_shape=input_shape),
+            L.Conv2D(w(32), 3, padding="same", activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Conv2D(w(64), 3, padding="same", activation="relu", name="conv2"),
+            L.MaxPooling2D(name="pool2"),
+            L.Flatten(name="flatten"),
+            L.Dropout(0.4, name="dropout"),
+            L.Dense(w(64), activation="relu", name="fc1"),
+            L.Dense(num_classes, activation="softmax", name="logits"),
+        ],
+        name="fashion_cnn" if width == 1.0 else f"fashion_cnn_w{width:g}",
+    )
+
+
+def _fashion_cnn_small(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A compact student: the teacher's shape at a quarter of the width (about 14k parameters)."""
+    return _fashion_cnn(input_shape, num_classes, width=0.25)
+
+
+def _tiny_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A few thousand parameters: for tests on digits or small slices."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    return keras.Sequential(
+        [
+            L.InputLayer(input_shape=input_shape),
+            L.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Flatten(name="flatten"),
+            L.Dense(32, activation="relu", name="fc1"),
+            L.Dense(num_classes, activation="softmax", name="logits"),
+        ],
+        name="tiny_cnn",
+    )
+
+
+def _mlp(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A two-layer perceptron (LeNet-300-100's shape, for comparisons with Deep Compression)."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    return keras.Sequential(
+        [
+            L.InputLayer(input_shape=input_shape),
+            L.Flatten(name="flatten"),
+            L.Dense(300, activation="relu", name="fc1"),
+            L.Dense(100, activation="relu", name="fc2"),
+            L.Dense(num_classes, activation="softmax", name="logits"),
+        ],
+        name="mlp_300_100",
+    )
+
+
+ZOO: dict[str, Callable[[tuple[int, ...], int], Any]] = {
+    "fashion_cnn": _fashion_cnn,
+    "fashion_cnn_small": _fashion_cnn_small,
+    "tiny_cnn": _tiny_cnn,
+    "mlp_300_100": _mlp,
+}
+
+
+def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """Build zoo model ``name`` for the given input shape and class count (random weights)."""
+    if name not in ZOO:
+        raise BadInput(f"unknown zoo model {name!r}; allowed: {', '.join(sorted(ZOO))}")
+    return ZOO[name](tuple(input_shape), num_classes)
+
+
+# ---- width scaling ------------------------------------------------------------------------------
+
+_WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "SeparableConv1D": "filters",
+               "SeparableConv2D": "filters", "Conv2DTranspose": "filters", "Dense": "units"}  # fmt: skip
+# Layers that pass their input's channel count through unchanged.
+_PASS_THROUGH = {"Activation", "Softmax", "ReLU", "Dropout", "Flatten", "Reshape", "BatchNormalization",
+                 "LayerNormalization", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+                 "GlobalMaxPooling1D", "MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D",
+                 "Rescaling", "InputLayer"}  # fmt: skip
+
+
+def output_layers(model: Any) -> set[str]:
+    """Names of the Conv/Dense layers that fix the model's output width (they must keep their size)."""
+    keep: set[str] = set()
+    for out in model.outputs:
+        layer = out._keras_history.layer
+        while layer is not None and type(layer).__name__ not in _WIDTH_KEYS:
+            if type(layer).__name__ not in _PASS_THROUGH:
+                break
+            inbound = layer._inbound_nodes[0].inbound_layers if layer._inbound_nodes else []
+            layer = inbound if not isinstance(inbound, list) else (inbound[0] if len(inbound) == 1 else None)
+        if layer is not None and type(layer).__name__ in _WIDTH_KEYS:
+            keep.add(layer.name)
+    return keep
+
+
+def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
+    """A fresh (randomly initialised) copy of ``model`` with ``width`` of the filters and units in every
+    hidden Conv/Dense layer. The layers that produce the outputs keep their size, so the copy is a
+    drop-in student for the same task. Works for Sequential and functional models."""
+    from edgeopt._keras import keras
+
+    if not 0 < width <= 1:
+        raise BadInput(f"width must be in (0, 1] (got {width})")
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise BadInput(
+            f"model {model.name!r} is a subclassed model; width scaling needs a Sequential or functional model"
+        )
+    keep = output_layers(model)
+
+    def clone(layer: Any) -> Any:
+        cfg = layer.get_config()
+        key = _WIDTH_KEYS.get(type(layer).__name__)
+        if key and layer.name not in keep:
+            cfg[key] = max(1, round(cfg[key] * width))
+        return layer.__class__.from_config(cfg)
+
+    student = keras.models.clone_model(model, clone_function=clone)
+    student._name = name or f"{model.name}_w{width:g}"
+    return student
