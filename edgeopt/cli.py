@@ -216,7 +216,9 @@ def cluster(
     m = load_model(model)
     result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
-    _show("cluster", result.metrics, ["clusters", "max_distinct_values", "sparsity", "accuracy_before", "accuracy"], out)
+    _show(
+        "cluster", result.metrics, ["clusters", "max_distinct_values", "sparsity", "accuracy_before", "accuracy"], out
+    )
 
 
 @app.command()
@@ -316,8 +318,8 @@ def validate(
     for g in result.metrics["gates"]:
         ui.info(f"gate {g['gate']}: {g['status']} ({g['detail']})")
     if not result.metrics["passed"]:
-        raise GateFailed("validation failed: " + "; ".join(
-            g["detail"] for g in result.metrics["gates"] if g["status"] == "failed") or "non-finite outputs")  # fmt: skip
+        failed = [g["detail"] for g in result.metrics["gates"] if g["status"] == "failed"]
+        raise GateFailed("validation failed: " + ("; ".join(failed) or "non-finite outputs"))
 
 
 def _read_tflite(path: Path) -> bytes:

@@ -6,7 +6,7 @@ A wrong value fails at load time with the file (or flag), the key and what is al
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,11 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeopt.errors import BadInput
-
-
-class StrEnum(str, Enum):
-    def __str__(self) -> str:  # so f-strings and YAML dumps show the value
-        return self.value
 
 
 class Schedule(StrEnum):
@@ -156,7 +151,9 @@ class ConvertConfig(_Config):
         }.get(self.quantization, {IOType.float32})
         if self.io_type is not None and self.io_type not in allowed:
             names = ", ".join(sorted(a.value for a in allowed))
-            raise ValueError(f"io_type {self.io_type.value} does not go with {self.quantization.value}; allowed: {names}")
+            raise ValueError(
+                f"io_type {self.io_type.value} does not go with {self.quantization.value}; allowed: {names}"
+            )
         return self
 
     @property
@@ -205,9 +202,7 @@ class ValidateStep(ValidateConfig):
     stage: Literal["validate"]
 
 
-Step = Annotated[
-    DistillStep | PruneStep | ClusterStep | ConvertStep | ValidateStep, Field(discriminator="stage")
-]
+Step = Annotated[DistillStep | PruneStep | ClusterStep | ConvertStep | ValidateStep, Field(discriminator="stage")]
 
 
 class PipelineConfig(_Config):
@@ -233,11 +228,15 @@ class PipelineConfig(_Config):
         return self
 
 
+_STAGES = {"distill", "prune", "cluster", "convert", "validate"}
+
+
 def format_validation_error(err: ValidationError, source: str, *, flags: bool = False) -> str:
     """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``."""
     lines = []
     for e in err.errors():
-        loc = [p for p in e["loc"] if p not in {"DistillStep", "PruneStep", "ClusterStep", "ConvertStep", "ValidateStep"}]
+        # Drop the discriminated-union tag pydantic puts after a step's index (steps.0.prune.key).
+        loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in _STAGES)]
         if flags:
             key = " ".join("--" + str(p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
         else:

@@ -106,7 +106,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         x_tr, y_tr, x_te, y_te = _read_npz(path)
         classes, source = [str(i) for i in range(int(max(y_tr.max(), y_te.max())) + 1)], str(path)
     else:
-        path = Path(cfg.name[len("image_dir:"):])
+        path = Path(cfg.name[len("image_dir:") :])
         x_tr, y_tr, x_te, y_te, classes = _read_image_dir(path, cfg.seed)
         source = str(path)
     rng = np.random.default_rng(cfg.seed)
@@ -239,7 +239,12 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
         raise BadInput(f"{path}: x and y lengths differ")
     if x_tr.dtype == np.uint8:
         x_tr, x_te = _images(x_tr), _images(x_te)
-    return x_tr.astype(np.float32), y_tr.astype(np.int64).ravel(), x_te.astype(np.float32), y_te.astype(np.int64).ravel()
+    return (
+        x_tr.astype(np.float32),
+        y_tr.astype(np.int64).ravel(),
+        x_te.astype(np.float32),
+        y_te.astype(np.int64).ravel(),
+    )
 
 
 def _read_image_dir(path: Path, seed: int) -> tuple[Any, ...]:

@@ -79,7 +79,10 @@ def keras_progress(description: str, epochs: int, steps: int) -> Any:
             self._p.update(self._tid, advance=1, status=f"epoch {self._epoch + 1}/{epochs} {_fmt(logs)}")
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self._p.update(self._tid, completed=(epoch + 1) * steps, status=f"epoch {epoch + 1}/{epochs} {_fmt(logs)}")
+            status = f"epoch {epoch + 1}/{epochs} {_fmt(logs)}"
+            self._p.update(self._tid, completed=(epoch + 1) * steps, status=status)
+            if not console.is_terminal:  # a log file or CI: no live bar, so one line per epoch
+                console.print(f"{description}: {status}", highlight=False)
 
         def on_train_end(self, logs: Any = None) -> None:
             self._p.stop()

@@ -36,7 +36,7 @@ def convert(
         data.check_fits(model)
     with Timer() as t:
         set_seed(seed)
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = _converter(model)
         if q is not Quantization.float32:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if q is Quantization.float16:
@@ -71,6 +71,14 @@ def convert(
         except Exception as e:  # noqa: BLE001 - the converter raises several types
             raise ConversionError(_explain(e, log, config)) from None
     desc = litert.describe(content)
+    if needs_data and desc["float_ops"] and not config.allow_float_fallback:
+        # The converter keeps ops without integer kernels in float even when only int8 ops are
+        # allowed; a release must not ship that by surprise.
+        ops = ", ".join(sorted(set(desc["float_ops"])))
+        raise ConversionError(
+            f"{q.value} conversion left op(s) {ops} in float (no integer kernel); "
+            "pass --allow-float-fallback to accept float ops in the model"
+        )
     metrics = {
         "quantization": q.value,
         "io_type": config.resolved_io_type.value,
@@ -88,6 +96,25 @@ def convert(
     return StageResult("convert", metrics=metrics, tflite=content, seconds=t.seconds)
 
 
+def _converter(model: Any) -> Any:
+    """A converter over a concrete function whose inputs have fixed names.
+
+    ``from_keras_model`` names the input after the Keras input layer (``input_1``, ``input_2``, ...
+    as models are built in one process), so the same weights could give different bytes.
+    """
+    n = len(model.inputs)
+    specs = [
+        tf.TensorSpec([None, *t.shape[1:]], t.dtype, name="input" if n == 1 else f"input_{i}")
+        for i, t in enumerate(model.inputs)
+    ]
+
+    @tf.function
+    def serve(*args: Any) -> Any:
+        return model(args[0] if n == 1 else list(args), training=False)
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function(*specs)], model)
+
+
 def _explain(err: Exception, log: list[str], config: ConvertConfig) -> str:
     """One line naming what failed, from the converter's diagnostics where it names an op."""
     text = "\n".join([str(err), *log])
@@ -98,5 +125,3 @@ def _explain(err: Exception, log: list[str], config: ConvertConfig) -> str:
         return f"{q} conversion failed: op(s) {', '.join(ops)} cannot be converted as asked{hint}"
     first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), str(err).splitlines()[0])
     return f"{q} conversion failed: {first[:400]}"
-
-

@@ -84,7 +84,9 @@ def distill(
         n = int(teacher.output_shape[-1])
         eye = np.eye(n, dtype=np.float32)
         y_tr = np.concatenate([eye[data.y_train], teacher_logits(teacher, data.x_train)], axis=1)
-        y_va = np.concatenate([eye[data.y_val], teacher_logits(teacher, data.x_val)], axis=1) if len(data.x_val) else None
+        y_va = (
+            np.concatenate([eye[data.y_val], teacher_logits(teacher, data.x_val)], axis=1) if len(data.x_val) else None
+        )
         history = fit(
             student,
             data,

@@ -97,11 +97,18 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
         "target_sparsity": target,
         "sparsity": overall,
         "target_met": abs(overall - target) <= 0.01,
-        "model_sparsity": float(sum((k == 0).sum() for k in all_k.values()) / max(1, sum(k.size for k in all_k.values()))),
+        "model_sparsity": float(
+            sum((k == 0).sum() for k in all_k.values()) / max(1, sum(k.size for k in all_k.values()))
+        ),
         "layers": per_layer,
         "skipped_layers": skipped,
-        "schedule": {"type": config.schedule.value, "initial_sparsity": config.initial_sparsity,
-                     "final_sparsity": config.final_sparsity, "m_by_n": config.m_by_n, **sched},  # fmt: skip
+        "schedule": {
+            "type": config.schedule.value,
+            "initial_sparsity": config.initial_sparsity,
+            "final_sparsity": config.final_sparsity,
+            "m_by_n": config.m_by_n,
+            **sched,
+        },  # fmt: skip
         "accuracy_before": before,
         "accuracy": after,
         "accuracy_drop": before - after,

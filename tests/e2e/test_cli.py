@@ -1,0 +1,131 @@
+"""The CLI through Typer's CliRunner: files written, exit codes, one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeopt.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_help_lists_every_stage():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for cmd in ("train", "prune", "cluster", "distill", "convert", "validate", "run"):
+        assert cmd in r.output
+
+
+def test_stage_chain_writes_models_and_metrics(tiny_model_path, tmp_path):
+    pruned, clustered, student = tmp_path / "p.keras", tmp_path / "c.keras", tmp_path / "s.keras"
+    r = invoke("distill", tiny_model_path, "--data", "digits", "--out", student, "--width", "0.5", "--epochs", "2",
+               "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s.keras.json").read_text())["student_params"] > 0
+    r = invoke("prune", tiny_model_path, "--data", "digits", "--out", pruned, "--final-sparsity", "0.5",
+               "--epochs", "2", "--skip-layer", "conv1", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "p.keras.json").read_text())
+    assert abs(m["sparsity"] - 0.5) <= 0.01 and "conv1" in m["skipped_layers"]
+    r = invoke("cluster", pruned, "--data", "digits", "--out", clustered, "--clusters", "8", "--epochs", "1",
+               "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "c.keras.json").read_text())
+    assert m["preserve_sparsity"] is True and m["max_distinct_values"] <= 8
+    out = tmp_path / "c.tflite"
+    r = invoke("convert", clustered, "--out", out, "--quantization", "int8", "--data", "digits")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c.tflite.json").read_text())["inputs"][0]["dtype"] == "int8"
+    assert "convert" in r.output and "gzip_bytes" in r.output  # the summary table
+    r = invoke("validate", out, "--data", "digits", "--keras", clustered, "--json", tmp_path / "v.json")
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["agreement"] > 0.9 and v["samples"] == 360
+
+
+def test_train_command(tmp_path):
+    out = tmp_path / "t.keras"
+    r = invoke("train", "--zoo", "tiny_cnn", "--data", "digits", "--epochs", "1", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and json.loads((tmp_path / "t.keras.json").read_text())["params"] > 1000
+
+
+def test_validate_gate_failure_exits_1(tiny_model_path, tmp_path):
+    out = tmp_path / "m.tflite"
+    assert invoke("convert", tiny_model_path, "--out", out, "--quantization", "float32", "-q").exit_code == 0
+    r = invoke("validate", out, "--data", "digits", "--min-accuracy", "0.9999", "-q")
+    assert r.exit_code == 1 and "min" in r.output
+
+
+def _fill(arg: str, subs: dict) -> str:
+    for key, value in subs.items():
+        arg = arg.replace("{" + key + "}", str(value))
+    return arg
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "notes.keras").write_text("hello")
+    (tmp_path / "lfs.tflite").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n")
+    (tmp_path / "page.tflite").write_text("<!DOCTYPE html><html></html>")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "random.tflite").write_bytes(np.random.default_rng(0).bytes(256))
+    return {p.name: p for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune", "{missing}", "--data", "digits", "--out", "{out}"], "no such file"),
+        (["prune", "{notes.keras}", "--data", "digits", "--out", "{out}"], "not a Keras model"),
+        (["prune", "{model}", "--data", "digits", "--out", "{out}", "--final-sparsity", "1.5"], "--final-sparsity"),
+        (["prune", "{model}", "--data", "digits", "--out", "{out}", "--m-by-n", "4:2"], "--m-by-n"),
+        (["cluster", "{model}", "--data", "digits", "--out", "{out}", "--clusters", "1"], "--clusters"),
+        (
+            ["distill", "{model}", "--data", "digits", "--out", "{out}", "--width", "0.5", "--temperature", "0"],
+            "--temperature",
+        ),
+        (["distill", "{model}", "--data", "digits", "--out", "{out}", "--width", "1.5"], "--width"),
+        (["distill", "{model}", "--data", "digits", "--out", "{out}"], "exactly one of student"),
+        (["prune", "{model}", "--data", "fashion_mnist", "--max-train", "50", "--out", "{out}"], "(28, 28, 1)"),
+        (["prune", "{model}", "--data", "mnist", "--out", "{out}"], "unknown dataset"),
+        (["convert", "{model}", "--out", "{out_t}", "--quantization", "int8"], "calibration data"),
+        (["validate", "{empty.tflite}", "--data", "digits"], "empty file"),
+        (["validate", "{page.tflite}", "--data", "digits"], "TFL3"),
+        (["validate", "{lfs.tflite}", "--data", "digits"], "TFL3"),
+        (["validate", "{random.tflite}", "--data", "digits"], "TFL3"),
+        (["run", "{missing}.yaml"], "no such pipeline file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message, tiny_model_path, tmp_path):
+    files = _bad_files(tmp_path)
+    out = tmp_path / "out.keras"
+    subs = {"missing": tmp_path / "missing.keras", "out": out, "out_t": tmp_path / "out.tflite",
+            "model": tiny_model_path, **{k: str(v) for k, v in files.items()}}  # fmt: skip
+    r = invoke(*[_fill(a, subs) for a in args], "-q")
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert r.output.strip().startswith("error:")
+    assert not out.exists() and not (tmp_path / "out.tflite").exists(), "half-written output"
+
+
+def test_yaml_typo_exit_2(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        "name: x\ndata: digits\nteacher: {path: m.keras}\nsteps:\n  - stage: convert\n    quantisation: int8\n"
+    )
+    r = invoke("run", p)
+    assert r.exit_code == 2 and "steps[0].quantisation: unknown key" in r.output and str(p) in r.output
+
+
+def test_wrong_choice_is_usage_error(tiny_model_path, tmp_path):
+    r = invoke("convert", tiny_model_path, "--out", tmp_path / "x.tflite", "--quantization", "int4")
+    assert r.exit_code == 2 and "int4" in r.output

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from edgeopt import stages
+from edgeopt._keras import tf
+from edgeopt.config import DistillConfig
+from edgeopt.stages.distill import kd_loss
+from tests.conftest import same_weights, weights_of
+
+
+def test_loss_is_hinton_formula():
+    rng = np.random.default_rng(0)
+    labels = np.eye(3, dtype=np.float32)[[0, 2]]
+    t_logits = rng.normal(size=(2, 3)).astype(np.float32)
+    s_logits = rng.normal(size=(2, 3)).astype(np.float32)
+    T, alpha = 3.0, 0.3
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    ce = -(labels * np.log(softmax(s_logits))).sum(-1)
+    pt, ps = softmax(t_logits / T), softmax(s_logits / T)
+    kl = (pt * np.log(pt / ps)).sum(-1)
+    want = alpha * ce + (1 - alpha) * T * T * kl
+    y = np.concatenate([labels, t_logits], axis=1)
+    got = kd_loss(3, T, alpha, student_probs=False)(tf.constant(y), tf.constant(s_logits)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got_p = kd_loss(3, T, alpha, student_probs=True)(tf.constant(y), tf.constant(softmax(s_logits))).numpy()
+    np.testing.assert_allclose(got_p, want, rtol=1e-4)
+
+
+def test_width_student(digits, tiny_model):
+    before = weights_of(tiny_model)
+    r = stages.distill(tiny_model, digits, DistillConfig(width=0.5, epochs=8, learning_rate=3e-3), seed=0)
+    assert same_weights(before, weights_of(tiny_model))
+    m = r.metrics
+    assert m["student_params"] < m["teacher_params"] / 2
+    assert r.model.get_layer("fc1").units == 16 and r.model.output_shape == (None, 10)
+    assert m["accuracy"] > 0.6  # learned something real on 10 classes
+    assert m["teacher_accuracy"] == pytest.approx(0.93, abs=0.06)
+
+
+def test_zoo_student_and_scratch_comparison(digits, tiny_model):
+    r = stages.distill(tiny_model, digits, DistillConfig(student="tiny_cnn", epochs=3, compare_scratch=True))
+    assert "scratch_accuracy" in r.metrics and 0 <= r.metrics["scratch_accuracy"] <= 1
+    assert r.metrics["distillation_gain"] == pytest.approx(r.metrics["accuracy"] - r.metrics["scratch_accuracy"])
+
+
+def test_student_file(digits, tiny_model, tmp_path):
+    from edgeopt import zoo
+    from edgeopt.artifacts import save_model
+
+    p = save_model(zoo.width_scaled(tiny_model, 0.25), tmp_path / "s.keras")
+    r = stages.distill(tiny_model, digits, DistillConfig(student_file=p, epochs=1))
+    assert r.model.get_layer("fc1").units == 8
