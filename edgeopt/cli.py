@@ -361,7 +361,7 @@ def _print_run(manifest: dict[str, Any], out_dir: Path) -> None:
     rows = ([{**base, "gzip_ratio_vs_baseline": 1.0}] if base else []) + manifest["artifacts"]
     for a in rows:
         acc = f"{a['accuracy']:.4f}" if a.get("accuracy") is not None else "-"
-        t.add_row(a["path"], a["quantization"], f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
+        t.add_row(Path(a["path"]).name, a["quantization"], f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
                   f"{a.get('gzip_ratio_vs_baseline', 0):.1f}", acc)  # fmt: skip
     ui.console.print(t)
     ui.info(f"manifest: {out_dir / 'manifest.json'} ({manifest['seconds']:.0f} s)")
