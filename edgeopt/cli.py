@@ -174,10 +174,19 @@ def prune(
 
     _check_out(out, (".keras", ".h5"))
     cfg = _config(
-        PruneConfig, final_sparsity=final_sparsity, initial_sparsity=initial_sparsity, schedule=schedule,
-        begin_step=begin_step, end_step=end_step, frequency=frequency, m_by_n=m_by_n, skip_layers=skip_layer,
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-    )  # fmt: skip
+        PruneConfig,
+        final_sparsity=final_sparsity,
+        initial_sparsity=initial_sparsity,
+        schedule=schedule,
+        begin_step=begin_step,
+        end_step=end_step,
+        frequency=frequency,
+        m_by_n=m_by_n,
+        skip_layers=skip_layer,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
     m = load_model(model)
     result = stages.prune(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
@@ -210,9 +219,15 @@ def cluster(
 
     _check_out(out, (".keras", ".h5"))
     cfg = _config(
-        ClusterConfig, clusters=clusters, init=init, preserve_sparsity=preserve_sparsity, skip_layers=skip_layer,
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-    )  # fmt: skip
+        ClusterConfig,
+        clusters=clusters,
+        init=init,
+        preserve_sparsity=preserve_sparsity,
+        skip_layers=skip_layer,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
     m = load_model(model)
     result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
@@ -247,10 +262,17 @@ def distill(
 
     _check_out(out, (".keras", ".h5"))
     cfg = _config(
-        DistillConfig, student=student, student_file=student_file, width=width, temperature=temperature,
-        alpha=alpha, compare_scratch=compare_scratch, epochs=epochs, batch_size=batch_size,
+        DistillConfig,
+        student=student,
+        student_file=student_file,
+        width=width,
+        temperature=temperature,
+        alpha=alpha,
+        compare_scratch=compare_scratch,
+        epochs=epochs,
+        batch_size=batch_size,
         learning_rate=learning_rate,
-    )  # fmt: skip
+    )
     m = load_model(teacher)
     result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
@@ -277,9 +299,12 @@ def convert(
 
     _check_out(out, (".tflite",))
     cfg = _config(
-        ConvertConfig, quantization=quantization, calibration_samples=calibration_samples, io_type=io_type,
+        ConvertConfig,
+        quantization=quantization,
+        calibration_samples=calibration_samples,
+        io_type=io_type,
         allow_float_fallback=allow_float_fallback,
-    )  # fmt: skip
+    )
     m = load_model(model)
     ds = _data(data, seed) if data else None
     result = stages.convert(m, cfg, data=ds, seed=seed)
@@ -295,31 +320,117 @@ def validate(
     model: Annotated[Path, typer.Argument(help="the .tflite to check")],
     data: DataOpt = "fashion_mnist",
     keras: Annotated[Path | None, typer.Option("--keras", help="Keras reference model for agreement")] = None,
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", help="device profile: shipped name or YAML path (repeatable)")
+    ] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="gate: minimum top-1 accuracy (0-1)")] = None,
     max_samples: Annotated[int | None, typer.Option(help="evaluate at most this many test examples")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics here")] = None,
+    latency: Annotated[bool, typer.Option(help="measure host latency")] = True,
+    timeout: Annotated[float | None, typer.Option(help="seconds each runtime may take in its child process")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="calibration file (default: edgeopt calibrate's)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML: one testcase per gate and profile")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="write a Markdown summary")] = None,
     seed: SeedOpt = 0,
     max_test: MaxTestOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Top-1 accuracy of a .tflite in LiteRT, and agreement with the Keras model."""
-    from edgeopt import stages
-    from edgeopt.artifacts import load_model, write_json
-    from edgeopt.errors import GateFailed
+    """Check a .tflite: structure, accuracy in LiteRT, kernel cross-check, latency, device budgets.
 
-    cfg = _config(ValidateConfig, min_accuracy=min_accuracy, max_samples=max_samples)
+    Exit 0 when every gate of every profile passed, 1 when one failed, 2 for bad input, 3 when a runtime crashed.
+    """
+    from edgeopt import calibrate as cal
+    from edgeopt import report, stages
+    from edgeopt.artifacts import load_model
+    from edgeopt.errors import GateFailed, RuntimeCrash
+    from edgeopt.profiles import load_profile
+
+    cfg = _config(
+        ValidateConfig,
+        min_accuracy=min_accuracy,
+        max_samples=max_samples,
+        profiles=profile,
+        latency=latency,
+        timeout_s=timeout,
+    )
+    profiles = [load_profile(p) for p in cfg.profiles]
     content = _read_tflite(model)
     ref = load_model(keras) if keras else None
-    result = stages.validate(content, _data(data, seed, max_test=max_test), cfg, keras_model=ref)
+    ds = _data(data, seed, max_test=max_test)
+    result = stages.validate(
+        content, ds, cfg, keras_model=ref, profiles=profiles, calibration=cal.load(calibration), name=model.name
+    )
+    m = {"path": str(model), "seconds": result.seconds, **result.metrics}
     if json_out:
-        write_json(json_out, {"model": str(model), "seconds": result.seconds, **result.metrics})
-    keys = ["samples", "accuracy", "keras_accuracy", "agreement", "outputs_finite"]
-    _show("validate", result.metrics, keys)
-    for g in result.metrics["gates"]:
-        ui.info(f"gate {g['gate']}: {g['status']} ({g['detail']})")
-    if not result.metrics["passed"]:
-        failed = [g["detail"] for g in result.metrics["gates"] if g["status"] == "failed"]
-        raise GateFailed("validation failed: " + ("; ".join(failed) or "non-finite outputs"))
+        report.write_json_report(json_out, [m])
+    if junit:
+        report.write_junit(junit, [m])
+    if markdown:
+        report.write_markdown(markdown, [m])
+    _print_gates(m)
+    if m["crashed"]:
+        raise RuntimeCrash("runtime crashed: " + "; ".join(m["crashed"]))
+    if not m["passed"]:
+        failed = [f"{g['profile']}/{g['gate']}" for g in m["gates"] if g["status"] == "failed"]
+        raise GateFailed(f"{len(failed)} gate(s) failed: " + (", ".join(failed) or "non-finite outputs"))
+
+
+def _print_gates(m: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    s = m["structure"]
+    acc = f"{m['accuracy']:.4f}" if m.get("accuracy") is not None else "n/a"
+    rows = [
+        ("bytes / gzip", f"{s['bytes']:,} / {s['gzip_bytes']:,}"),
+        ("params / MACs", f"{s['params']:,} / {s['macs']:,}"),
+        ("accuracy", acc),
+        ("samples", m["samples"]),
+    ]
+    if m.get("agreement") is not None:
+        rows += [("keras accuracy", m["keras_accuracy"]), ("agreement", m["agreement"])]
+    for th, lat in m.get("latency", {}).items():
+        rows.append((f"host p50/p90, {th} thr", f"{lat['p50_ms']:.4g} / {lat['p90_ms']:.4g} ms"))
+    ui.table(f"validate {m['model']}", rows)
+    if ui.is_quiet() or not m["gates"]:
+        return
+    t = Table(title="gates", title_justify="left")
+    for c in ("profile", "gate", "result", "detail"):
+        t.add_column(c)
+    colour = {"passed": "green", "failed": "red", "not evaluated": "yellow"}
+    for g in m["gates"]:
+        t.add_row(g["profile"], g["gate"], f"[{colour[g['status']]}]{g['status']}[/]", g["detail"])
+    ui.console.print(t)
+
+
+@app.command()
+@_cli
+def calibrate(
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", help="profiles to calibrate (default: every shipped phone profile)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="where to store the factors (default ~/.cache/edgeopt/)")] = None,
+    seconds: Annotated[float, typer.Option(help="timed seconds per measurement")] = 3.0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure MobileNet 1.0 224 on this host and store host-to-device latency factors per profile."""
+    from edgeopt import calibrate as cal
+    from edgeopt.profiles import load_profile, shipped
+
+    profiles = [load_profile(p) for p in (profile or shipped())]
+    result = cal.calibrate(profiles, out=out, seconds=seconds)
+    rows = []
+    for name, e in result["profiles"].items():
+        for prec in ("float32", "int8"):
+            if prec in e:
+                f = e[prec]
+                rows.append(
+                    (
+                        f"{name} {prec}",
+                        f"x{f['factor']:.3g} ({f['device_ms']} ms device / {f['host_p50_ms']:.4g} ms host)",
+                    )
+                )
+    rows.append(("stored in", result["path"]))
+    ui.table("calibration", rows)
 
 
 def _read_tflite(path: Path) -> bytes:
@@ -361,8 +472,14 @@ def _print_run(manifest: dict[str, Any], out_dir: Path) -> None:
     rows = ([{**base, "gzip_ratio_vs_baseline": 1.0}] if base else []) + manifest["artifacts"]
     for a in rows:
         acc = f"{a['accuracy']:.4f}" if a.get("accuracy") is not None else "-"
-        t.add_row(Path(a["path"]).name, a["quantization"], f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
-                  f"{a.get('gzip_ratio_vs_baseline', 0):.1f}", acc)  # fmt: skip
+        t.add_row(
+            Path(a["path"]).name,
+            a["quantization"],
+            f"{a['bytes']:,}",
+            f"{a['gzip_bytes']:,}",
+            f"{a.get('gzip_ratio_vs_baseline', 0):.1f}",
+            acc,
+        )
     ui.console.print(t)
     ui.info(f"manifest: {out_dir / 'manifest.json'} ({manifest['seconds']:.0f} s)")
 

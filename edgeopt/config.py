@@ -166,12 +166,64 @@ class ConvertConfig(_Config):
 
 
 class ValidateConfig(_Config):
+    profiles: list[str] = Field(default_factory=list, description="device profiles: shipped names or YAML paths")
+    latency: bool = Field(True, description="measure host latency (also without profiles)")
+    timeout_s: float = Field(600.0, gt=0, description="per runtime run in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")
     batch_size: int = Field(256, ge=1)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="gate: fail below this top-1 accuracy")
     max_accuracy_drop: float | None = Field(
         None, ge=0.0, description="gate: fail when top-1 drops more than this many points below the baseline"
     )
+
+
+# ---- device profiles ---------------------------------------------------------------------------
+
+
+class Runtime(StrEnum):
+    litert = "litert"
+    tflm = "tflm"
+
+
+class Budget(_Config):
+    """Limits a .tflite must meet on a device. A budget left out is not a gate."""
+
+    latency_p90_ms: float | None = Field(None, gt=0)
+    model_bytes: int | None = Field(None, gt=0)
+    arena_bytes: int | None = Field(None, gt=0, description="MCU RAM for the TFLite Micro tensor arena")
+    accuracy_drop_max: float | None = Field(None, ge=0, description="points of top-1 vs the Keras reference")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="top-1 agreement with the Keras model")
+
+
+class DeviceReference(_Config):
+    """A published latency of the calibration architecture on the device (ANCHORS.md)."""
+
+    model: str = "mobilenet_1.0_224"
+    float32_ms: float | None = Field(None, gt=0)
+    int8_ms: float | None = Field(None, gt=0)
+    threads: int = Field(1, ge=1)
+    source: str
+
+
+class VelaConfig(_Config):
+    accelerator_config: str = "ethos-u55-128"
+    system_config: str = "Ethos_U55_High_End_Embedded"
+    memory_mode: str = "Shared_Sram"
+    clock_hz: float = Field(500e6, gt=0, description="NPU clock used to turn Vela's cycles into time")
+    sram_bytes: int | None = Field(None, gt=0, description="budget for the SRAM Vela plans to use")
+
+
+class DeviceProfile(_Config):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    runtime: Runtime
+    threads: int = Field(1, ge=1)
+    budgets: Budget = Field(default_factory=Budget)
+    input_dtype: IOType | None = None
+    output_dtype: IOType | None = None
+    builtin_ops_only: bool = True
+    reference: DeviceReference | None = None
+    vela: VelaConfig | None = None
 
 
 # ---- pipeline file -------------------------------------------------------------------------------
@@ -215,6 +267,7 @@ class PipelineConfig(_Config):
         description="the teacher converted as the reference artifact",
     )
     steps: list[Step] = Field(min_length=1)
+    profiles: list[DeviceProfile] = Field(default_factory=list, description="extra device profiles")
 
     @field_validator("data", mode="before")
     @classmethod

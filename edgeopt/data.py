@@ -27,9 +27,17 @@ FASHION_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 FASHION_HOW_TO_GET = (
     "install Debian's package (apt-get install dataset-fashion-mnist), run `make data`, "
     "or set EDGEOPT_DATA_DIR to a folder holding " + ", ".join(FASHION_FILES)
@@ -218,8 +226,9 @@ def _digits(seed: int) -> tuple[np.ndarray, ...]:
 
     d = load_digits()
     x = _images(d.images, scale=16.0)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target.astype(np.int64), test_size=0.2, random_state=seed,
-                                              stratify=d.target)  # fmt: skip
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, d.target.astype(np.int64), test_size=0.2, random_state=seed, stratify=d.target
+    )
     return x_tr, y_tr, x_te, y_te
 
 

@@ -23,7 +23,7 @@ from edgeopt.config import (
     ValidateStep,
 )
 from edgeopt.data import Dataset, load_dataset
-from edgeopt.errors import BadInput, GateFailed
+from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
 
 MANIFEST_SCHEMA = "edgeopt.manifest/1"
 
@@ -46,11 +46,19 @@ class Artifact:
             "bytes": len(self.tflite),
             "gzip_bytes": gzip_size(self.tflite),
             "accuracy": self.validation["accuracy"] if self.validation else None,
+            "latency": _latency_summary(self.validation),
+            "gates": self.validation["gates"] if self.validation else [],
             "source_stage": self.source_stage,
             "inputs": self.metrics["inputs"],
             "outputs": self.metrics["outputs"],
             "ops": self.metrics["op_counts"],
         }
+
+
+def _latency_summary(v: dict[str, Any] | None) -> dict[str, Any]:
+    if not v:
+        return {}
+    return {th: {k: x for k, x in lat.items() if k != "times_ms"} for th, lat in v.get("latency", {}).items()}
 
 
 @dataclass
@@ -127,6 +135,7 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
 
     current, current_stage = teacher, "teacher"
     gates_failed: list[str] = []
+    crashed: list[str] = []
     for i, step in enumerate(config.steps, start=1):
         folder = root / f"{i:02d}_{step.stage}"
         ui.info(f"[bold]step {i}/{len(config.steps)}: {step.stage}[/]")
@@ -140,8 +149,9 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
             r = stages.convert(current, step, data=data, seed=config.seed)
         else:
             assert isinstance(step, ValidateStep)
-            r = _validate_all(step, data, baseline, artifacts)
+            r = _validate_all(step, data, baseline, artifacts, config)
             gates_failed += r.metrics["failed"]
+            crashed += r.metrics["crashed"]
 
         if r.model is not None:
             out = save_model(r.model, folder / "model.keras")
@@ -152,6 +162,12 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
         else:
             out = folder / "metrics.json"
         write_json(folder / "metrics.json", r.metrics)
+        if isinstance(step, ValidateStep):
+            from edgeopt import report
+
+            validated = list(r.metrics["artifacts"].values())
+            report.write_junit(folder / "junit.xml", validated)
+            report.write_markdown(folder / "report.md", validated)
         stage_records.append(_record(step.stage, out, root, r))
         _summary(step.stage, r.metrics)
 
@@ -166,8 +182,9 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
         "stages": stage_records,
         "artifacts": [a.record(root) for a in artifacts],
         "seconds": time.time() - started,
-        "passed": not gates_failed,
+        "passed": not gates_failed and not crashed,
         "failed_gates": gates_failed,
+        "crashed": crashed,
     }
     if baseline is not None:
         manifest["baseline"] = {
@@ -177,24 +194,41 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
             "gzip_bytes": gzip_size(baseline.tflite),
             "sha256": sha256_bytes(baseline.tflite),
             "accuracy": baseline.validation["accuracy"] if baseline.validation else None,
+            "latency": _latency_summary(baseline.validation),
         }
         for rec in manifest["artifacts"]:
             rec["gzip_ratio_vs_baseline"] = manifest["baseline"]["gzip_bytes"] / rec["gzip_bytes"]
+            base_lat, lat = manifest["baseline"]["latency"].get("1"), rec["latency"].get("1")
+            if base_lat and lat:
+                rec["speedup_vs_baseline_p50_1thread"] = base_lat["p50_ms"] / lat["p50_ms"]
             if rec["accuracy"] is not None and manifest["baseline"]["accuracy"] is not None:
                 rec["accuracy_drop_vs_baseline"] = manifest["baseline"]["accuracy"] - rec["accuracy"]
     write_json(manifest_path, manifest)
     report = RunReport(root, manifest)
+    if crashed:
+        raise RuntimeCrash("runtime crashed: " + "; ".join(crashed))
     if gates_failed:
         raise GateFailed(f"{len(gates_failed)} gate(s) failed: " + "; ".join(gates_failed))
     return report
 
 
 def _validate_all(
-    config: ValidateConfig, data: Dataset, baseline: Artifact | None, artifacts: list[Artifact]
+    config: ValidateConfig,
+    data: Dataset,
+    baseline: Artifact | None,
+    artifacts: list[Artifact],
+    pipeline: PipelineConfig,
 ) -> stages.StageResult:
-    """Validate the baseline and every artifact converted so far; gates compare against the baseline."""
+    """Validate the baseline (accuracy and latency) and every artifact converted so far against the
+    step's device profiles; accuracy-drop gates compare against the baseline."""
+    from edgeopt import calibrate
+    from edgeopt.profiles import load_profile
+
+    profiles = [load_profile(p, extra=pipeline.profiles) for p in config.profiles]
+    calibration = calibrate.load() if profiles else None
     results: dict[str, Any] = {}
     failed: list[str] = []
+    crashed: list[str] = []
     seconds = 0.0
     todo = ([baseline] if baseline is not None else []) + artifacts
     for art in todo:
@@ -206,13 +240,22 @@ def _validate_all(
                 ValidateConfig(max_samples=config.max_samples, batch_size=config.batch_size) if is_base else config,
                 keras_model=art.keras_model,
                 baseline_accuracy=baseline.validation["accuracy"] if baseline and baseline.validation else None,
+                profiles=[] if is_base else profiles,
+                calibration=calibration,
+                name=art.path.name,
             )
             art.validation = r.metrics
             seconds += r.seconds
         results[art.path.name] = art.validation
-        failed += [f"{art.path.name}: {g['gate']} ({g['detail']})" for g in art.validation["gates"]
-                   if g["status"] == "failed"]  # fmt: skip
-    return stages.StageResult("validate", metrics={"artifacts": results, "failed": failed}, seconds=seconds)
+        failed += [
+            f"{art.path.name}: {g['profile']}/{g['gate']} ({g['detail']})"
+            for g in art.validation["gates"]
+            if g["status"] == "failed"
+        ]
+        crashed += [f"{art.path.name}: {c}" for c in art.validation["crashed"]]
+    return stages.StageResult(
+        "validate", metrics={"artifacts": results, "failed": failed, "crashed": crashed}, seconds=seconds
+    )
 
 
 def _record(name: str, out: Path, root: Path, r: stages.StageResult) -> dict[str, Any]:

@@ -87,13 +87,36 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
 
 # ---- width scaling ------------------------------------------------------------------------------
 
-_WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "SeparableConv1D": "filters",
-               "SeparableConv2D": "filters", "Conv2DTranspose": "filters", "Dense": "units"}  # fmt: skip
+_WIDTH_KEYS = {
+    "Conv1D": "filters",
+    "Conv2D": "filters",
+    "Conv3D": "filters",
+    "SeparableConv1D": "filters",
+    "SeparableConv2D": "filters",
+    "Conv2DTranspose": "filters",
+    "Dense": "units",
+}
 # Layers that pass their input's channel count through unchanged.
-_PASS_THROUGH = {"Activation", "Softmax", "ReLU", "Dropout", "Flatten", "Reshape", "BatchNormalization",
-                 "LayerNormalization", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-                 "GlobalMaxPooling1D", "MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D",
-                 "Rescaling", "InputLayer"}  # fmt: skip
+_PASS_THROUGH = {
+    "Activation",
+    "Softmax",
+    "ReLU",
+    "Dropout",
+    "Flatten",
+    "Reshape",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "MaxPooling1D",
+    "AveragePooling1D",
+    "Rescaling",
+    "InputLayer",
+}
 
 
 def output_layers(model: Any) -> set[str]:

@@ -75,8 +75,9 @@ class LiteRTModel:
             self.interpreter.allocate_tensors()
         self._batch = batch
 
-    def predict(self, x: np.ndarray, batch_size: int = 256, progress: Any = None) -> np.ndarray:
-        """Run ``x`` (float) through the first input, return the first output as float."""
+    def predict(self, x: np.ndarray, batch_size: int = 256, progress: Any = None, raw: bool = False) -> np.ndarray:
+        """Run ``x`` (float) through the first input; the first output dequantized to float, or
+        with ``raw`` in the output tensor's own dtype."""
         inp, out = self.inputs[0], self.outputs[0]
         want = tuple(inp["shape"][1:])
         if tuple(x.shape[1:]) != want:
@@ -95,7 +96,8 @@ class LiteRTModel:
                 chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)])
             self.interpreter.set_tensor(inp["index"], quantize(chunk, inp))
             self.interpreter.invoke()
-            results.append(dequantize(self.interpreter.get_tensor(out["index"]), out)[:n])
+            y = self.interpreter.get_tensor(out["index"])
+            results.append((y.copy() if raw else dequantize(y, out))[:n])
             if progress is not None:
                 progress(n)
         return np.concatenate(results)
@@ -162,8 +164,15 @@ def constant_tensors(content: bytes) -> list[dict[str, Any]]:
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    np_types = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
-                "int16": np.int16, "int32": np.int32, "int64": np.int64}  # fmt: skip
+    np_types = {
+        "float32": np.float32,
+        "float16": np.float16,
+        "int8": np.int8,
+        "uint8": np.uint8,
+        "int16": np.int16,
+        "int32": np.int32,
+        "int64": np.int64,
+    }
     out = []
     for t in model.subgraphs[0].tensors:
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None

@@ -40,9 +40,11 @@ def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, s
             "preserve_sparsity": preserve,
         }
         wrapped, applied, skipped = wrap_layers(
-            base, lambda layer: ck.cluster_weights(layer, **params), lambda layer: _why_not(layer, config.clusters),
+            base,
+            lambda layer: ck.cluster_weights(layer, **params),
+            lambda layer: _why_not(layer, config.clusters),
             config.skip_layers,
-        )  # fmt: skip
+        )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(
             wrapped,

@@ -72,9 +72,11 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
         if m_by_n:
             kw["sparsity_m_by_n"] = m_by_n
         wrapped, applied, skipped = wrap_layers(
-            base, lambda layer: sp.prune_low_magnitude(layer, **kw), lambda layer: _why_not(layer, m_by_n),
+            base,
+            lambda layer: sp.prune_low_magnitude(layer, **kw),
+            lambda layer: _why_not(layer, m_by_n),
             config.skip_layers,
-        )  # fmt: skip
+        )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(
             wrapped,
@@ -108,7 +110,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             "final_sparsity": config.final_sparsity,
             "m_by_n": config.m_by_n,
             **sched,
-        },  # fmt: skip
+        },
         "accuracy_before": before,
         "accuracy": after,
         "accuracy_drop": before - after,

@@ -27,17 +27,30 @@ def test_help_lists_every_stage():
 
 def test_stage_chain_writes_models_and_metrics(tiny_model_path, tmp_path):
     pruned, clustered, student = tmp_path / "p.keras", tmp_path / "c.keras", tmp_path / "s.keras"
-    r = invoke("distill", tiny_model_path, "--data", "digits", "--out", student, "--width", "0.5", "--epochs", "2",
-               "--quiet")  # fmt: skip
+    r = invoke(
+        "distill", tiny_model_path, "--data", "digits", "--out", student, "--width", "0.5", "--epochs", "2", "--quiet"
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "s.keras.json").read_text())["student_params"] > 0
-    r = invoke("prune", tiny_model_path, "--data", "digits", "--out", pruned, "--final-sparsity", "0.5",
-               "--epochs", "2", "--skip-layer", "conv1", "--quiet")  # fmt: skip
+    r = invoke(
+        "prune",
+        tiny_model_path,
+        "--data",
+        "digits",
+        "--out",
+        pruned,
+        "--final-sparsity",
+        "0.5",
+        "--epochs",
+        "2",
+        "--skip-layer",
+        "conv1",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "p.keras.json").read_text())
     assert abs(m["sparsity"] - 0.5) <= 0.01 and "conv1" in m["skipped_layers"]
-    r = invoke("cluster", pruned, "--data", "digits", "--out", clustered, "--clusters", "8", "--epochs", "1",
-               "--quiet")  # fmt: skip
+    r = invoke("cluster", pruned, "--data", "digits", "--out", clustered, "--clusters", "8", "--epochs", "1", "--quiet")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "c.keras.json").read_text())
     assert m["preserve_sparsity"] is True and m["max_distinct_values"] <= 8
@@ -48,7 +61,7 @@ def test_stage_chain_writes_models_and_metrics(tiny_model_path, tmp_path):
     assert "convert" in r.output and "gzip_bytes" in r.output  # the summary table
     r = invoke("validate", out, "--data", "digits", "--keras", clustered, "--json", tmp_path / "v.json")
     assert r.exit_code == 0, r.output
-    v = json.loads((tmp_path / "v.json").read_text())
+    v = json.loads((tmp_path / "v.json").read_text())["models"][0]
     assert v["agreement"] > 0.9 and v["samples"] == 360
 
 
@@ -108,8 +121,13 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
 def test_bad_input_is_one_line_exit_2(args, message, tiny_model_path, tmp_path):
     files = _bad_files(tmp_path)
     out = tmp_path / "out.keras"
-    subs = {"missing": tmp_path / "missing.keras", "out": out, "out_t": tmp_path / "out.tflite",
-            "model": tiny_model_path, **{k: str(v) for k, v in files.items()}}  # fmt: skip
+    subs = {
+        "missing": tmp_path / "missing.keras",
+        "out": out,
+        "out_t": tmp_path / "out.tflite",
+        "model": tiny_model_path,
+        **{k: str(v) for k, v in files.items()},
+    }
     r = invoke(*[_fill(a, subs) for a in args], "-q")
     assert r.exit_code == 2, r.output
     assert message in r.output

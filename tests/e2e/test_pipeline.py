@@ -35,8 +35,13 @@ def first_run(tmp_path_factory):
 def test_manifest(first_run):
     tmp, m = first_run
     assert m["seed"] == 7 and m["pipeline"] == "digits_small"
-    assert set(m["versions"]) >= {"edgeopt", "tensorflow", "tf-keras", "tensorflow-model-optimization",
-                                  "ai-edge-litert"}  # fmt: skip
+    assert set(m["versions"]) >= {
+        "edgeopt",
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-model-optimization",
+        "ai-edge-litert",
+    }
     assert all(v != "unknown" for v in m["versions"].values())
     assert m["baseline"]["quantization"] == "float32" and m["baseline"]["accuracy"] > 0.85
     names = [s["name"] for s in m["stages"]]

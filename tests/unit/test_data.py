@@ -51,8 +51,13 @@ def test_truncated_idx(tmp_path):
 def test_npz(tmp_path):
     rng = np.random.default_rng(0)
     p = tmp_path / "d.npz"
-    np.savez(p, x_train=rng.random((50, 4, 3), dtype=np.float32), y_train=rng.integers(0, 3, 50),
-             x_test=rng.random((20, 4, 3), dtype=np.float32), y_test=rng.integers(0, 3, 20))  # fmt: skip
+    np.savez(
+        p,
+        x_train=rng.random((50, 4, 3), dtype=np.float32),
+        y_train=rng.integers(0, 3, 50),
+        x_test=rng.random((20, 4, 3), dtype=np.float32),
+        y_test=rng.integers(0, 3, 20),
+    )
     ds = load_dataset(f"npz:{p}")
     assert ds.input_shape == (4, 3) and len(ds.x_test) == 20 and len(ds.x_train) + len(ds.x_val) == 50
 

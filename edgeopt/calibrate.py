@@ -1,0 +1,125 @@
+"""Host-to-device latency factors from a reference architecture with published device figures.
+
+The factor for a profile and precision is the published device latency of MobileNet 1.0 224
+(ANCHORS.md) divided by the same architecture's p50 latency measured on this host with the same
+thread count and precision. Weights do not change latency, so the model has random weights and the
+int8 version is calibrated with random data. Validate multiplies a model's host p90 by the factor
+and labels the result as an estimate.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt import ui
+from edgeopt.artifacts import write_json
+from edgeopt.config import ConvertConfig, DeviceProfile
+from edgeopt.errors import BadInput
+
+SCHEMA = "edgeopt.calibration/1"
+REFERENCE = "mobilenet_1.0_224"
+
+
+def default_path() -> Path:
+    env = os.environ.get("EDGEOPT_CALIBRATION")
+    return Path(env) if env else Path.home() / ".cache" / "edgeopt" / "calibration.json"
+
+
+def load(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The stored calibration, or None when there is none."""
+    import json
+
+    p = Path(path) if path else default_path()
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except ValueError:
+        raise BadInput(f"{p}: not a calibration file (invalid JSON); run `edgeopt calibrate` again") from None
+    if data.get("schema") != SCHEMA:
+        raise BadInput(f"{p}: calibration schema {data.get('schema')!r}, expected {SCHEMA}")
+    return data
+
+
+def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:
+    from edgeopt._keras import keras, set_seed
+
+    set_seed(0)
+    return keras.applications.MobileNet(input_shape=(input_size, input_size, 3), alpha=alpha, weights=None)
+
+
+def calibrate(
+    profiles: list[DeviceProfile], *, out: str | Path | None = None, seconds: float = 3.0, input_size: int = 224
+) -> dict[str, Any]:
+    """Measure the reference on this host for every thread count the profiles need; store the factors."""
+    from edgeopt import stages
+    from edgeopt.data import Dataset
+    from edgeopt.runtimes.isolate import run_task
+
+    usable = [p for p in profiles if p.reference is not None and p.runtime.value == "litert"]
+    if not usable:
+        raise BadInput("none of the profiles has a published reference latency to calibrate against")
+    model = reference_model(input_size)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, input_size, input_size, 3), dtype=np.float32)
+    fake = Dataset(
+        "random",
+        "random calibration images",
+        0,
+        x,
+        np.zeros(8, np.int64),
+        x[:0],
+        np.zeros(0, np.int64),
+        x[:1],
+        np.zeros(1, np.int64),
+        [str(i) for i in range(1000)],
+    )
+    ui.info("converting the reference MobileNet 1.0 224 (random weights) to float32 and int8 ...")
+    tfl = {
+        "float32": stages.convert(model, ConvertConfig(quantization="float32")).tflite,
+        "int8": stages.convert(model, ConvertConfig(quantization="int8", calibration_samples=8), data=fake).tflite,
+    }
+    host: dict[str, dict[str, Any]] = {"float32": {}, "int8": {}}
+    threads = sorted({p.reference.threads for p in usable if p.reference})
+    with ui.task("calibrate (host latency)", len(threads) * 2) as advance:
+        for precision, content in tfl.items():
+            for t in threads:
+                r, _ = run_task("litert_bench", "litert", content, x[:1], threads=t, seconds=seconds, min_runs=20)
+                times = np.asarray(r["times_ms"])
+                host[precision][str(t)] = {"p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
+                advance()
+    factors: dict[str, Any] = {}
+    for p in usable:
+        ref = p.reference
+        assert ref is not None
+        entry: dict[str, Any] = {"threads": ref.threads, "source": ref.source, "reference": ref.model}
+        for precision, device_ms in (("float32", ref.float32_ms), ("int8", ref.int8_ms)):
+            if device_ms is None:
+                continue
+            host_ms = host[precision][str(ref.threads)]["p50_ms"]
+            entry[precision] = {"device_ms": device_ms, "host_p50_ms": host_ms, "factor": device_ms / host_ms}
+        factors[p.name] = entry
+    result = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor(),
+        },
+        "reference": REFERENCE if input_size == 224 else f"mobilenet_1.0_{input_size}",
+        "method": "factor = published device latency / host p50 latency, same architecture, threads and precision",
+        "host_latency": host,
+        "profiles": factors,
+    }
+    path = Path(out) if out else default_path()
+    write_json(path, result)
+    result["path"] = str(path)
+    return result

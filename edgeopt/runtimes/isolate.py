@@ -1,0 +1,61 @@
+"""Parent side of runtime isolation: run a worker task in a child process with a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ChildFailed(Exception):
+    """The child crashed (signal), hung (timeout) or reported an error; ``str`` says which."""
+
+    def __init__(self, runtime: str, kind: str, detail: str) -> None:
+        super().__init__(f"{runtime} {kind}: {detail}")
+        self.runtime, self.kind, self.detail = runtime, kind, detail
+
+    @property
+    def crashed(self) -> bool:
+        return self.kind in ("crashed", "hung")
+
+
+def run_task(
+    task: str, runtime: str, content: bytes, x: np.ndarray | None = None, *, timeout: float = 300.0, **args: Any
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Run ``task`` of ``edgeopt.runtimes.worker`` on ``content`` in a child; return (result, outputs)."""
+    with tempfile.TemporaryDirectory(prefix="edgeopt-job-") as tmp:
+        d = Path(tmp)
+        (d / "model.tflite").write_bytes(content)
+        if x is not None:
+            np.save(d / "x.npy", x)
+        (d / "job.json").write_text(json.dumps({"task": task, **args}))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgeopt.runtimes.worker", str(d)],
+                capture_output=True,
+                timeout=timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise ChildFailed(runtime, "hung", f"no answer within {timeout:.0f} s, killed") from None
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            raise ChildFailed(runtime, "crashed", f"killed by {name}")
+        result_file = d / "result.json"
+        if proc.returncode != 0 or not result_file.exists():
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise ChildFailed(runtime, "crashed", f"exit code {proc.returncode}: {tail[0][:300]}")
+        result = json.loads(result_file.read_text())
+        if "error" in result:
+            raise ChildFailed(runtime, "failed", result["error"][:500])
+        y = np.load(d / "y.npy") if (d / "y.npy").exists() else None
+        return result, y

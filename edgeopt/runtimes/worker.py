@@ -1,0 +1,95 @@
+"""Child-process side of runtime isolation: ``python -m edgeopt.runtimes.worker JOB_DIR``.
+
+Interpreters run untrusted bytes and have crashed (tflite-micro with SIGSEGV on malformed models), so
+every run happens here, in a separate process the parent watches with a timeout. The job folder
+holds ``job.json`` (task and arguments), ``model.tflite`` and ``x.npy``; the child writes
+``result.json`` and, for evaluations, ``y.npy``. This module imports no TensorFlow.
+
+Fault injection for tests: ``EDGEOPT_WORKER_CRASH=<task>`` makes the child kill itself with SIGSEGV
+when it starts that task (a fair stand-in for a runtime that segfaults).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _litert(content: bytes, threads: int | None, resolver: str) -> Any:
+    from edgeopt.runtimes.litert import LiteRTModel
+
+    return LiteRTModel(content, num_threads=threads, resolver=resolver)
+
+
+def litert_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Raw outputs (in the output tensor's own dtype) for every example."""
+    m = _litert(content, job.get("threads"), job.get("resolver", "auto"))
+    out = m.predict(x, batch_size=int(job.get("batch_size", 64)), raw=True)
+    return {"output_dtype": out.dtype.name}, out
+
+
+def litert_bench(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], None]:
+    """Init time, then warm-up and timed ``invoke()`` calls at batch 1 (only the invoke is timed)."""
+    from edgeopt.runtimes.litert import quantize
+
+    t0 = time.perf_counter()
+    m = _litert(content, job.get("threads"), "auto")
+    m._allocate(1)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    interp, inp = m.interpreter, m.inputs[0]
+    interp.set_tensor(inp["index"], quantize(x[:1], inp))
+    for _ in range(int(job.get("warmup", 10))):
+        interp.invoke()
+    times: list[float] = []
+    min_runs, max_runs, budget_s = (
+        int(job.get("min_runs", 50)),
+        int(job.get("max_runs", 2000)),
+        float(job.get("seconds", 2.0)),
+    )
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"init_ms": init_ms, "times_ms": times}, None
+
+
+def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """TFLite Micro: the smallest arena that allocates and runs (binary search), then raw outputs."""
+    from edgeopt.runtimes.tflm import min_arena, run
+
+    arena = min_arena(content, x[:1], limit=int(job.get("arena_limit", 8 << 20)))
+    return {"arena_bytes": arena}, run(content, x, arena)
+
+
+TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval}
+
+
+def main(job_dir: str) -> int:
+    d = Path(job_dir)
+    job = json.loads((d / "job.json").read_text())
+    task = job["task"]
+    if os.environ.get("EDGEOPT_WORKER_CRASH") == task:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    content = (d / "model.tflite").read_bytes()
+    x = np.load(d / "x.npy") if (d / "x.npy").exists() else np.zeros((1,), np.float32)
+    try:
+        result, y = TASKS[task](job, content, x)
+    except Exception as e:  # noqa: BLE001 - reported to the parent as a failed run, not a crash
+        (d / "result.json").write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+        return 0
+    if y is not None:
+        np.save(d / "y.npy", y)
+    (d / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,155 @@
+"""Read a .tflite flatbuffer without running it: identifier, ops, MACs, parameters, sizes.
+
+This is checked before any interpreter sees the bytes, so a corrupt file is a clear error, not a crash.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from edgeopt.artifacts import gzip_size, sha256_bytes
+from edgeopt.errors import BadInput
+
+_TYPES = {
+    "FLOAT32": "float32",
+    "FLOAT16": "float16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+}
+
+
+def check_bytes(content: bytes, name: str = "model") -> None:
+    """Raise BadInput with one line when ``content`` is not a TFLite flatbuffer."""
+    if not content:
+        raise BadInput(f"{name}: empty file")
+    if content.startswith(b"version https://git-lfs"):
+        raise BadInput(f"{name}: a Git LFS pointer, not the model (run `git lfs pull`)")
+    head = content[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise BadInput(f"{name}: an HTML page, not a TFLite model (a download that went wrong?)")
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise BadInput(f"{name}: not a TFLite model (the flatbuffer identifier TFL3 is missing)")
+
+
+def parse(content: bytes, name: str = "model") -> Any:
+    """The flatbuffer as the schema's object API (``ModelT``); BadInput when it does not parse."""
+    check_bytes(content, name)
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        if not model.subgraphs:
+            raise ValueError("no subgraphs")
+        return model
+    except Exception as e:  # noqa: BLE001 - a truncated buffer fails in many ways inside flatbuffers
+        raise BadInput(f"{name}: TFL3 identifier present but the flatbuffer is damaged ({type(e).__name__})") from None
+
+
+def op_names(model: Any) -> list[str]:
+    """Builtin op name for every operator code (custom ops as ``CUSTOM:<code>``)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    by_value = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = []
+    for oc in model.operatorCodes or []:
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        name = by_value.get(code, f"OP_{code}")
+        if name == "CUSTOM":
+            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else str(oc.customCode)
+            name = f"CUSTOM:{custom}"
+        names.append(name)
+    return names
+
+
+def _shape(t: Any) -> list[int]:
+    return [int(s) for s in t.shape] if t.shape is not None else []
+
+
+def _macs(op: str, ins: list[Any], outs: list[Any]) -> int:
+    """Multiply-accumulates of one op at batch 1 (the ops that dominate; others count 0)."""
+    if not outs:
+        return 0
+    out = [max(1, d) for d in _shape(outs[0])]
+    if op == "CONV_2D" and len(ins) > 1:
+        k = _shape(ins[1])  # (out_c, kh, kw, in_c)
+        return int(np.prod(out[1:])) * int(np.prod(k[1:]))
+    if op == "DEPTHWISE_CONV_2D" and len(ins) > 1:
+        k = _shape(ins[1])  # (1, kh, kw, out_c)
+        return int(np.prod(out[1:])) * k[1] * k[2]
+    if op == "FULLY_CONNECTED" and len(ins) > 1:
+        k = _shape(ins[1])  # (units, in_features)
+        rows = int(np.prod(out[:-1]))
+        return max(1, rows) * k[0] * k[1]
+    if op in ("CONV_3D", "TRANSPOSE_CONV") and len(ins) > 1:
+        return int(np.prod(out[1:])) * int(np.prod(_shape(ins[1])[1:]))
+    if op in ("ADD", "MUL", "SUB", "AVERAGE_POOL_2D", "MEAN"):
+        return int(np.prod(out[1:]))
+    return 0
+
+
+def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
+    """Structure of a .tflite: sizes, sha256, op list and counts, MACs per op and in total,
+    parameter count, constant dtypes, custom ops, inputs and outputs."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = parse(content, name)
+    codes = op_names(model)
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    sg = model.subgraphs[0]
+    tensors = sg.tensors or []
+    buffers = model.buffers or []
+
+    def is_const(t: Any) -> bool:
+        b = buffers[t.buffer] if 0 <= t.buffer < len(buffers) else None
+        return b is not None and ((b.data is not None and len(b.data) > 0) or bool(getattr(b, "offset", 0)))
+
+    ops = []
+    for op in sg.operators or []:
+        opname = codes[op.opcodeIndex] if op.opcodeIndex < len(codes) else "UNKNOWN"
+        ins = [tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+        outs = [tensors[i] for i in (op.outputs if op.outputs is not None else []) if i >= 0]
+        ops.append({"op": opname, "macs": _macs(opname, ins, outs)})
+    params = sum(int(np.prod(_shape(t))) for t in tensors if is_const(t) and _shape(t))
+    const_dtypes = Counter(_TYPES.get(type_names.get(t.type, ""), str(t.type)) for t in tensors if is_const(t))
+
+    def io(indices: Any) -> list[dict[str, Any]]:
+        out = []
+        for i in indices if indices is not None else []:
+            t = tensors[i]
+            q = t.quantization
+            scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+            zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+            out.append(
+                {
+                    "name": t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                    "dtype": _TYPES.get(type_names.get(t.type, ""), str(t.type)),
+                    "shape": _shape(t),
+                    "scale": scale,
+                    "zero_point": zp,
+                }
+            )
+        return out
+
+    names = [o["op"] for o in ops]
+    return {
+        "bytes": len(content),
+        "gzip_bytes": gzip_size(content),
+        "sha256": sha256_bytes(content),
+        "subgraphs": len(model.subgraphs),
+        "ops": names,
+        "op_counts": dict(Counter(names)),
+        "custom_ops": sorted({n for n in names if n.startswith("CUSTOM:")}),
+        "macs_per_op": ops,
+        "macs": int(sum(o["macs"] for o in ops)),
+        "params": int(params),
+        "constant_dtypes": dict(const_dtypes),
+        "inputs": io(sg.inputs),
+        "outputs": io(sg.outputs),
+    }
