@@ -167,6 +167,9 @@ class ConvertConfig(_Config):
 
 class ValidateConfig(_Config):
     profiles: list[str] = Field(default_factory=list, description="device profiles: shipped names or YAML paths")
+    profiles_for: list[Quantization] | None = Field(
+        None, description="pipeline: check profiles only for artifacts of these quantizations (default: all)"
+    )
     latency: bool = Field(True, description="measure host latency (also without profiles)")
     timeout_s: float = Field(600.0, gt=0, description="per runtime run in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")

@@ -240,7 +240,7 @@ def _validate_all(
                 ValidateConfig(max_samples=config.max_samples, batch_size=config.batch_size) if is_base else config,
                 keras_model=art.keras_model,
                 baseline_accuracy=baseline.validation["accuracy"] if baseline and baseline.validation else None,
-                profiles=[] if is_base else profiles,
+                profiles=[] if is_base or not _profiles_apply(config, art) else profiles,
                 calibration=calibration,
                 name=art.path.name,
             )
@@ -256,6 +256,10 @@ def _validate_all(
     return stages.StageResult(
         "validate", metrics={"artifacts": results, "failed": failed, "crashed": crashed}, seconds=seconds
     )
+
+
+def _profiles_apply(config: ValidateConfig, art: Artifact) -> bool:
+    return config.profiles_for is None or art.quantization in {q.value for q in config.profiles_for}
 
 
 def _record(name: str, out: Path, root: Path, r: stages.StageResult) -> dict[str, Any]:

@@ -115,7 +115,14 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         opname = codes[op.opcodeIndex] if op.opcodeIndex < len(codes) else "UNKNOWN"
         ins = [tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
         outs = [tensors[i] for i in (op.outputs if op.outputs is not None else []) if i >= 0]
-        ops.append({"op": opname, "macs": _macs(opname, ins, outs)})
+        ops.append(
+            {
+                "op": opname,
+                "macs": _macs(opname, ins, outs),
+                "inputs": [int(i) for i in (op.inputs if op.inputs is not None else [])],
+                "outputs": [int(i) for i in (op.outputs if op.outputs is not None else [])],
+            }
+        )
     params = sum(int(np.prod(_shape(t))) for t in tensors if is_const(t) and _shape(t))
     const_dtypes = Counter(_TYPES.get(type_names.get(t.type, ""), str(t.type)) for t in tensors if is_const(t))
 
@@ -138,7 +145,16 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         return out
 
     names = [o["op"] for o in ops]
+    # Integer SOFTMAX kernels approximate exp differently (optimized LUT vs reference), so comparisons
+    # between kernel sets also look at the softmax input: the logits.
+    logits = None
+    out_idx = int(sg.outputs[0]) if sg.outputs is not None and len(sg.outputs) else -1
+    last = next((o for o in ops if out_idx in o["outputs"]), None)
+    if last is not None and last["op"] == "SOFTMAX" and last["inputs"]:
+        idx = last["inputs"][0]
+        logits = io([idx])[0] | {"index": idx}
     return {
+        "logits": logits,
         "bytes": len(content),
         "gzip_bytes": gzip_size(content),
         "sha256": sha256_bytes(content),

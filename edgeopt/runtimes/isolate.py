@@ -58,4 +58,6 @@ def run_task(
         if "error" in result:
             raise ChildFailed(runtime, "failed", result["error"][:500])
         y = np.load(d / "y.npy") if (d / "y.npy").exists() else None
+        if (d / "tap.npy").exists():
+            result["tap"] = np.load(d / "tap.npy")
         return result, y

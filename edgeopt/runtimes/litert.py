@@ -42,7 +42,9 @@ class LiteRTModel:
     the input tensor is integer, and returns dequantized float outputs.
     """
 
-    def __init__(self, content: bytes, *, num_threads: int | None = None, resolver: str = "auto") -> None:
+    def __init__(
+        self, content: bytes, *, num_threads: int | None = None, resolver: str = "auto", preserve: bool = False
+    ) -> None:
         if content[4:8] != b"TFL3":
             raise BadInput("not a TFLite model (the flatbuffer identifier TFL3 is missing)")
         self.content = content
@@ -51,7 +53,10 @@ class LiteRTModel:
         try:
             with captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" and the like
                 self.interpreter = _interpreter_class()(
-                    model_content=content, num_threads=num_threads, experimental_op_resolver_type=_resolver(resolver)
+                    model_content=content,
+                    num_threads=num_threads,
+                    experimental_op_resolver_type=_resolver(resolver),
+                    experimental_preserve_all_tensors=preserve,
                 )
         except (ValueError, RuntimeError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -75,7 +80,9 @@ class LiteRTModel:
             self.interpreter.allocate_tensors()
         self._batch = batch
 
-    def predict(self, x: np.ndarray, batch_size: int = 256, progress: Any = None, raw: bool = False) -> np.ndarray:
+    def predict(
+        self, x: np.ndarray, batch_size: int = 256, progress: Any = None, raw: bool = False, tap: int | None = None
+    ) -> Any:
         """Run ``x`` (float) through the first input; the first output dequantized to float, or
         with ``raw`` in the output tensor's own dtype."""
         inp, out = self.inputs[0], self.outputs[0]
@@ -88,7 +95,7 @@ class LiteRTModel:
             batch_size = int(inp["shape"][0]) or 1
             self._allocate(batch_size)
         inp, out = self.inputs[0], self.outputs[0]
-        results = []
+        results, tapped = [], []
         for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             n = len(chunk)
@@ -98,8 +105,12 @@ class LiteRTModel:
             self.interpreter.invoke()
             y = self.interpreter.get_tensor(out["index"])
             results.append((y.copy() if raw else dequantize(y, out))[:n])
+            if tap is not None:
+                tapped.append(self.interpreter.get_tensor(tap)[:n].copy())
             if progress is not None:
                 progress(n)
+        if tap is not None:
+            return np.concatenate(results), np.concatenate(tapped)
         return np.concatenate(results)
 
 

@@ -15,9 +15,13 @@ def version() -> str:
     return v("tflite-micro")
 
 
-def _interpreter(content: bytes, arena: int) -> Any:
+def _interpreter(content: bytes, arena: int, preserve: bool = False) -> Any:
     from tflite_micro.python.tflite_micro import runtime
 
+    if preserve:  # keeps intermediate tensors readable (GetTensor); needs a larger arena
+        return runtime.Interpreter.from_bytes(
+            content, arena_size=arena, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors
+        )
     return runtime.Interpreter.from_bytes(content, arena_size=arena)
 
 
@@ -60,13 +64,17 @@ def min_arena(content: bytes, sample: np.ndarray, *, limit: int = 8 << 20, step:
     return hi
 
 
-def run(content: bytes, x: np.ndarray, arena: int) -> np.ndarray:
-    """Raw outputs (output tensor dtype) for every example, one at a time as on a device."""
-    it = _interpreter(content, arena)
+def run(content: bytes, x: np.ndarray, arena: int, tap: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw outputs (output tensor dtype) for every example, one at a time as on a device; with
+    ``tap``, also that tensor's raw values (run with all tensors preserved and a 4x arena)."""
+    it = _interpreter(content, arena * 4 if tap is not None else arena, preserve=tap is not None)
     detail = it.get_input_details(0)
-    outs = []
+    outs, tapped = [], []
     for i in range(len(x)):
         it.set_input(_quantize(x[i : i + 1], detail), 0)
         it.invoke()
         outs.append(np.array(it.get_output(0)))
-    return np.concatenate(outs)
+        if tap is not None:
+            t = it.GetTensor(tap, 0)
+            tapped.append(np.asarray(t["tensor_data"]).reshape(t["shape"]))
+    return np.concatenate(outs), (np.concatenate(tapped) if tap is not None else None)

@@ -22,16 +22,22 @@ from typing import Any
 import numpy as np
 
 
-def _litert(content: bytes, threads: int | None, resolver: str) -> Any:
+def _litert(content: bytes, threads: int | None, resolver: str, preserve: bool = False) -> Any:
     from edgeopt.runtimes.litert import LiteRTModel
 
-    return LiteRTModel(content, num_threads=threads, resolver=resolver)
+    return LiteRTModel(content, num_threads=threads, resolver=resolver, preserve=preserve)
 
 
 def litert_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """Raw outputs (in the output tensor's own dtype) for every example."""
-    m = _litert(content, job.get("threads"), job.get("resolver", "auto"))
-    out = m.predict(x, batch_size=int(job.get("batch_size", 64)), raw=True)
+    """Raw outputs (in the output tensor's own dtype) for every example; with ``tap``, that tensor's
+    raw values too (stacked after the outputs along a new first axis is not possible for different
+    shapes, so they go to ``tap.npy`` beside the job)."""
+    tap = job.get("tap")
+    m = _litert(content, job.get("threads"), job.get("resolver", "auto"), preserve=tap is not None)
+    out = m.predict(x, batch_size=int(job.get("batch_size", 64)), raw=True, tap=tap)
+    if tap is not None:
+        out, tapped = out
+        np.save(Path(job["dir"]) / "tap.npy", tapped)
     return {"output_dtype": out.dtype.name}, out
 
 
@@ -66,7 +72,10 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     from edgeopt.runtimes.tflm import min_arena, run
 
     arena = min_arena(content, x[:1], limit=int(job.get("arena_limit", 8 << 20)))
-    return {"arena_bytes": arena}, run(content, x, arena)
+    out, tapped = run(content, x, arena, tap=job.get("tap"))
+    if tapped is not None:
+        np.save(Path(job["dir"]) / "tap.npy", tapped)
+    return {"arena_bytes": arena}, out
 
 
 TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval}
@@ -74,7 +83,7 @@ TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": 
 
 def main(job_dir: str) -> int:
     d = Path(job_dir)
-    job = json.loads((d / "job.json").read_text())
+    job = json.loads((d / "job.json").read_text()) | {"dir": str(d)}
     task = job["task"]
     if os.environ.get("EDGEOPT_WORKER_CRASH") == task:
         os.kill(os.getpid(), signal.SIGSEGV)

@@ -72,9 +72,48 @@ def _budget_gate(
     if measured is None:
         return _gate(profile, gate, "not evaluated", why_missing, None, budget, unit)
     ok = measured >= budget if higher_is_better else measured <= budget
+    if unit == "bytes":
+        fmt = "{:,.0f}"
     rel = ">=" if higher_is_better else "<="
     detail = f"{fmt.format(measured)} {unit} (budget {rel} {fmt.format(budget)} {unit})".replace("  ", " ")
     return _gate(profile, gate, "passed" if ok else "failed", detail, measured, budget, unit)
+
+
+def _head(a: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if a is None else a[:n]
+
+
+def _compare(
+    a: np.ndarray,
+    b: np.ndarray,
+    a_logits: np.ndarray | None,
+    b_logits: np.ndarray | None,
+    out_detail: dict[str, Any],
+    logits_detail: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Compare two runtimes' raw outputs; when both give the logits (the input of a final integer
+    SOFTMAX), the verdict is on the logits, since int8 softmax kernels use different exp
+    approximations and differ by several steps on the probabilities alone."""
+    d_out, unit, ok_out = _diff(a, b, out_detail)
+    with np.errstate(invalid="ignore"):
+        beyond = int(
+            (np.abs(a.astype(np.float64) - b.astype(np.float64)) > (MAX_STEP_DIFF if unit == "steps" else 0)).sum()
+        )
+    c: dict[str, Any] = {
+        "samples": int(len(a)),
+        "output_max_diff": d_out,
+        "output_values_beyond_tolerance": beyond,
+        "values": int(a.size),
+        "top1_agreement": float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))),
+        "unit": unit,
+        "compared": "output",
+        "max_diff": d_out,
+        "agree": ok_out,
+    }
+    if a_logits is not None and b_logits is not None and logits_detail is not None:
+        d_log, _, ok_log = _diff(a_logits, b_logits, logits_detail)
+        c.update(compared="logits (input of the final SOFTMAX)", logits_max_diff=d_log, max_diff=d_log, agree=ok_log)
+    return c
 
 
 def precision_of(structure: dict[str, Any]) -> str:
@@ -132,8 +171,11 @@ def validate(
 
     with Timer() as t, ui.task(f"validate {name}", steps) as advance:
         # 1. accuracy through LiteRT's optimized kernels (XNNPACK)
-        r = child("litert_eval", "litert", x, batch_size=config.batch_size)
+        logits = structure["logits"]
+        tap = logits["index"] if logits and np.dtype(out_detail["dtype"]).kind in "iu" else None
+        r = child("litert_eval", "litert", x, batch_size=config.batch_size, tap=tap)
         raw = r[1] if r else None
+        raw_logits = r[0].get("tap") if r else None
         metrics["runtime"] = f"ai_edge_litert {litert.version()} (optimized kernels, XNNPACK; child process)"
         if raw is not None:
             out = _deq(raw, out_detail)
@@ -158,27 +200,12 @@ def validate(
         n = min(len(x), CROSS_CHECK_SAMPLES)
         cross: dict[str, Any] | None = None
         if raw is not None:
-            r = child("litert_eval", "litert-reference", x[:n], batch_size=config.batch_size, resolver="reference")
+            r = child(
+                "litert_eval", "litert-reference", x[:n], batch_size=config.batch_size, resolver="reference", tap=tap
+            )
             if r is not None:
-                d, unit, ok = _diff(raw[:n], r[1], out_detail)
-                with np.errstate(invalid="ignore"):
-                    beyond = int(
-                        (
-                            np.abs(raw[:n].astype(np.float64) - r[1].astype(np.float64))
-                            > (MAX_STEP_DIFF if unit == "steps" else 0)
-                        ).sum()
-                    )
-                same_top1 = float(np.mean(np.argmax(raw[:n], -1) == np.argmax(r[1], -1)))
-                cross = {
-                    "samples": n,
-                    "max_diff": d,
-                    "unit": unit,
-                    "agree": ok,
-                    "values_beyond_tolerance": beyond,
-                    "values": int(raw[:n].size),
-                    "top1_agreement": same_top1,
-                    "method": "optimized (XNNPACK) vs reference kernels (OpResolverType.BUILTIN_REF)",
-                }
+                cross = _compare(raw[:n], r[1], _head(raw_logits, n), r[0].get("tap"), out_detail, logits)
+                cross["method"] = "optimized (XNNPACK) vs reference kernels (OpResolverType.BUILTIN_REF)"
         metrics["kernel_cross_check"] = cross
         advance()
 
@@ -209,7 +236,7 @@ def validate(
         tflm: dict[str, Any] | None = None
         if tflm_needed:
             m = min(len(x), TFLM_SAMPLES)
-            r = child("tflm_eval", "tflm", x[:m])
+            r = child("tflm_eval", "tflm", x[:m], tap=tap)
             if r is not None:
                 tflm = {
                     "arena_bytes": r[0]["arena_bytes"],
@@ -217,8 +244,8 @@ def validate(
                     "method": "smallest arena that allocates and runs (binary search to 16 bytes), tflite-micro",
                 }
                 if raw is not None:
-                    d, unit, ok = _diff(r[1], raw[:m], out_detail)
-                    tflm.update(max_diff_vs_litert=d, unit=unit, agree=ok)
+                    c = _compare(r[1], raw[:m], r[0].get("tap"), _head(raw_logits, m), out_detail, logits)
+                    tflm.update(vs_litert=c, max_diff_vs_litert=c["max_diff"], unit=c["unit"], agree=c["agree"])
             advance()
         metrics["tflm"] = tflm
 
@@ -337,9 +364,7 @@ def _profile_gates(
                 name,
                 "kernel_cross_check",
                 "passed" if cross["agree"] else "failed",
-                f"max difference {cross['max_diff']:.6g} {cross['unit']} over {cross['samples']} inputs "
-                f"(allowed: {MAX_STEP_DIFF} step); {cross['values_beyond_tolerance']} of {cross['values']} "
-                f"values beyond; top-1 agreement {cross['top1_agreement']:.4f}",
+                _compare_detail(cross),
                 cross["max_diff"],
                 MAX_STEP_DIFF,
                 cross["unit"],
@@ -365,6 +390,14 @@ def _profile_gates(
             )
             gates.append(_budget_gate(name, "npu_sram_bytes", v["sram_bytes"], p.vela.sram_bytes, "bytes", ""))
     return [g for g in gates if g is not None]
+
+
+def _compare_detail(c: dict[str, Any], what: str = "") -> str:
+    text = f"{what}max difference {c['max_diff']:.6g} {c['unit']} in the {c['compared']} over {c['samples']} inputs "
+    text += f"(allowed: {MAX_STEP_DIFF} step)"
+    if c["compared"] != "output":
+        text += f"; probabilities differ by up to {c['output_max_diff']:.6g} steps"
+    return text + f"; top-1 agreement {c['top1_agreement']:.4f}"
 
 
 def _latency_gate(
@@ -433,7 +466,7 @@ def _tflm_gates(p: DeviceProfile, m: dict[str, Any], failures: dict[str, str]) -
                 name,
                 "tflm_agreement",
                 "passed" if t["agree"] else "failed",
-                f"max difference vs LiteRT {t['max_diff_vs_litert']:.6g} {t['unit']} over {t['samples']} inputs",
+                _compare_detail(t["vs_litert"], "vs LiteRT: "),
                 t["max_diff_vs_litert"],
                 MAX_STEP_DIFF,
                 t["unit"],

@@ -58,6 +58,13 @@ def test_manifest(first_run):
     assert arts["int8"]["inputs"][0]["dtype"] == "int8"
     assert (tmp / "build" / "02_prune" / "model.keras").is_file()
     assert (tmp / "build" / "06_validate" / "metrics.json").is_file()
+    int8 = arts["int8"]
+    assert {g["profile"] for g in int8["gates"]} == {"-", "cortex-m7-512k", "my-board"}
+    arena = next(g for g in int8["gates"] if g["profile"] == "my-board" and g["gate"] == "arena_bytes")
+    assert arena["status"] == "passed" and 0 < arena["measured"] <= 65536
+    assert int8["latency"]["1"]["p50_ms"] > 0 and int8["speedup_vs_baseline_p50_1thread"] > 0
+    assert (tmp / "build" / "06_validate" / "junit.xml").is_file()
+    assert "cortex-m7-512k" in (tmp / "build" / "06_validate" / "report.md").read_text()
     assert m["passed"] is True
 
 

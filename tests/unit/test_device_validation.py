@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from edgeopt import stages
-from edgeopt._keras import keras, tf
-from edgeopt.config import Budget, ConvertConfig, DeviceProfile, TrainConfig, VelaConfig
+from edgeopt._keras import keras, set_seed, tf
+from edgeopt.config import Budget, ConvertConfig, DeviceProfile, VelaConfig
 from edgeopt.errors import BadInput
 from edgeopt.profiles import load_profile, shipped
 from edgeopt.report import junit_xml, markdown
@@ -153,15 +153,23 @@ def test_non_finite_outputs_fail(digits):
     assert gate(m, "p", "outputs_finite")["status"] == "failed" and not m["passed"]
 
 
-def test_kernel_cross_check_and_tflm_agreement_fail_on_disagreeing_kernels(fashion_slice):
-    """fashion_cnn after one epoch on a slice: XNNPACK's int8 path differs from the reference kernels
-    (and from TFLite Micro) by up to 4 steps on some outputs."""
-    m = stages.train(fashion_slice, TrainConfig(zoo="fashion_cnn", epochs=1), seed=0).model
-    content = stages.convert(m, ConvertConfig(quantization="int8"), data=fashion_slice).tflite
-    r = stages.validate(content, fashion_slice, profiles=[DeviceProfile(name="mcu", runtime="tflm")]).metrics
-    assert r["kernel_cross_check"]["max_diff"] > 1
+def test_kernel_cross_check_and_tflm_agreement_fail_on_disagreeing_kernels(digits):
+    """swish (x * sigmoid(x), as in MobileNetV3/EfficientNet) in int8: XNNPACK's kernels differ from
+    the reference kernels and from TFLite Micro by 2 steps on some outputs."""
+    set_seed(0)
+    layers = [keras.layers.InputLayer((8, 8, 1)), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(n, activation="swish") for n in (64, 64, 10)]
+    content = stages.convert(keras.Sequential(layers), ConvertConfig(quantization="int8"), data=digits).tflite
+    r = stages.validate(content, digits, profiles=[DeviceProfile(name="mcu", runtime="tflm")]).metrics
+    assert r["kernel_cross_check"]["compared"] == "output" and r["kernel_cross_check"]["max_diff"] > 1
     assert gate(r, "mcu", "kernel_cross_check")["status"] == "failed"
     assert gate(r, "mcu", "tflm_agreement")["status"] == "failed"
+    assert not r["passed"]
+
+
+def test_softmax_models_are_cross_checked_on_their_logits(measured):
+    c = measured["kernel_cross_check"]
+    assert c["compared"].startswith("logits") and "logits_max_diff" in c and c["agree"]
 
 
 def test_vela_gates(measured, int8, tiny_model, digits):
@@ -204,8 +212,9 @@ def test_calibrated_latency_gate(int8, tiny_model, digits, tmp_path):
     est = first["latency"]["1"]["p90_ms"] * factor
     g = gate(first, "pixel2-cpu1", "latency_p90_ms")
     assert "estimate" in g["detail"] and "65.4 ms on device" in g["detail"]
-    # budgets 50% above / below that estimate (host timings jitter between runs)
-    for mult, status in ((1.5, "passed"), (0.5, "failed")):
+    # budgets 10x above / below that estimate: host timings of a 10-microsecond model jitter a lot
+    # between runs on a busy 2-core machine, the decision must not
+    for mult, status in ((10.0, "passed"), (0.1, "failed")):
         p = phone.model_copy(update={"budgets": Budget(latency_p90_ms=est * mult)})
         assert (
             gate(run_with(int8, tiny_model, digits, p, calibration=cal), "pixel2-cpu1", "latency_p90_ms")["status"]
