@@ -9,7 +9,15 @@ import numpy as np
 from edgeopt._keras import set_seed, tfmot
 from edgeopt.config import ClusterConfig, ClusterInit
 from edgeopt.data import Dataset
-from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels, wrap_layers
+from edgeopt.stages._common import (
+    StageResult,
+    accuracy,
+    clone_with_weights,
+    fit,
+    kernels,
+    require_layer_graph,
+    wrap_layers,
+)
 from edgeopt.ui import Timer, info
 
 _INIT = {
@@ -25,6 +33,7 @@ SPARSE_THRESHOLD = 0.05
 def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, seed: int = 0) -> StageResult:
     """Cluster every supported kernel of ``model`` (left untouched) into ``config.clusters`` values."""
     config = config or ClusterConfig()
+    require_layer_graph(model, "cluster")
     data.check_fits(model)
     ck = tfmot.clustering.keras
     with Timer() as t:

@@ -15,6 +15,7 @@ from edgeopt.stages._common import (
     clone_with_weights,
     fit,
     kernels,
+    require_layer_graph,
     steps_per_epoch,
     wrap_layers,
 )
@@ -46,6 +47,7 @@ def resolve_schedule(config: PruneConfig, steps: int) -> dict[str, int | float]:
 def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed: int = 0) -> StageResult:
     """Prune ``model`` (left untouched) to ``config.final_sparsity`` while fine-tuning on ``data``."""
     config = config or PruneConfig()
+    require_layer_graph(model, "prune")
     data.check_fits(model)
     sp = tfmot.sparsity.keras
     with Timer() as t:
