@@ -176,9 +176,10 @@ class _Translator:
             cfg = self.obj(entry["config"], where)
             if cls == "InputLayer" and "batch_shape" in cfg:
                 cfg["batch_input_shape"] = cfg.pop("batch_shape")
-            if cls == "Lambda":
-                cfg = self._lambda(name, cfg)
-            accepted = _init_params(target)
+            if cls == "Lambda":  # _lambda writes tf-keras' own Lambda config
+                cfg, accepted = self._lambda(name, cfg), None
+            else:
+                accepted = _init_params(target)
             if accepted is not None:
                 accepted |= _BASE_LAYER_KWARGS
                 extra = {k: x for k, x in cfg.items() if k not in accepted}
@@ -336,27 +337,37 @@ def _leaf_layers(model: Any) -> list[Any]:
     return out
 
 
-def random_inputs(model: Any, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
-    """Random float inputs (uniform in [-1, 1)) of the model's input shapes, ``None`` dims set to 8."""
+def random_inputs(model: Any, scale: float = 1.0, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs of the model's input shapes (``None`` dims set to 8): floats uniform in
+    ``[-scale, scale)``, integer inputs 0 or 1."""
     rng = np.random.default_rng(seed)
     xs = []
     for t in model.inputs:
         shape = [batch, *(d if d is not None else 8 for d in tuple(t.shape)[1:])]
         dtype = np.dtype(getattr(t.dtype, "name", t.dtype))
-        x = rng.integers(0, 2, shape) if dtype.kind in "iu" else rng.uniform(-1, 1, shape)
+        x = rng.integers(0, 2, shape) if dtype.kind in "iu" else rng.uniform(-scale, scale, shape)
         xs.append(x.astype(dtype))
     return xs
 
 
+# Unit-range inputs, and pixel-range ones: a model that starts with Rescaling(1/255) barely reacts to
+# the first, a softmax saturates on the second for a model that expects [0, 1].
+CHECK_SCALES = (1.0, 255.0)
+
+
 def max_output_difference(k3_model: Any, model: Any) -> float:
     """Largest absolute difference between the two models' outputs on the same random inputs."""
-    xs = random_inputs(model)
-    arg = xs[0] if len(xs) == 1 else xs
-    a = [np.asarray(o) for o in _flat(k3_model(arg, training=False))]
-    b = [np.asarray(o) for o in _flat(model(arg, training=False))]
-    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=False)):
-        return float("inf")
-    return float(max((np.max(np.abs(x.astype(np.float64) - y)) for x, y in zip(a, b, strict=True)), default=0.0))
+    worst = 0.0
+    for seed, scale in enumerate(CHECK_SCALES):
+        xs = random_inputs(model, scale=scale, seed=seed)
+        arg = xs[0] if len(xs) == 1 else xs
+        a = [np.asarray(o) for o in _flat(k3_model(arg, training=False))]
+        b = [np.asarray(o) for o in _flat(model(arg, training=False))]
+        if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=False)):
+            return float("inf")
+        for x, y in zip(a, b, strict=True):
+            worst = max(worst, float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0)
+    return worst
 
 
 def _flat(v: Any) -> list[Any]:

@@ -99,6 +99,9 @@ def _why_not(layer: Any, clusters: int) -> str | None:
 
     if not isinstance(layer, tfmot.clustering.keras.ClusterableLayer) and not ClusteringRegistry.supports(layer):
         return f"{type(layer).__name__} is not supported by tfmot clustering"
+    if layer.__class__ in ClusteringRegistry._LAYERS_WEIGHTS_MAP and not ClusteringRegistry._weight_names(layer):
+        # BatchNormalization, and DepthwiseConv2D ("big unrecoverable accuracy loss" says tfmot)
+        return f"tfmot clusters no weights of {type(layer).__name__}"
     k = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
     if not k:
         return "no kernel to cluster"

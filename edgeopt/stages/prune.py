@@ -128,6 +128,10 @@ def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:
     reg = tfmot.sparsity.keras.PrunableLayer
     if not isinstance(layer, reg) and not _registry().supports(layer):
         return f"{type(layer).__name__} is not supported by tfmot pruning"
+    if not isinstance(layer, reg) and layer.__class__ in _registry()._LAYERS_WEIGHTS_MAP:
+        # e.g. BatchNormalization, and DepthwiseConv2D in tfmot 0.8: wrappable, but nothing is pruned
+        if not _registry()._weight_names(layer):
+            return f"tfmot prunes no weights of {type(layer).__name__}"
     k = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
     if k and int(np.prod(k[0].shape)) < MIN_PRUNABLE_WEIGHTS:
         return f"only {int(np.prod(k[0].shape))} weights (< {MIN_PRUNABLE_WEIGHTS})"
