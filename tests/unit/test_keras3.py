@@ -180,6 +180,9 @@ def test_lambda_is_refused_unless_unsafe(tmp_path):
     with pytest.raises(BadInput, match="--unsafe"):
         load_model(saved)
     assert load_model(saved, unsafe=True).get_layer("affine") is not None
+    h5 = save_model(m, tmp_path / "lam_tfk.h5")
+    with pytest.raises(BadInput, match=r"affine \(Lambda\).*--unsafe"):
+        load_model(h5)
 
 
 def test_subclassed_keras3_model_is_refused_with_what_to_do(tmp_path):
@@ -313,3 +316,12 @@ def test_width_scaled_keeps_residual_branches_matching():
     s = zoo.width_scaled(m, 0.5)
     assert s.get_layer("a").filters == s.get_layer("b").filters == 8
     assert s.get_layer("dw").output_shape[-1] == 8 and s.output_shape == (None, 3)
+
+
+def test_tf_keras_saved_model_folder_feeds_training_stages(tiny_model, tmp_path):
+    folder = tmp_path / "tfk_saved"
+    tiny_model.save(folder, save_format="tf")
+    m = load_model(folder)
+    assert isinstance(m, tfk.Model) and m.get_layer("conv1") is not None
+    x = np.random.default_rng(0).random((4, *tiny_model.input_shape[1:]), dtype=np.float32)
+    np.testing.assert_allclose(m.predict(x, verbose=0), tiny_model.predict(x, verbose=0), atol=1e-6)
