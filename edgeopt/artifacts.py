@@ -89,27 +89,129 @@ def metrics_path(out: str | Path) -> Path:
 # ---- Keras models -------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a tf-keras model (``.keras`` or ``.h5``) without compiling; one clear error otherwise."""
+def is_saved_model_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file())
+
+
+def load_model(path: str | Path, *, unsafe: bool = False) -> Any:
+    """Load a Keras model for the training stages, without compiling; one clear BadInput otherwise.
+
+    Takes tf-keras ``.keras`` / ``.h5`` files, Keras 3 ``.keras`` files (translated into an equivalent
+    tf-keras model, see ``edgeopt.keras3``) and SavedModel folders that hold a tf-keras model. Layers
+    that carry Python code (``Lambda``) are refused unless ``unsafe``: loading them runs that code.
+    """
+    from edgeopt import keras3
     from edgeopt._keras import keras
 
     p = Path(path)
     if not p.exists():
         raise BadInput(f"{p}: no such file")
     if p.is_dir():
-        raise BadInput(f"{p}: is a folder; expected a .keras or .h5 model file")
+        if not is_saved_model_dir(p):
+            raise BadInput(f"{p}: is a folder without saved_model.pb; expected a .keras or .h5 model or a SavedModel")
+        return _load_saved_model_keras(p, unsafe=unsafe)
     if p.suffix not in (".keras", ".h5", ".hdf5"):
-        raise BadInput(f"{p}: expected a .keras or .h5 model file")
+        raise BadInput(f"{p}: expected a .keras or .h5 model file or a SavedModel folder")
     if p.suffix == ".keras" and not zipfile.is_zipfile(p):
         raise BadInput(f"{p}: not a Keras model (a .keras file is a zip archive; this one is not)")
-    try:
-        model = keras.models.load_model(p, compile=False)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"{p}: cannot load as a tf-keras model: {first[:300]}") from None
+    if p.suffix == ".keras" and keras3.is_keras3_archive(p):
+        model = keras3.load_keras3(p, unsafe=unsafe)
+    else:
+        keras3.check_config(_tf_keras_config(p), p, unsafe=unsafe, keras3=False)
+        try:
+            model = keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(f"{p}: cannot load as a tf-keras model: {first[:300]}") from None
     if not isinstance(model, keras.Model):
         raise BadInput(f"{p}: does not hold a Keras model")
     return model
+
+
+def _tf_keras_config(p: Path) -> Any:
+    """The model config stored in a tf-keras .keras or .h5 file (None when it cannot be read)."""
+    from edgeopt import keras3
+
+    if p.suffix == ".keras":
+        return keras3.read_archive_json(p, "config.json")
+    try:
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            raw = f.attrs.get("model_config")
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw is not None else None
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def _load_saved_model_keras(p: Path, *, unsafe: bool) -> Any:
+    """The tf-keras model inside a SavedModel folder; a SavedModel without one is for convert/validate only."""
+    from edgeopt._keras import keras
+
+    if not (p / "keras_metadata.pb").is_file():
+        raise BadInput(
+            f"{p}: is a TensorFlow SavedModel without a Keras model (no keras_metadata.pb); "
+            "convert and validate take it, the training stages need a Keras model file"
+        )
+    try:
+        model = keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadInput(f"{p}: cannot load the Keras model in this SavedModel: {first[:300]}") from None
+    if not isinstance(model, keras.Model):
+        raise BadInput(f"{p}: does not hold a Keras model")
+    return model
+
+
+class SavedModelDir:
+    """A TensorFlow SavedModel folder used as is: converted with ``TFLiteConverter.from_saved_model``
+    and run through its ``serving_default`` signature (``predict``) as a validation reference."""
+
+    def __init__(self, path: str | Path) -> None:
+        from edgeopt._keras import tf
+
+        self.path = Path(path)
+        try:
+            self._loaded = tf.saved_model.load(str(self.path))
+            self._fn = self._loaded.signatures["serving_default"]
+        except Exception as e:  # noqa: BLE001
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(
+                f"{self.path}: cannot load the SavedModel's serving_default signature: {first[:300]}"
+            ) from None
+        _, kw = self._fn.structured_input_signature
+        if len(kw) != 1:
+            raise BadInput(f"{self.path}: serving_default has {len(kw)} inputs; edgeopt handles one")
+        self._input_name, spec = next(iter(kw.items()))
+        self.input_shape = tuple(spec.shape.as_list())
+        self.input_dtype = spec.dtype
+        outs = self._fn.structured_outputs
+        self._output_name = sorted(outs)[0]
+        self.output_shape = tuple(outs[self._output_name].shape.as_list())
+        self.name = self.path.name
+
+    def predict(self, x: Any, batch_size: int = 512, verbose: int = 0) -> Any:
+        import numpy as np
+
+        from edgeopt._keras import tf
+
+        out = [
+            self._fn(**{self._input_name: tf.constant(x[i : i + batch_size], self.input_dtype)})[self._output_name]
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate([o.numpy() for o in out])
+
+    @property
+    def weights(self) -> list[Any]:
+        return list(self._loaded.variables) if hasattr(self._loaded, "variables") else []
+
+
+def load_inference_model(path: str | Path, *, unsafe: bool = False) -> Any:
+    """For convert and validate: a SavedModel folder as is (``SavedModelDir``), else ``load_model``."""
+    if is_saved_model_dir(path):
+        return SavedModelDir(path)
+    return load_model(path, unsafe=unsafe)
 
 
 def save_model(model: Any, path: str | Path) -> Path:

@@ -51,6 +51,9 @@ MaxTestOpt = Annotated[int | None, typer.Option(help="use at most this many test
 EpochsOpt = Annotated[int | None, typer.Option(help="training epochs")]
 BatchOpt = Annotated[int | None, typer.Option(help="batch size")]
 LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate")]
+UnsafeOpt = Annotated[
+    bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
+]
 SkipOpt = Annotated[list[str] | None, typer.Option("--skip-layer", help="leave this layer alone (repeatable)")]
 
 
@@ -149,7 +152,7 @@ def train(
 @app.command()
 @_cli
 def prune(
-    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5; Keras 3 files are translated)")],
     out: Annotated[Path, typer.Option(help="pruned model (.keras)")],
     data: DataOpt = "fashion_mnist",
     final_sparsity: Annotated[float | None, typer.Option(help="fraction of kernel weights set to zero")] = None,
@@ -166,6 +169,7 @@ def prune(
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Magnitude pruning (tfmot) with a polynomial-decay or constant sparsity schedule."""
@@ -187,7 +191,7 @@ def prune(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    m = load_model(model)
+    m = load_model(model, unsafe=unsafe)
     result = stages.prune(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
     _show("prune", result.metrics, ["target_sparsity", "sparsity", "accuracy_before", "accuracy"], out)
@@ -196,7 +200,7 @@ def prune(
 @app.command()
 @_cli
 def cluster(
-    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5; Keras 3 files are translated)")],
     out: Annotated[Path, typer.Option(help="clustered model (.keras)")],
     data: DataOpt = "fashion_mnist",
     clusters: Annotated[int | None, typer.Option(help="distinct values per kernel")] = None,
@@ -211,6 +215,7 @@ def cluster(
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Weight clustering (tfmot) with fine-tuning; keeps the zeros of a pruned model."""
@@ -228,7 +233,7 @@ def cluster(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    m = load_model(model)
+    m = load_model(model, unsafe=unsafe)
     result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
     _show(
@@ -254,6 +259,7 @@ def distill(
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Hinton distillation of a teacher into a compact student."""
@@ -273,8 +279,8 @@ def distill(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    m = load_model(teacher)
-    result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
+    m = load_model(teacher, unsafe=unsafe)
+    result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed, unsafe=unsafe)
     _write_stage_output(result, out)
     keys = ["teacher_params", "student_params", "teacher_accuracy", "accuracy", "scratch_accuracy"]
     _show("distill", result.metrics, keys, out)
@@ -283,7 +289,7 @@ def distill(
 @app.command()
 @_cli
 def convert(
-    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5)")],
+    model: Annotated[Path, typer.Argument(help="input model (.keras, .h5 or a SavedModel folder)")],
     out: Annotated[Path, typer.Option(help="output .tflite")],
     quantization: Annotated[Quantization, typer.Option(help="post-training quantization")] = Quantization.int8,
     data: Annotated[str | None, typer.Option(help="calibration data for int8/int16x8")] = None,
@@ -291,11 +297,12 @@ def convert(
     io_type: Annotated[IOType | None, typer.Option(help="input/output dtype")] = None,
     allow_float_fallback: Annotated[bool, typer.Option(help="keep ops that cannot be quantized in float")] = False,
     seed: SeedOpt = 0,
+    unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert to .tflite with post-training quantization."""
     from edgeopt import stages
-    from edgeopt.artifacts import load_model
+    from edgeopt.artifacts import load_inference_model
 
     _check_out(out, (".tflite",))
     cfg = _config(
@@ -305,7 +312,7 @@ def convert(
         io_type=io_type,
         allow_float_fallback=allow_float_fallback,
     )
-    m = load_model(model)
+    m = load_inference_model(model, unsafe=unsafe)
     ds = _data(data, seed) if data else None
     result = stages.convert(m, cfg, data=ds, seed=seed)
     _write_stage_output(result, out)
@@ -319,7 +326,9 @@ def convert(
 def validate(
     model: Annotated[Path, typer.Argument(help="the .tflite to check")],
     data: DataOpt = "fashion_mnist",
-    keras: Annotated[Path | None, typer.Option("--keras", help="Keras reference model for agreement")] = None,
+    keras: Annotated[
+        Path | None, typer.Option("--keras", help="Keras reference model (or SavedModel folder) for agreement")
+    ] = None,
     profile: Annotated[
         list[str] | None, typer.Option("--profile", help="device profile: shipped name or YAML path (repeatable)")
     ] = None,
@@ -333,6 +342,7 @@ def validate(
     markdown: Annotated[Path | None, typer.Option(help="write a Markdown summary")] = None,
     seed: SeedOpt = 0,
     max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Check a .tflite: structure, accuracy in LiteRT, kernel cross-check, latency, device budgets.
@@ -341,7 +351,7 @@ def validate(
     """
     from edgeopt import calibrate as cal
     from edgeopt import report, stages
-    from edgeopt.artifacts import load_model
+    from edgeopt.artifacts import load_inference_model
     from edgeopt.errors import GateFailed, RuntimeCrash
     from edgeopt.profiles import load_profile
 
@@ -355,7 +365,7 @@ def validate(
     )
     profiles = [load_profile(p) for p in cfg.profiles]
     content = _read_tflite(model)
-    ref = load_model(keras) if keras else None
+    ref = load_inference_model(keras, unsafe=unsafe) if keras else None
     ds = _data(data, seed, max_test=max_test)
     result = stages.validate(
         content, ds, cfg, keras_model=ref, profiles=profiles, calibration=cal.load(calibration), name=model.name

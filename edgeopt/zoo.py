@@ -96,14 +96,19 @@ _WIDTH_KEYS = {
     "Conv2DTranspose": "filters",
     "Dense": "units",
 }
-# Layers that pass their input's channel count through unchanged.
+# Layers that pass their input's channel count through unchanged (DepthwiseConv2D multiplies it by a
+# constant, so it follows its input too).
 _PASS_THROUGH = {
     "Activation",
     "Softmax",
     "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
     "Dropout",
-    "Flatten",
-    "Reshape",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "GaussianNoise",
     "BatchNormalization",
     "LayerNormalization",
     "GlobalAveragePooling2D",
@@ -115,29 +120,114 @@ _PASS_THROUGH = {
     "MaxPooling1D",
     "AveragePooling1D",
     "Rescaling",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "Cropping1D",
+    "Cropping2D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "DepthwiseConv2D",
+    "DepthwiseConv1D",
     "InputLayer",
 }
+# Layers whose inputs must have equal channel counts: their inputs scale together or not at all.
+_MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Layers whose output width is a function of their inputs' (a sum or a product): it follows them
+# only while nothing ties it to another width.
+_COMPOSITE = {"Concatenate", "Flatten"}
 
 
-def output_layers(model: Any) -> set[str]:
-    """Names of the Conv/Dense layers that fix the model's output width (they must keep their size)."""
-    keep: set[str] = set()
-    for out in model.outputs:
-        layer = out._keras_history.layer
-        while layer is not None and type(layer).__name__ not in _WIDTH_KEYS:
-            if type(layer).__name__ not in _PASS_THROUGH:
-                break
-            inbound = layer._inbound_nodes[0].inbound_layers if layer._inbound_nodes else []
-            layer = inbound if not isinstance(inbound, list) else (inbound[0] if len(inbound) == 1 else None)
-        if layer is not None and type(layer).__name__ in _WIDTH_KEYS:
-            keep.add(layer.name)
-    return keep
+def _graph(model: Any) -> tuple[list[tuple[str, str, list[str]]], list[str], list[str]]:
+    """``[(layer, class, inbound layers)]`` in build order, input layer names, output layer names."""
+    cfg = model.get_config()
+    if "input_layers" in cfg:  # functional
+        nodes = []
+        for entry in cfg["layers"]:
+            names = _history_names(entry.get("inbound_nodes", []))
+            nodes.append((entry["config"]["name"], entry["class_name"], names))
+        return nodes, _history_names(cfg["input_layers"]), _history_names(cfg["output_layers"])
+    prev = ["__input__"]  # Sequential: a chain
+    nodes = [("__input__", "InputLayer", [])]
+    for layer in model.layers:
+        nodes.append((layer.name, type(layer).__name__, prev))
+        prev = [layer.name]
+    return nodes, ["__input__"], prev
+
+
+def _history_names(v: Any) -> list[str]:
+    """Layer names in (nested) ``[name, node, tensor(, kwargs)]`` lists."""
+    if isinstance(v, list | tuple):
+        if len(v) in (3, 4) and isinstance(v[0], str) and isinstance(v[1], int):
+            return [v[0]]
+        return [n for x in v for n in _history_names(x)]
+    return []
+
+
+def fixed_width_layers(model: Any) -> set[str]:
+    """Names of the Conv/Dense layers whose filters/units must stay as they are.
+
+    Layers are grouped by the channel count they share: a Conv/Dense starts a group, pass-through
+    layers (and DepthwiseConv2D) stay in their input's group, and residual merges (``Add`` and the
+    like) join their inputs' groups. A group is fixed when it reaches a model output or input, a
+    ``Reshape`` (its target shape is written down) or a layer edgeopt does not know; a Concatenate or
+    Flatten whose width is tied to another group fixes its inputs too.
+    """
+    nodes, inputs, outputs = _graph(model)
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    token: dict[str, str] = {}  # layer -> group token of its output channels
+    fixed: set[str] = {f"in:{n}" for n in inputs}
+    composite: dict[str, list[str]] = {}
+    width_layers: dict[str, str] = {}
+    for name, cls, inbound in nodes:
+        ins = [token[n] for n in inbound if n in token]
+        if name in inputs or cls == "InputLayer":
+            token[name] = f"in:{name}"
+            fixed.add(token[name])
+        elif cls in _WIDTH_KEYS:
+            token[name] = width_layers[name] = f"w:{name}"
+        elif cls in _PASS_THROUGH and len(ins) == 1:
+            token[name] = ins[0]
+        elif cls in _MERGE and ins:
+            for t in ins[1:]:
+                union(ins[0], t)
+            token[name] = ins[0]
+        elif cls in _COMPOSITE and ins:
+            token[name] = f"c:{name}"
+            composite[token[name]] = ins
+        else:  # Reshape, unknown layers, nested models: leave their inputs and outputs as they are
+            fixed.update(ins)
+            token[name] = f"x:{name}"
+            fixed.add(token[name])
+    fixed.update(token[n] for n in outputs if n in token)
+    fixed_roots = {find(t) for t in fixed}
+    changed = True
+    while changed:  # a composite tied to another width, or fixed, fixes what it is made of
+        changed = False
+        for c, ins in composite.items():
+            members = [t for t in token.values() if find(t) == find(c)]
+            if find(c) in fixed_roots or len(set(members)) > 1:
+                for t in [c, *ins]:
+                    if find(t) not in fixed_roots:
+                        fixed_roots.add(find(t))
+                        changed = True
+    return {name for name, t in width_layers.items() if find(t) in fixed_roots}
 
 
 def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
     """A fresh (randomly initialised) copy of ``model`` with ``width`` of the filters and units in every
     hidden Conv/Dense layer. The layers that produce the outputs keep their size, so the copy is a
-    drop-in student for the same task. Works for Sequential and functional models."""
+    drop-in student for the same task; layers tied by a residual merge scale together or not at all
+    (``fixed_width_layers``). Works for Sequential and functional models."""
     from edgeopt._keras import keras
 
     if not 0 < width <= 1:
@@ -146,7 +236,7 @@ def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
         raise BadInput(
             f"model {model.name!r} is a subclassed model; width scaling needs a Sequential or functional model"
         )
-    keep = output_layers(model)
+    keep = fixed_width_layers(model)
 
     def clone(layer: Any) -> Any:
         cfg = layer.get_config()

@@ -34,6 +34,17 @@ def clone_with_weights(model: Any) -> Any:
     return copy
 
 
+def require_layer_graph(model: Any, stage: str) -> None:
+    """BadInput for a subclassed model: tfmot and width scaling need its layer graph."""
+    from edgeopt._keras import keras
+    from edgeopt.errors import BadInput
+    from edgeopt.keras3 import subclassed_message
+
+    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
+        return
+    raise BadInput(f"{stage}: " + subclassed_message(f"model {getattr(model, 'name', '?')!r}", type(model).__name__))
+
+
 def count_params(model: Any) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.weights))
 

@@ -9,7 +9,15 @@ import numpy as np
 from edgeopt._keras import set_seed, tfmot
 from edgeopt.config import ClusterConfig, ClusterInit
 from edgeopt.data import Dataset
-from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels, wrap_layers
+from edgeopt.stages._common import (
+    StageResult,
+    accuracy,
+    clone_with_weights,
+    fit,
+    kernels,
+    require_layer_graph,
+    wrap_layers,
+)
 from edgeopt.ui import Timer, info
 
 _INIT = {
@@ -25,6 +33,7 @@ SPARSE_THRESHOLD = 0.05
 def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, seed: int = 0) -> StageResult:
     """Cluster every supported kernel of ``model`` (left untouched) into ``config.clusters`` values."""
     config = config or ClusterConfig()
+    require_layer_graph(model, "cluster")
     data.check_fits(model)
     ck = tfmot.clustering.keras
     with Timer() as t:
@@ -92,6 +101,9 @@ def _why_not(layer: Any, clusters: int) -> str | None:
 
     if not isinstance(layer, tfmot.clustering.keras.ClusterableLayer) and not ClusteringRegistry.supports(layer):
         return f"{type(layer).__name__} is not supported by tfmot clustering"
+    if layer.__class__ in ClusteringRegistry._LAYERS_WEIGHTS_MAP and not ClusteringRegistry._weight_names(layer):
+        # BatchNormalization, and DepthwiseConv2D ("big unrecoverable accuracy loss" says tfmot)
+        return f"tfmot clusters no weights of {type(layer).__name__}"
     k = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
     if not k:
         return "no kernel to cluster"

@@ -26,7 +26,8 @@ class ConversionError(EdgeoptError):
 def convert(
     model: Any, config: ConvertConfig | None = None, *, data: Dataset | None = None, seed: int = 0
 ) -> StageResult:
-    """Convert ``model`` to .tflite bytes. int8 and int16x8 need ``data`` for calibration."""
+    """Convert ``model`` (a tf-keras model or an ``artifacts.SavedModelDir``) to .tflite bytes. int8 and
+    int16x8 need ``data`` for calibration."""
     config = config or ConvertConfig()
     q = config.quantization
     needs_data = q in (Quantization.int8, Quantization.int16x8)
@@ -102,6 +103,10 @@ def _converter(model: Any) -> Any:
     ``from_keras_model`` names the input after the Keras input layer (``input_1``, ``input_2``, ...
     as models are built in one process), so the same weights could give different bytes.
     """
+    from edgeopt.artifacts import SavedModelDir
+
+    if isinstance(model, SavedModelDir):
+        return tf.lite.TFLiteConverter.from_saved_model(str(model.path))
     n = len(model.inputs)
     specs = [
         tf.TensorSpec([None, *t.shape[1:]], t.dtype, name="input" if n == 1 else f"input_{i}")

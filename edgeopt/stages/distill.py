@@ -23,17 +23,18 @@ from edgeopt.stages._common import (
     fit,
     outputs_probabilities,
     predict,
+    require_layer_graph,
 )
 from edgeopt.ui import Timer
 
 
-def build_student(teacher: Any, data: Dataset, config: DistillConfig) -> Any:
+def build_student(teacher: Any, data: Dataset, config: DistillConfig, *, unsafe: bool = False) -> Any:
     """The (untrained) student the config names: a zoo model, a model file, or the teacher at a width."""
     if config.width is not None:
         return zoo.width_scaled(teacher, config.width)
     if config.student is not None:
         return zoo.build(config.student, data.input_shape, data.num_classes)
-    return load_model(config.student_file)
+    return load_model(config.student_file, unsafe=unsafe)
 
 
 def teacher_logits(teacher: Any, x: np.ndarray) -> np.ndarray:
@@ -68,16 +69,26 @@ def _label_accuracy(num_classes: int) -> Any:
 
 
 def distill(
-    teacher: Any, data: Dataset, config: DistillConfig, *, student: Any | None = None, seed: int = 0
+    teacher: Any,
+    data: Dataset,
+    config: DistillConfig,
+    *,
+    student: Any | None = None,
+    seed: int = 0,
+    unsafe: bool = False,
 ) -> StageResult:
     """Train a student (given, or built from ``config``) to match ``teacher`` on ``data``.
 
     The teacher is left untouched; its logits are computed once, then the student trains on them.
+    ``unsafe`` allows code-carrying layers in ``config.student_file``.
     """
     data.check_fits(teacher, what="teacher")
     with Timer() as t:
         set_seed(seed)
-        student = clone_with_weights(student) if student is not None else build_student(teacher, data, config)
+        student = (
+            clone_with_weights(student) if student is not None else build_student(teacher, data, config, unsafe=unsafe)
+        )
+        require_layer_graph(student, "distill")
         data.check_fits(student, what="student")
         if student.output_shape[-1] != teacher.output_shape[-1]:
             raise BadInput(f"student has {student.output_shape[-1]} outputs, teacher {teacher.output_shape[-1]}")

@@ -15,6 +15,7 @@ from edgeopt.stages._common import (
     clone_with_weights,
     fit,
     kernels,
+    require_layer_graph,
     steps_per_epoch,
     wrap_layers,
 )
@@ -46,6 +47,7 @@ def resolve_schedule(config: PruneConfig, steps: int) -> dict[str, int | float]:
 def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed: int = 0) -> StageResult:
     """Prune ``model`` (left untouched) to ``config.final_sparsity`` while fine-tuning on ``data``."""
     config = config or PruneConfig()
+    require_layer_graph(model, "prune")
     data.check_fits(model)
     sp = tfmot.sparsity.keras
     with Timer() as t:
@@ -128,6 +130,10 @@ def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:
     reg = tfmot.sparsity.keras.PrunableLayer
     if not isinstance(layer, reg) and not _registry().supports(layer):
         return f"{type(layer).__name__} is not supported by tfmot pruning"
+    if not isinstance(layer, reg) and layer.__class__ in _registry()._LAYERS_WEIGHTS_MAP:
+        # e.g. BatchNormalization, and DepthwiseConv2D in tfmot 0.8: wrappable, but nothing is pruned
+        if not _registry()._weight_names(layer):
+            return f"tfmot prunes no weights of {type(layer).__name__}"
     k = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
     if k and int(np.prod(k[0].shape)) < MIN_PRUNABLE_WEIGHTS:
         return f"only {int(np.prod(k[0].shape))} weights (< {MIN_PRUNABLE_WEIGHTS})"
