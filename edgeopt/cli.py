@@ -335,6 +335,7 @@ def validate(
     min_accuracy: Annotated[float | None, typer.Option(help="gate: minimum top-1 accuracy (0-1)")] = None,
     max_samples: Annotated[int | None, typer.Option(help="evaluate at most this many test examples")] = None,
     latency: Annotated[bool, typer.Option(help="measure host latency")] = True,
+    cross_check: Annotated[bool, typer.Option(help="also run LiteRT's reference kernels and compare")] = True,
     timeout: Annotated[float | None, typer.Option(help="seconds each runtime may take in its child process")] = None,
     calibration: Annotated[Path | None, typer.Option(help="calibration file (default: edgeopt calibrate's)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
@@ -361,6 +362,7 @@ def validate(
         max_samples=max_samples,
         profiles=profile,
         latency=latency,
+        cross_check=cross_check,
         timeout_s=timeout,
     )
     profiles = [load_profile(p) for p in cfg.profiles]

@@ -49,7 +49,8 @@ def run_task(
             raise ChildFailed(runtime, "hung", f"no answer within {timeout:.0f} s, killed") from None
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
-            raise ChildFailed(runtime, "crashed", f"killed by {name}")
+            last = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()][-1:]
+            raise ChildFailed(runtime, "crashed", f"killed by {name}" + (f" ({last[0][:200]})" if last else ""))
         result_file = d / "result.json"
         if proc.returncode != 0 or not result_file.exists():
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]

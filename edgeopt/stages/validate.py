@@ -199,7 +199,9 @@ def validate(
         # 2. the same inputs through the reference kernels
         n = min(len(x), CROSS_CHECK_SAMPLES)
         cross: dict[str, Any] | None = None
-        if raw is not None:
+        if not config.cross_check:
+            failures["litert-reference:litert_eval"] = "disabled (--no-cross-check)"
+        elif raw is not None:
             r = child(
                 "litert_eval", "litert-reference", x[:n], batch_size=config.batch_size, resolver="reference", tap=tap
             )

@@ -236,7 +236,7 @@ def test_saved_model_folder_converts_and_validates(tmp_path):
     assert meta["inputs"][0]["dtype"] == "int8" and meta["op_counts"].get("CONV_2D") == 2
     r = invoke("validate", out, "--data", data, "--keras", folder, "--json", tmp_path / "v.json", "--quiet")
     assert r.exit_code == 0, r.output
-    v = json.loads((tmp_path / "v.json").read_text())
+    v = json.loads((tmp_path / "v.json").read_text())["models"][0]
     assert v["max_abs_output_diff"] < 0.05 and v["outputs_finite"]
     # the training stages need a Keras model, which an exported SavedModel does not hold
     with pytest.raises(BadInput, match="SavedModel without a Keras model"):
@@ -298,9 +298,18 @@ def test_keras3_architecture_through_every_stage(arch, tmp_path):
     # BatchNormalization folded into the convolutions: no MUL/ADD/SUB/RSQRT beyond the residual Adds
     assert ops.get("ADD", 0) == n_add and not {"MUL", "SUB", "RSQRT"} & set(ops), ops
 
-    r = invoke("validate", tfl, "--data", data, "--keras", src, "--json", tmp_path / "v.json", "--quiet")
+    args = ["validate", tfl, "--data", data, "--keras", src, "--json", tmp_path / "v.json", "--quiet"]
+    if arch == "mobilenetv2":
+        # LiteRT 2.3's reference kernels abort while preparing this int8 MobileNetV2: validate reports
+        # the crash (exit 3, the runtime and the signal) and still measures the rest.
+        r = invoke(*args)
+        assert r.exit_code == 3 and "litert-reference crashed: killed by SIGABRT" in r.output, r.output
+        v = json.loads((tmp_path / "v.json").read_text())["models"][0]
+        assert v["accuracy"] is not None and v["latency"]["1"]["runs"] > 0
+        args.append("--no-cross-check")
+    r = invoke(*args)
     assert r.exit_code == 0, r.output
-    v = json.loads((tmp_path / "v.json").read_text())
+    v = json.loads((tmp_path / "v.json").read_text())["models"][0]
     assert v["outputs_finite"] and v["max_abs_output_diff"] < 0.05, v
 
 
