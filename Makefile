@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIPELINE ?= pipelines/fashion_mnist.yaml
 
-.PHONY: install data export test test-slow calibrate lint clean
+.PHONY: install data export test test-slow bench calibrate lint clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test: install data
 
 test-slow: install data
 	$(BIN)/python -m pytest -m slow
+
+# The default pipeline side by side with int8 PTQ and the tfmot tutorial; writes bench/results.{md,json}.
+bench: install data
+	$(BIN)/edgeopt bench pipelines/fashion_mnist.yaml --out bench
 
 # Measures MobileNet 1.0 224 here and stores host-to-device latency factors for the phone profiles.
 calibrate: install

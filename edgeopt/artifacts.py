@@ -120,7 +120,7 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> Any:
     else:
         keras3.check_config(_tf_keras_config(p), p, unsafe=unsafe, keras3=False)
         try:
-            model = keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+            model = _load_tf_keras(p, unsafe)
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BadInput(f"{p}: cannot load as a tf-keras model: {first[:300]}") from None
@@ -155,7 +155,7 @@ def _load_saved_model_keras(p: Path, *, unsafe: bool) -> Any:
             "convert and validate take it, the training stages need a Keras model file"
         )
     try:
-        model = keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+        model = _load_tf_keras(p, unsafe)
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInput(f"{p}: cannot load the Keras model in this SavedModel: {first[:300]}") from None
@@ -212,6 +212,46 @@ def load_inference_model(path: str | Path, *, unsafe: bool = False) -> Any:
     if is_saved_model_dir(path):
         return SavedModelDir(path)
     return load_model(path, unsafe=unsafe)
+
+
+def _load_tf_keras(p: Path, unsafe: bool) -> Any:
+    """tf-keras load with tfmot's quantize wrappers known (models saved after the qat stage)."""
+    from edgeopt._keras import keras, tfmot
+
+    with tfmot.quantization.keras.quantize_scope():
+        return keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+
+
+def export_saved_model(model: Any, path: str | Path) -> Path:
+    """Write an inference SavedModel folder atomically (for models that carry tfmot's quantize wrappers,
+    which do not survive a .keras/.h5 round trip); ``edgeopt convert`` and ``validate --keras`` read it."""
+    import contextlib
+    import io
+    import shutil
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=p.parent))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # export() prints its signatures
+            model.export(str(tmp / "m"))
+        if p.exists():
+            shutil.rmtree(p)
+        os.replace(tmp / "m", p)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return p
+
+
+def sha256_tree(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0" + bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
 
 
 def save_model(model: Any, path: str | Path) -> Path:

@@ -23,7 +23,10 @@ from edgeopt.config import (
     DataConfig,
     DistillConfig,
     IOType,
+    LRSchedule,
     PruneConfig,
+    QATConfig,
+    QATPreserve,
     Quantization,
     Schedule,
     TrainConfig,
@@ -51,6 +54,7 @@ MaxTestOpt = Annotated[int | None, typer.Option(help="use at most this many test
 EpochsOpt = Annotated[int | None, typer.Option(help="training epochs")]
 BatchOpt = Annotated[int | None, typer.Option(help="batch size")]
 LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate")]
+LrSchedOpt = Annotated[LRSchedule | None, typer.Option(help="constant, or cosine decay over all steps")]
 UnsafeOpt = Annotated[
     bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
 ]
@@ -133,6 +137,7 @@ def train(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
+    lr_schedule: LrSchedOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -142,7 +147,9 @@ def train(
     from edgeopt import stages
 
     _check_out(out, (".keras", ".h5"))
-    cfg = _config(TrainConfig, zoo=zoo, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    cfg = _config(
+        TrainConfig, zoo=zoo, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule
+    )
     ds = _data(data, seed, max_train, max_test)
     result = stages.train(ds, cfg, seed=seed)
     _write_stage_output(result, out)
@@ -166,6 +173,7 @@ def prune(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
+    lr_schedule: LrSchedOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -190,6 +198,7 @@ def prune(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
     )
     m = load_model(model, unsafe=unsafe)
     result = stages.prune(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
@@ -212,6 +221,7 @@ def cluster(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
+    lr_schedule: LrSchedOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -232,6 +242,7 @@ def cluster(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
     )
     m = load_model(model, unsafe=unsafe)
     result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
@@ -256,6 +267,7 @@ def distill(
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
+    lr_schedule: LrSchedOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -278,12 +290,51 @@ def distill(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
     )
     m = load_model(teacher, unsafe=unsafe)
     result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed, unsafe=unsafe)
     _write_stage_output(result, out)
     keys = ["teacher_params", "student_params", "teacher_accuracy", "accuracy", "scratch_accuracy"]
     _show("distill", result.metrics, keys, out)
+
+
+@app.command()
+@_cli
+def qat(
+    model: Annotated[Path, typer.Argument(help="input model (.keras or .h5), typically pruned and clustered")],
+    out: Annotated[Path, typer.Option(help="output SavedModel folder (QAT wrappers do not survive .keras)")],
+    data: DataOpt = "fashion_mnist",
+    preserve: Annotated[QATPreserve | None, typer.Option(help="what to keep: auto, cluster, sparsity, none")] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    lr_schedule: LrSchedOpt = None,
+    seed: SeedOpt = 0,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Quantization-aware training that keeps clusters and zeros (then `edgeopt convert OUT`)."""
+    from edgeopt import stages
+    from edgeopt.artifacts import export_saved_model, load_model, metrics_path, write_json
+
+    if out.suffix:
+        raise BadInput(f"--out {out}: a folder name (the QAT model is written as a SavedModel folder)")
+    cfg = _config(
+        QATConfig,
+        preserve=preserve,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+    )
+    m = load_model(model, unsafe=unsafe)
+    result = stages.qat(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
+    export_saved_model(result.model, out)
+    write_json(metrics_path(out), {"stage": "qat", "seconds": result.seconds, **result.metrics})
+    _show("qat", result.metrics, ["preserve", "accuracy_before", "accuracy"], out)
 
 
 @app.command()
@@ -494,6 +545,21 @@ def _print_run(manifest: dict[str, Any], out_dir: Path) -> None:
         )
     ui.console.print(t)
     ui.info(f"manifest: {out_dir / 'manifest.json'} ({manifest['seconds']:.0f} s)")
+
+
+@app.command()
+@_cli
+def bench(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file")] = Path("pipelines/fashion_mnist.yaml"),
+    out: Annotated[Path, typer.Option(help="where results.md and results.json go")] = Path("bench"),
+    quiet: QuietOpt = False,
+) -> None:
+    """The pipeline vs the float32 teacher, int8 PTQ and the tfmot pruning tutorial, in one table."""
+    from edgeopt.bench import run_bench
+
+    run_bench(pipeline, out)
+    if not ui.is_quiet():
+        ui.console.print((out / "results.md").read_text(), markup=False, highlight=False)
 
 
 @app.command("data")

@@ -64,10 +64,16 @@ class DataConfig(_Config):
         raise ValueError(f"unknown dataset {v!r}; allowed: fashion_mnist, digits, npz:PATH, image_dir:PATH")
 
 
+class LRSchedule(StrEnum):
+    constant = "constant"
+    cosine = "cosine"
+
+
 class _Training(_Config):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: LRSchedule = Field(LRSchedule.constant, description="cosine: decay to 0 over all steps")
 
 
 class TrainConfig(_Training):
@@ -135,6 +141,19 @@ class DistillConfig(_Training):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
+
+
+class QATPreserve(StrEnum):
+    auto = "auto"
+    cluster = "cluster"
+    sparsity = "sparsity"
+    none = "none"
+
+
+class QATConfig(_Training):
+    epochs: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    preserve: QATPreserve = Field(QATPreserve.auto, description="what QAT keeps; auto: clusters, else zeros")
 
 
 class ConvertConfig(_Config):
@@ -250,6 +269,10 @@ class ClusterStep(ClusterConfig):
     stage: Literal["cluster"]
 
 
+class QATStep(QATConfig):
+    stage: Literal["qat"]
+
+
 class ConvertStep(ConvertConfig):
     stage: Literal["convert"]
 
@@ -285,7 +308,7 @@ class PipelineConfig(_Config):
         return self
 
 
-_STAGES = {"distill", "prune", "cluster", "convert", "validate"}
+_STAGES = {"distill", "prune", "cluster", "qat", "convert", "validate"}
 
 
 def format_validation_error(err: ValidationError, source: str, *, flags: bool = False) -> str:
@@ -302,7 +325,7 @@ def format_validation_error(err: ValidationError, source: str, *, flags: bool = 
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
-            msg = "unknown stage; allowed: distill, prune, cluster, convert, validate"
+            msg = "unknown stage; allowed: distill, prune, cluster, qat, convert, validate"
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and isinstance(got, str | int | float | bool):
             msg += f" (got {got!r})"

@@ -11,13 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt import stages, ui
-from edgeopt.artifacts import gzip_size, load_model, save_model, sha256_bytes, sha256_file, write_bytes, write_json
+from edgeopt.artifacts import (
+    export_saved_model,
+    gzip_size,
+    load_model,
+    save_model,
+    sha256_bytes,
+    sha256_file,
+    sha256_tree,
+    write_bytes,
+    write_json,
+)
 from edgeopt.config import (
     ClusterStep,
     ConvertStep,
     DistillStep,
     PipelineConfig,
     PruneStep,
+    QATStep,
     TrainConfig,
     ValidateConfig,
     ValidateStep,
@@ -145,6 +156,8 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
             r = stages.prune(current, data, step, seed=config.seed)
         elif isinstance(step, ClusterStep):
             r = stages.cluster(current, data, step, seed=config.seed)
+        elif isinstance(step, QATStep):
+            r = stages.qat(current, data, step, seed=config.seed)
         elif isinstance(step, ConvertStep):
             r = stages.convert(current, step, data=data, seed=config.seed)
         else:
@@ -153,7 +166,10 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
             gates_failed += r.metrics["failed"]
             crashed += r.metrics["crashed"]
 
-        if r.model is not None:
+        if r.model is not None and isinstance(step, QATStep):
+            out = export_saved_model(r.model, folder / "saved_model")
+            current, current_stage = r.model, f"{i:02d}_{step.stage}"
+        elif r.model is not None:
             out = save_model(r.model, folder / "model.keras")
             current, current_stage = r.model, f"{i:02d}_{step.stage}"
         elif r.tflite is not None:
@@ -266,7 +282,7 @@ def _record(name: str, out: Path, root: Path, r: stages.StageResult) -> dict[str
     return {
         "name": name,
         "output": str(out.relative_to(root)),
-        "sha256": sha256_file(out),
+        "sha256": sha256_tree(out),
         "seconds": round(r.seconds, 3),
         "metrics": r.metrics,
     }

@@ -5,7 +5,8 @@ from edgeopt.stages.cluster import cluster
 from edgeopt.stages.convert import ConversionError, convert
 from edgeopt.stages.distill import distill
 from edgeopt.stages.prune import prune
+from edgeopt.stages.qat import qat
 from edgeopt.stages.train import train
 from edgeopt.stages.validate import validate
 
-__all__ = ["StageResult", "ConversionError", "cluster", "convert", "distill", "prune", "train", "validate"]
+__all__ = ["StageResult", "ConversionError", "cluster", "convert", "distill", "prune", "qat", "train", "validate"]

@@ -103,14 +103,18 @@ def fit(
     metrics: list[Any] | None = None,
     y_train: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    lr_schedule: str = "constant",
 ) -> dict[str, list[float]]:
     """Compile and train on the training split with a progress bar; returns Keras' history."""
     from edgeopt._keras import keras
 
     if epochs == 0:
         return {}
+    lr: Any = learning_rate
+    if str(lr_schedule) == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, math.ceil(len(data.x_train) / batch_size) * epochs)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(lr),
         loss=loss,
         metrics=metrics if metrics is not None else ["accuracy"],
     )

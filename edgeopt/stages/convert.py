@@ -81,6 +81,7 @@ def convert(
             "pass --allow-float-fallback to accept float ops in the model"
         )
     metrics = {
+        "kernels": kernel_stats(content),
         "quantization": q.value,
         "io_type": config.resolved_io_type.value,
         "calibration_samples": calibration,
@@ -95,6 +96,22 @@ def convert(
     if needs_data and config.allow_float_fallback and desc["float_ops"]:
         metrics["float_fallback_ops"] = sorted(set(desc["float_ops"]))
     return StageResult("convert", metrics=metrics, tflite=content, seconds=t.seconds)
+
+
+def kernel_stats(content: bytes) -> dict[str, dict[str, Any]]:
+    """Distinct values (per kernel and at most per output channel) and zeros of each weight tensor
+    in the .tflite: what clustering and pruning left after quantization."""
+    import numpy as np
+
+    out = {}
+    for t in litert.constant_tensors(content):
+        if t["values"] is None or len(t["shape"]) < 2 or t["dtype"] not in ("int8", "float32", "float16"):
+            continue
+        v = t["values"].reshape(t["shape"])
+        per_channel = max(int(np.unique(v[i]).size) for i in range(v.shape[0]))
+        out[t["name"]] = {"dtype": t["dtype"], "shape": t["shape"], "distinct_values": int(np.unique(v).size),
+                          "max_distinct_per_channel": per_channel, "sparsity": float((v == 0).mean())}  # fmt: skip
+    return out
 
 
 def _converter(model: Any) -> Any:

@@ -105,6 +105,7 @@ def distill(
             epochs=config.epochs,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
+            lr_schedule=config.lr_schedule,
             loss=kd_loss(n, config.temperature, config.alpha, outputs_probabilities(student)),
             metrics=[_label_accuracy(n)],
             y_train=y_tr,
@@ -133,6 +134,7 @@ def distill(
                 epochs=config.epochs,
                 batch_size=config.batch_size,
                 learning_rate=config.learning_rate,
+                lr_schedule=config.lr_schedule,
             )
             metrics["scratch_accuracy"] = accuracy(scratch, data.x_test, data.y_test)
             metrics["distillation_gain"] = metrics["accuracy"] - metrics["scratch_accuracy"]

@@ -87,6 +87,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             epochs=config.epochs,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
+            lr_schedule=config.lr_schedule,
             callbacks=[sp.UpdatePruningStep()],
         )
         stripped = sp.strip_pruning(wrapped)

@@ -23,6 +23,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, seed: int = 0) ->
             epochs=config.epochs,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
+            lr_schedule=config.lr_schedule,
         )
         acc = accuracy(model, data.x_test, data.y_test)
     metrics = {

@@ -55,7 +55,7 @@ def test_wrong_enum_lists_allowed_values(tmp_path):
 
 
 def test_unknown_stage(tmp_path):
-    with pytest.raises(BadInput, match="unknown stage; allowed: distill, prune, cluster, convert, validate"):
+    with pytest.raises(BadInput, match="unknown stage; allowed: distill, prune, cluster, qat, convert, validate"):
         load_pipeline(write(tmp_path, GOOD.replace("stage: prune", "stage: prun")))
 
 

@@ -1,0 +1,85 @@
+"""Quantization-aware training that keeps what pruning and clustering made (tfmot collaborative
+optimization): cluster-preserving QAT (with sparsity kept), prune-preserving QAT, or plain QAT.
+
+Per-channel int8 quantization after plain clustering multiplies the distinct values of a kernel
+(8 clusters became 24 in tfmot PR #871); cluster-preserving QAT keeps them at the cluster count.
+The result still carries tfmot's quantize wrappers: it is meant for the convert stage, which turns
+the learned ranges into an int8 .tflite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt._keras import set_seed, tfmot
+from edgeopt.config import QATConfig, QATPreserve
+from edgeopt.data import Dataset
+from edgeopt.errors import BadInput
+from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels
+from edgeopt.ui import Timer
+
+# A kernel with at most this many distinct values counts as clustered.
+CLUSTERED_MAX_DISTINCT = 256
+
+
+def detect_preserve(model: Any) -> tuple[QATPreserve, dict[str, Any]]:
+    """What the model has that QAT should keep: clusters (few distinct values), zeros, or nothing."""
+    ks = kernels(model)
+    distinct = max((int(np.unique(k).size) for k in ks.values()), default=0)
+    zeros = sum(int((k == 0).sum()) for k in ks.values()) / max(1, sum(k.size for k in ks.values()))
+    info = {"max_distinct_values": distinct, "sparsity": zeros}
+    if ks and distinct <= CLUSTERED_MAX_DISTINCT:
+        return QATPreserve.cluster, info
+    if zeros > 0.05:
+        return QATPreserve.sparsity, info
+    return QATPreserve.none, info
+
+
+def qat(model: Any, data: Dataset, config: QATConfig | None = None, *, seed: int = 0) -> StageResult:
+    """Fine-tune ``model`` (left untouched) with fake int8 quantization in the loop."""
+    config = config or QATConfig()
+    data.check_fits(model)
+    q = tfmot.quantization.keras
+    combine = tfmot.experimental.combine
+    with Timer() as t:
+        set_seed(seed)
+        base = clone_with_weights(model)
+        found, before_info = detect_preserve(base)
+        preserve = found if config.preserve is QATPreserve.auto else config.preserve
+        if preserve is QATPreserve.cluster:
+            scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=before_info["sparsity"] > 0.05)
+        elif preserve is QATPreserve.sparsity:
+            scheme = combine.Default8BitPrunePreserveQuantizeScheme()
+        else:
+            scheme = q.Default8BitQuantizeScheme() if hasattr(q, "Default8BitQuantizeScheme") else None
+        try:
+            annotated = q.quantize_annotate_model(base)
+            with q.quantize_scope():
+                qmodel = q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
+        except (ValueError, RuntimeError) as e:
+            raise BadInput(
+                f"quantization-aware training cannot wrap this model: {str(e).splitlines()[0][:300]}"
+            ) from None
+        acc_before = accuracy(model, data.x_test, data.y_test)
+        history = fit(
+            qmodel,
+            data,
+            description="qat",
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            lr_schedule=config.lr_schedule,
+        )
+        acc = accuracy(qmodel, data.x_test, data.y_test)
+    metrics = {
+        "preserve": preserve.value,
+        "input": before_info,
+        "accuracy_before": acc_before,
+        "accuracy": acc,
+        "accuracy_drop": acc_before - acc,
+        "history": history,
+        "seed": seed,
+    }
+    return StageResult("qat", metrics=metrics, model=qmodel, seconds=t.seconds)
