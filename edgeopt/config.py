@@ -281,7 +281,9 @@ class ValidateStep(ValidateConfig):
     stage: Literal["validate"]
 
 
-Step = Annotated[DistillStep | PruneStep | ClusterStep | ConvertStep | ValidateStep, Field(discriminator="stage")]
+Step = Annotated[
+    DistillStep | PruneStep | ClusterStep | QATStep | ConvertStep | ValidateStep, Field(discriminator="stage")
+]
 
 
 class PipelineConfig(_Config):

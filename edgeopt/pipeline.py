@@ -293,6 +293,7 @@ def _summary(stage: str, m: dict[str, Any]) -> None:
         "distill": ["student_params", "teacher_accuracy", "accuracy"],
         "prune": ["sparsity", "accuracy_before", "accuracy"],
         "cluster": ["max_distinct_values", "sparsity", "accuracy"],
+        "qat": ["preserve", "accuracy_before", "accuracy"],
         "convert": ["quantization", "bytes", "gzip_bytes"],
     }.get(stage, [])
     rows = [(k, m[k]) for k in keys if k in m]

@@ -45,7 +45,7 @@ def test_manifest(first_run):
     assert all(v != "unknown" for v in m["versions"].values())
     assert m["baseline"]["quantization"] == "float32" and m["baseline"]["accuracy"] > 0.85
     names = [s["name"] for s in m["stages"]]
-    assert names == ["teacher", "baseline", "distill", "prune", "cluster", "convert", "convert", "validate"]
+    assert names == ["teacher", "baseline", "distill", "prune", "cluster", "convert", "qat", "convert", "validate"]
     for s in m["stages"]:
         assert {"name", "output", "sha256", "seconds", "metrics"} <= set(s)
     assert m["stages"][0]["metrics"]["trained"] is True  # the teacher was missing, so it was trained
@@ -56,15 +56,19 @@ def test_manifest(first_run):
         assert f.is_file() and f.stat().st_size == a["bytes"] and a["accuracy"] is not None
         assert a["gzip_bytes"] < a["bytes"] and len(a["sha256"]) == 64
     assert arts["int8"]["inputs"][0]["dtype"] == "int8"
+    assert (tmp / "build" / "05_qat" / "saved_model" / "saved_model.pb").is_file()
+    kernels = next(s for s in m["stages"] if s["output"].endswith("model_int8.tflite"))["metrics"]["kernels"]
+    dense = [v for k, v in kernels.items() if "Conv2D" not in k]
+    assert dense and all(v["distinct_values"] <= 8 for v in dense)  # the 8 clusters survive int8
     assert (tmp / "build" / "02_prune" / "model.keras").is_file()
-    assert (tmp / "build" / "06_validate" / "metrics.json").is_file()
+    assert (tmp / "build" / "07_validate" / "metrics.json").is_file()
     int8 = arts["int8"]
     assert {g["profile"] for g in int8["gates"]} == {"-", "cortex-m7-512k", "my-board"}
     arena = next(g for g in int8["gates"] if g["profile"] == "my-board" and g["gate"] == "arena_bytes")
     assert arena["status"] == "passed" and 0 < arena["measured"] <= 65536
     assert int8["latency"]["1"]["p50_ms"] > 0 and int8["speedup_vs_baseline_p50_1thread"] > 0
-    assert (tmp / "build" / "06_validate" / "junit.xml").is_file()
-    assert "cortex-m7-512k" in (tmp / "build" / "06_validate" / "report.md").read_text()
+    assert (tmp / "build" / "07_validate" / "junit.xml").is_file()
+    assert "cortex-m7-512k" in (tmp / "build" / "07_validate" / "report.md").read_text()
     assert m["passed"] is True
 
 
