@@ -179,10 +179,12 @@ def embedded_manifest(
             "outputs": art["outputs"],
             "ops": art["ops"],
         },
+        # The teacher's metrics exist only in the run that trained it, so they would make the bytes differ
+        # between a first and a later run; its content hash identifies it.
         "stages": [
             {"name": s["name"], "metrics": _strip(s["metrics"])}
             for s in run_manifest["stages"]
-            if s["name"] != "validate"
+            if s["name"] not in ("validate", "teacher")
         ],
         "note": "sha256_before_embedding is the hash of this model without its edgeopt_manifest metadata entry; "
         "host timings and validation results are in the bundle's manifest.json",
