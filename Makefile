@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 data: install
 	$(BIN)/edgeopt data fashion_mnist --fetch
 
-# Trains the reference teacher when models/fashion_mnist_teacher.keras is missing, then runs the pipeline.
+# Trains the reference teacher when models/fashion_mnist_teacher.keras is missing, runs the pipeline
+# (reusing cached stages in build/) and writes the release bundle to dist/<pipeline>/.
 export: install data
-	$(BIN)/edgeopt run $(PIPELINE)
+	$(BIN)/edgeopt export $(PIPELINE)
 
 test: install data
 	$(BIN)/python -m pytest

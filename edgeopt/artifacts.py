@@ -233,8 +233,22 @@ def export_saved_model(model: Any, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=p.parent))
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # export() prints its signatures
-            model.export(str(tmp / "m"))
+        from edgeopt._keras import tf
+
+        # A fixed input name (Keras numbers its input layers per process: input_1, input_2, ...), so
+        # the same weights give the same SavedModel and the same .tflite bytes.
+        n = len(model.inputs)
+        specs = [
+            tf.TensorSpec([None, *t.shape[1:]], t.dtype, name="input" if n == 1 else f"input_{i}")
+            for i, t in enumerate(model.inputs)
+        ]
+
+        @tf.function(input_signature=specs)
+        def serve(*args: Any) -> Any:
+            return {"output_0": model(args[0] if n == 1 else list(args), training=False)}
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            tf.saved_model.save(model, str(tmp / "m"), signatures={"serving_default": serve})
         if p.exists():
             shutil.rmtree(p)
         os.replace(tmp / "m", p)

@@ -523,6 +523,94 @@ def run(
     _print_run(report.manifest, report.out_dir)
 
 
+@app.command()
+@_cli
+def export(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file (YAML)")],
+    out: Annotated[Path | None, typer.Option(help="bundle folder (default dist/<pipeline name>)")] = None,
+    build: Annotated[Path | None, typer.Option(help="stage outputs and cache (default build/<pipeline name>)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="run every stage again instead of reusing cached ones")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a pipeline and write a release bundle: Android assets, MCU C sources, manifest, model card, report."""
+    from edgeopt.config import load_pipeline
+    from edgeopt.export import export as export_bundle
+
+    cfg = load_pipeline(pipeline)
+    result = export_bundle(cfg, out, build_dir=build, force=force)
+    m = result.manifest
+    if m["reused"]:
+        ui.info(f"reused from the cache: {', '.join(m['reused'])}")
+    rows = [(mm["path"], f"{mm['bytes']:,} bytes, sha256 {mm['sha256'][:16]}...") for mm in m["models"]]
+    ui.table(f"bundle {result.bundle} ({m['status']})", rows + [("files", len(m["files"]) + 1)])
+
+
+@app.command()
+@_cli
+def inspect(
+    model: Annotated[Path, typer.Argument(help=".tflite file (any, not only edgeopt's)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """What is inside a .tflite: sizes, sha256, ops, MACs, parameters, inputs/outputs, embedded edgeopt manifest."""
+    import json
+
+    from edgeopt import metadata
+    from edgeopt.tflite import inspect as inspect_tflite
+
+    content = _read_tflite(model)
+    info = inspect_tflite(content, str(model))
+    entries = metadata.read_all(content)
+    emb = entries.get(metadata.MANIFEST_ENTRY)
+    out = {
+        "path": str(model),
+        **{k: v for k, v in info.items() if k not in ("macs_per_op", "logits")},
+        "metadata_entries": {k: len(v) for k, v in entries.items()},
+        "edgeopt_manifest": json.loads(emb.decode()) if emb is not None else None,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    ui.set_quiet(False)  # inspect's output is its tables
+    ui.table(
+        str(model),
+        [
+            ("bytes", f"{info['bytes']:,}"),
+            ("gzip bytes", f"{info['gzip_bytes']:,}"),
+            ("sha256", info["sha256"]),
+            ("params", f"{info['params']:,}"),
+            ("MACs", f"{info['macs']:,}"),
+            ("ops", ", ".join(f"{k} x{v}" for k, v in info["op_counts"].items())),
+            ("custom ops", ", ".join(info["custom_ops"]) or "none"),
+            ("metadata", ", ".join(f"{k} ({v} bytes)" for k, v in out["metadata_entries"].items()) or "none"),
+        ]
+        + [
+            (f"{kind} {t['name']}", f"{t['dtype']} {t['shape']} scale {t['scale']:.6g} zero point {t['zero_point']}")
+            for kind, ts in (("input", info["inputs"]), ("output", info["outputs"]))
+            for t in ts
+        ],
+    )
+    if out["edgeopt_manifest"] is None:
+        ui.console.print("no edgeopt manifest embedded")
+    else:
+        em = out["edgeopt_manifest"]
+        ui.table(
+            "embedded edgeopt manifest",
+            [
+                ("schema", em.get("schema")),
+                ("pipeline", em.get("pipeline")),
+                ("seed", em.get("seed")),
+                ("config sha256", em.get("config_sha256")),
+                ("model sha256 before embedding", em.get("model", {}).get("sha256_before_embedding")),
+                ("accuracy", em.get("model", {}).get("accuracy")),
+                ("versions", ", ".join(f"{k} {v}" for k, v in em.get("versions", {}).items())),
+                ("stages", ", ".join(s["name"] for s in em.get("stages", []))),
+            ],
+        )
+
+
 def _print_run(manifest: dict[str, Any], out_dir: Path) -> None:
     from rich.table import Table
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from typing import Any
 
 from edgeopt import stages, ui
 from edgeopt.artifacts import (
+    SavedModelDir,
     export_saved_model,
     gzip_size,
     load_model,
@@ -109,16 +112,88 @@ def ensure_teacher(config: PipelineConfig, data: Dataset) -> tuple[Any, dict[str
     return result.model, {"trained": True, **result.metrics, "seconds": result.seconds}
 
 
-def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
+def model_hash(model: Any) -> str:
+    """Content hash of a Keras model: layer classes and weights (dtype, shape, bytes).
+
+    A ``.keras`` file holds its save time, so the file's sha256 changes on every save; this does not."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    h.update(json.dumps([type(layer).__name__ for layer in model.layers]).encode())
+    for w in model.get_weights():
+        a = np.ascontiguousarray(w)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def data_hash(data: Dataset) -> str:
+    """Content hash of a dataset's splits and class names (what every stage trains and evaluates on)."""
+    import numpy as np
+
+    h = hashlib.sha256(json.dumps(data.class_names).encode())
+    for a in (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+CACHE_FILE = "cache.json"
+
+
+def _cache_key(stage: str, config: Any, inputs: list[str], context: dict[str, Any]) -> str:
+    cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    blob = {"stage": stage, "config": cfg, "inputs": inputs, **context}
+    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode())
+
+
+def _cache_hit(folder: Path, key: str) -> dict[str, Any] | None:
+    """The sidecar of a stage folder whose outputs were made from exactly these inputs, else None."""
+    try:
+        side = json.loads((folder / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if side.get("key") != key or not (folder / side.get("output", "")).exists():
+        return None
+    if not (folder / "metrics.json").is_file():
+        return None
+    return side
+
+
+def _fresh(folder: Path) -> None:
+    """Empty a stage folder before its stage runs: no sidecar may describe outputs that are being rewritten."""
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def _write_sidecar(folder: Path, key: str, output: Path, content_sha256: str, seconds: float) -> None:
+    # Written last: a stage interrupted before this point is never taken from the cache.
+    write_json(
+        folder / CACHE_FILE,
+        {"key": key, "output": output.name, "content_sha256": content_sha256, "seconds": round(seconds, 3)},
+    )
+
+
+def run(config: PipelineConfig, out_dir: str | Path | None = None, *, force: bool = False) -> RunReport:
     """Run every step of ``config``; write each stage's output under ``out_dir`` (default
     ``build/<name>``) and finish with ``manifest.json``. Raises GateFailed after writing the manifest
-    when a validation gate failed."""
+    when a validation gate failed.
+
+    Stage outputs are cached in their folders, keyed by the content hash of their inputs (model
+    weights or .tflite bytes), the stage config, the seed, the data and the edgeopt version: a stage
+    whose key matches is loaded instead of run and recorded with ``reused: true``. ``force`` runs every
+    stage again."""
     root = Path(out_dir) if out_dir is not None else Path("build") / config.name
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / "manifest.json"
     manifest_path.unlink(missing_ok=True)  # no stale manifest may outlive a failed run
+    expected = {f"{i:02d}_{s.stage}" for i, s in enumerate(config.steps, start=1)}
+    if config.baseline is not None:
+        expected.add("00_baseline")
     for old in root.glob("[0-9][0-9]_*"):
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        if force or old.name not in expected:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
 
     started = time.time()
     data_cfg = config.data
@@ -127,64 +202,114 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
     data = load_dataset(data_cfg)
     teacher, teacher_info = ensure_teacher(config, data)
     data.check_fits(teacher, what="teacher")
+    context = {"seed": config.seed, "data": data_hash(data), "edgeopt": versions()["edgeopt"]}
+    teacher_hash = model_hash(teacher)
     stage_records: list[dict[str, Any]] = [
         {
             "name": "teacher",
             "output": str(config.teacher.path),
             "sha256": sha256_file(config.teacher.path),
+            "content_sha256": teacher_hash,
             "seconds": teacher_info.pop("seconds", 0.0),
+            "reused": not teacher_info["trained"],
             "metrics": teacher_info,
         }
     ]
     artifacts: list[Artifact] = []
     baseline: Artifact | None = None
     if config.baseline is not None:
-        r = stages.convert(teacher, config.baseline, data=data, seed=config.seed)
-        path = write_bytes(root / "00_baseline" / f"teacher_{config.baseline.quantization.value}.tflite", r.tflite)
+        folder = root / "00_baseline"
+        path = folder / f"teacher_{config.baseline.quantization.value}.tflite"
+        key = _cache_key("baseline", config.baseline, [teacher_hash], context)
+        side = _cache_hit(folder, key)
+        if side is not None:
+            r = _load_cached("convert", folder, side)
+            ui.info(f"  reused {folder.name} (teacher weights and config unchanged)")
+        else:
+            _fresh(folder)
+            r = stages.convert(teacher, config.baseline, data=data, seed=config.seed)
+            write_bytes(path, r.tflite)
+            write_json(folder / "metrics.json", r.metrics)
+            _write_sidecar(folder, key, path, sha256_bytes(r.tflite), r.seconds)
         baseline = Artifact(path, config.baseline.quantization.value, r.tflite, teacher, "baseline", r.metrics)
-        stage_records.append(_record("baseline", path, root, r))
+        stage_records.append(_record("baseline", path, root, r, reused=side is not None))
 
-    current, current_stage = teacher, "teacher"
+    current, current_stage, current_hash = teacher, "teacher", teacher_hash
     gates_failed: list[str] = []
     crashed: list[str] = []
+    reused_names: list[str] = []
     for i, step in enumerate(config.steps, start=1):
         folder = root / f"{i:02d}_{step.stage}"
         ui.info(f"[bold]step {i}/{len(config.steps)}: {step.stage}[/]")
-        if isinstance(step, DistillStep):
-            r = stages.distill(current, data, step, seed=config.seed)
-        elif isinstance(step, PruneStep):
-            r = stages.prune(current, data, step, seed=config.seed)
-        elif isinstance(step, ClusterStep):
-            r = stages.cluster(current, data, step, seed=config.seed)
-        elif isinstance(step, QATStep):
-            r = stages.qat(current, data, step, seed=config.seed)
-        elif isinstance(step, ConvertStep):
-            r = stages.convert(current, step, data=data, seed=config.seed)
+        if isinstance(step, ValidateStep):
+            inputs = [sha256_bytes(a.tflite) for a in ([baseline] if baseline else []) + artifacts]
+            inputs += [model_hash(a.keras_model) for a in artifacts if hasattr(a.keras_model, "layers")]
+            inputs.append(json.dumps(_validate_context(step, config), sort_keys=True, default=str))
         else:
-            assert isinstance(step, ValidateStep)
-            r = _validate_all(step, data, baseline, artifacts, config)
-            gates_failed += r.metrics["failed"]
-            crashed += r.metrics["crashed"]
+            inputs = [current_hash]
+        key = _cache_key(step.stage, step, inputs, context)
+        side = None if force else _cache_hit(folder, key)
+        if side is not None:
+            r = _load_cached(step.stage, folder, side)
+            reused_names.append(folder.name)
+            ui.info(f"  reused {folder.name} (inputs, config, seed and data unchanged)")
+            if isinstance(step, ValidateStep):
+                for a in ([baseline] if baseline else []) + artifacts:
+                    a.validation = r.metrics["artifacts"].get(a.path.name)
+                gates_failed += r.metrics["failed"]
+        else:
+            _fresh(folder)
+            if isinstance(step, DistillStep):
+                r = stages.distill(current, data, step, seed=config.seed)
+            elif isinstance(step, PruneStep):
+                r = stages.prune(current, data, step, seed=config.seed)
+            elif isinstance(step, ClusterStep):
+                r = stages.cluster(current, data, step, seed=config.seed)
+            elif isinstance(step, QATStep):
+                r = stages.qat(current, data, step, seed=config.seed)
+            elif isinstance(step, ConvertStep):
+                r = stages.convert(current, step, data=data, seed=config.seed)
+            else:
+                assert isinstance(step, ValidateStep)
+                r = _validate_all(step, data, baseline, artifacts, config)
+                gates_failed += r.metrics["failed"]
+                crashed += r.metrics["crashed"]
 
         if r.model is not None and isinstance(step, QATStep):
-            out = export_saved_model(r.model, folder / "saved_model")
-            current, current_stage = r.model, f"{i:02d}_{step.stage}"
+            # tfmot's quantize wrappers do not survive a .keras round trip: the stage output is a
+            # SavedModel folder, and the next stages read that folder whether the stage ran or was reused.
+            out = folder / "saved_model"
+            if side is None:
+                export_saved_model(r.model, out)
+            current_hash = side["content_sha256"] if side is not None else model_hash(r.model)
+            current, current_stage, content = SavedModelDir(out), f"{i:02d}_{step.stage}", current_hash
         elif r.model is not None:
-            out = save_model(r.model, folder / "model.keras")
+            out = folder / "model.keras"
+            if side is None:
+                save_model(r.model, out)
             current, current_stage = r.model, f"{i:02d}_{step.stage}"
+            current_hash = side["content_sha256"] if side is not None else model_hash(r.model)
+            content = current_hash
         elif r.tflite is not None:
-            out = write_bytes(folder / f"model_{step.quantization.value}.tflite", r.tflite)  # type: ignore[union-attr]
+            out = folder / f"model_{step.quantization.value}.tflite"  # type: ignore[union-attr]
+            if side is None:
+                write_bytes(out, r.tflite)
             artifacts.append(Artifact(out, step.quantization.value, r.tflite, current, current_stage, r.metrics))  # type: ignore[union-attr]
+            content = sha256_bytes(r.tflite)
         else:
             out = folder / "metrics.json"
-        write_json(folder / "metrics.json", r.metrics)
+            content = ""
+        if side is None:
+            write_json(folder / "metrics.json", r.metrics)
         if isinstance(step, ValidateStep):
             from edgeopt import report
 
             validated = list(r.metrics["artifacts"].values())
             report.write_junit(folder / "junit.xml", validated)
             report.write_markdown(folder / "report.md", validated)
-        stage_records.append(_record(step.stage, out, root, r))
+        if side is None and not (isinstance(step, ValidateStep) and r.metrics["crashed"]):
+            _write_sidecar(folder, key, out, content or sha256_file(out), r.seconds)  # a crash is never cached
+        stage_records.append(_record(step.stage, out, root, r, reused=side is not None))
         _summary(step.stage, r.metrics)
 
     manifest: dict[str, Any] = {
@@ -192,12 +317,13 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None) -> RunReport:
         "pipeline": config.name,
         "seed": config.seed,
         "versions": versions(),
-        "data": data.summary(),
+        "data": {**data.summary(), "class_names": list(data.class_names)},
         "config": config.model_dump(mode="json"),
         "baseline": None,
         "stages": stage_records,
         "artifacts": [a.record(root) for a in artifacts],
         "seconds": time.time() - started,
+        "reused": reused_names,
         "passed": not gates_failed and not crashed,
         "failed_gates": gates_failed,
         "crashed": crashed,
@@ -278,14 +404,37 @@ def _profiles_apply(config: ValidateConfig, art: Artifact) -> bool:
     return config.profiles_for is None or art.quantization in {q.value for q in config.profiles_for}
 
 
-def _record(name: str, out: Path, root: Path, r: stages.StageResult) -> dict[str, Any]:
+def _record(name: str, out: Path, root: Path, r: stages.StageResult, *, reused: bool = False) -> dict[str, Any]:
+    """``seconds`` is how long the stage took when it ran (in an earlier run when ``reused``)."""
     return {
         "name": name,
         "output": str(out.relative_to(root)),
         "sha256": sha256_tree(out),
         "seconds": round(r.seconds, 3),
+        "reused": reused,
         "metrics": r.metrics,
     }
+
+
+def _load_cached(stage: str, folder: Path, side: dict[str, Any]) -> stages.StageResult:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    out = folder / side["output"]
+    if out.suffix == ".keras":
+        return stages.StageResult(stage, metrics, model=load_model(out), seconds=side["seconds"])
+    if out.suffix == ".tflite":
+        return stages.StageResult(stage, metrics, tflite=out.read_bytes(), seconds=side["seconds"])
+    if out.is_dir():  # the qat stage's SavedModel folder
+        return stages.StageResult(stage, metrics, model=SavedModelDir(out), seconds=side["seconds"])
+    return stages.StageResult(stage, metrics, seconds=side["seconds"])
+
+
+def _validate_context(step: ValidateStep, pipeline: PipelineConfig) -> dict[str, Any]:
+    """What a validation depends on besides the models: the resolved profiles and the latency calibration."""
+    from edgeopt import calibrate
+    from edgeopt.profiles import load_profile
+
+    profiles = [load_profile(p, extra=pipeline.profiles).model_dump(mode="json") for p in step.profiles]
+    return {"profiles": profiles, "calibration": calibrate.load() if profiles else None}
 
 
 def _summary(stage: str, m: dict[str, Any]) -> None:
