@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt import stages
+from edgeopt import stages, ui
 from edgeopt.artifacts import write_bytes, write_json
 from edgeopt.config import ConvertConfig, PruneConfig, ValidateConfig, load_pipeline
 from edgeopt.data import load_dataset
+from edgeopt.errors import GateFailed
 
 # The targets of the compression issue (Deep Compression's 39-40x, kept honest by a real interpreter).
 TARGETS = {"gzip_ratio_min": 40.0, "accuracy_drop_max_points": 1.0, "speedup_min": 3.0}
@@ -80,9 +81,14 @@ def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | 
     )
 
     t = time.time()
-    report = run_pipeline(cfg, Path("build") / "bench" / cfg.name)
-    art = next(a for a in report.manifest["artifacts"] if a["quantization"] == "int8")
-    content = (report.out_dir / art["path"]).read_bytes()
+    root = Path("build") / cfg.name  # the pipeline's own folder: `make export` reuses these stages
+    try:
+        run_pipeline(cfg, root)
+    except GateFailed as e:  # the table is still worth having; the gates are in the manifest
+        ui.info(f"[yellow]the pipeline's validation gates failed:[/] {e}")
+    manifest = json.loads((root / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["quantization"] == "int8")
+    content = (root / art["path"]).read_bytes()
     steps = " -> ".join(s.stage for s in cfg.steps if s.stage != "validate")
     rows.append(_measure(f"edgeopt {cfg.name} pipeline", content, data, time.time() - t, steps))
 
@@ -92,6 +98,7 @@ def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | 
         r["accuracy_drop_points"] = (base["accuracy"] - r["accuracy"]) * 100
         r["speedup"] = base["p50_ms"] / r["p50_ms"]
     ours = rows[-1]
+    ours["validation_passed"] = manifest["passed"]
     verdict = {
         "gzip_ratio": {
             "measured": ours["gzip_ratio"],

@@ -387,6 +387,9 @@ def validate(
     max_samples: Annotated[int | None, typer.Option(help="evaluate at most this many test examples")] = None,
     latency: Annotated[bool, typer.Option(help="measure host latency")] = True,
     cross_check: Annotated[bool, typer.Option(help="also run LiteRT's reference kernels and compare")] = True,
+    max_step_diff: Annotated[
+        int | None, typer.Option(help="steps two runtimes' integer outputs may differ by (default 1)")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds each runtime may take in its child process")] = None,
     calibration: Annotated[Path | None, typer.Option(help="calibration file (default: edgeopt calibrate's)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
@@ -414,6 +417,7 @@ def validate(
         profiles=profile,
         latency=latency,
         cross_check=cross_check,
+        max_step_diff=max_step_diff,
         timeout_s=timeout,
     )
     profiles = [load_profile(p) for p in cfg.profiles]

@@ -191,6 +191,9 @@ class ValidateConfig(_Config):
     )
     latency: bool = Field(True, description="measure host latency (also without profiles)")
     cross_check: bool = Field(True, description="run the inputs through LiteRT's reference kernels too")
+    max_step_diff: int = Field(
+        1, ge=0, description="quantization steps two runtimes' integer outputs (or logits) may differ by"
+    )
     timeout_s: float = Field(600.0, gt=0, description="per runtime run in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")
     batch_size: int = Field(256, ge=1)

@@ -24,7 +24,7 @@ from edgeopt.ui import Timer
 SCHEMA = "edgeopt.validation/1"
 CROSS_CHECK_SAMPLES = 200
 TFLM_SAMPLES = 100
-MAX_STEP_DIFF = 1  # integer outputs may differ by one quantization step between kernel sets
+MAX_STEP_DIFF = 1  # default: integer outputs may differ by one quantization step between kernel sets
 
 
 def _deq(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -34,11 +34,11 @@ def _deq(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 @np.errstate(invalid="ignore")
-def _diff(a: np.ndarray, b: np.ndarray, detail: dict[str, Any]) -> tuple[float, str, bool]:
+def _diff(a: np.ndarray, b: np.ndarray, detail: dict[str, Any], tol: int = MAX_STEP_DIFF) -> tuple[float, str, bool]:
     """Largest difference: in quantization steps for integer outputs, absolute for float (NaN: no agreement)."""
     if np.dtype(detail["dtype"]).kind in "iu":
         d = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0.0
-        return d, "steps", d <= MAX_STEP_DIFF
+        return d, "steps", d <= tol
     d = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
     return d, "abs", d <= 1e-4 * max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
 
@@ -90,15 +90,14 @@ def _compare(
     b_logits: np.ndarray | None,
     out_detail: dict[str, Any],
     logits_detail: dict[str, Any] | None,
+    tol: int = MAX_STEP_DIFF,
 ) -> dict[str, Any]:
     """Compare two runtimes' raw outputs; when both give the logits (the input of a final integer
     SOFTMAX), the verdict is on the logits, since int8 softmax kernels use different exp
     approximations and differ by several steps on the probabilities alone."""
-    d_out, unit, ok_out = _diff(a, b, out_detail)
+    d_out, unit, ok_out = _diff(a, b, out_detail, tol)
     with np.errstate(invalid="ignore"):
-        beyond = int(
-            (np.abs(a.astype(np.float64) - b.astype(np.float64)) > (MAX_STEP_DIFF if unit == "steps" else 0)).sum()
-        )
+        beyond = int((np.abs(a.astype(np.float64) - b.astype(np.float64)) > (tol if unit == "steps" else 0)).sum())
     c: dict[str, Any] = {
         "samples": int(len(a)),
         "output_max_diff": d_out,
@@ -106,12 +105,13 @@ def _compare(
         "values": int(a.size),
         "top1_agreement": float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))),
         "unit": unit,
+        "allowed": tol,
         "compared": "output",
         "max_diff": d_out,
         "agree": ok_out,
     }
     if a_logits is not None and b_logits is not None and logits_detail is not None:
-        d_log, _, ok_log = _diff(a_logits, b_logits, logits_detail)
+        d_log, _, ok_log = _diff(a_logits, b_logits, logits_detail, tol)
         c.update(compared="logits (input of the final SOFTMAX)", logits_max_diff=d_log, max_diff=d_log, agree=ok_log)
     return c
 
@@ -151,6 +151,7 @@ def validate(
 
         raise BadInput(f"data {data.name} has examples of shape {tuple(x.shape[1:])} but the .tflite expects {want}")
     t_out = config.timeout_s
+    tol = config.max_step_diff
     metrics: dict[str, Any] = {"schema": SCHEMA, "model": name, "structure": structure, "samples": int(len(x))}
     crashed: list[str] = []
     failures: dict[str, str] = {}  # runtime -> why its checks could not run
@@ -206,7 +207,7 @@ def validate(
                 "litert_eval", "litert-reference", x[:n], batch_size=config.batch_size, resolver="reference", tap=tap
             )
             if r is not None:
-                cross = _compare(raw[:n], r[1], _head(raw_logits, n), r[0].get("tap"), out_detail, logits)
+                cross = _compare(raw[:n], r[1], _head(raw_logits, n), r[0].get("tap"), out_detail, logits, tol)
                 cross["method"] = "optimized (XNNPACK) vs reference kernels (OpResolverType.BUILTIN_REF)"
         metrics["kernel_cross_check"] = cross
         advance()
@@ -246,7 +247,7 @@ def validate(
                     "method": "smallest arena that allocates and runs (binary search to 16 bytes), tflite-micro",
                 }
                 if raw is not None:
-                    c = _compare(r[1], raw[:m], r[0].get("tap"), _head(raw_logits, m), out_detail, logits)
+                    c = _compare(r[1], raw[:m], r[0].get("tap"), _head(raw_logits, m), out_detail, logits, tol)
                     tflm.update(vs_litert=c, max_diff_vs_litert=c["max_diff"], unit=c["unit"], agree=c["agree"])
             advance()
         metrics["tflm"] = tflm
@@ -368,7 +369,7 @@ def _profile_gates(
                 "passed" if cross["agree"] else "failed",
                 _compare_detail(cross),
                 cross["max_diff"],
-                MAX_STEP_DIFF,
+                cross["allowed"],
                 cross["unit"],
             )
         )
@@ -396,7 +397,7 @@ def _profile_gates(
 
 def _compare_detail(c: dict[str, Any], what: str = "") -> str:
     text = f"{what}max difference {c['max_diff']:.6g} {c['unit']} in the {c['compared']} over {c['samples']} inputs "
-    text += f"(allowed: {MAX_STEP_DIFF} step)"
+    text += f"(allowed: {c.get('allowed', MAX_STEP_DIFF)} step{'s' if c.get('allowed', 1) != 1 else ''})"
     if c["compared"] != "output":
         text += f"; probabilities differ by up to {c['output_max_diff']:.6g} steps"
     return text + f"; top-1 agreement {c['top1_agreement']:.4f}"
@@ -470,7 +471,7 @@ def _tflm_gates(p: DeviceProfile, m: dict[str, Any], failures: dict[str, str]) -
                 "passed" if t["agree"] else "failed",
                 _compare_detail(t["vs_litert"], "vs LiteRT: "),
                 t["max_diff_vs_litert"],
-                MAX_STEP_DIFF,
+                t["vs_litert"]["allowed"],
                 t["unit"],
             )
         )

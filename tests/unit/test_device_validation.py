@@ -10,7 +10,7 @@ import pytest
 
 from edgeopt import stages
 from edgeopt._keras import keras, set_seed, tf
-from edgeopt.config import Budget, ConvertConfig, DeviceProfile, VelaConfig
+from edgeopt.config import Budget, ConvertConfig, DeviceProfile, ValidateConfig, VelaConfig
 from edgeopt.errors import BadInput
 from edgeopt.profiles import load_profile, shipped
 from edgeopt.report import junit_xml, markdown
@@ -165,6 +165,11 @@ def test_kernel_cross_check_and_tflm_agreement_fail_on_disagreeing_kernels(digit
     assert gate(r, "mcu", "kernel_cross_check")["status"] == "failed"
     assert gate(r, "mcu", "tflm_agreement")["status"] == "failed"
     assert not r["passed"]
+    # a release that accepts two steps says so, and the same model then passes
+    wider = ValidateConfig(max_step_diff=2)
+    r2 = stages.validate(content, digits, wider, profiles=[DeviceProfile(name="mcu", runtime="tflm")]).metrics
+    g = gate(r2, "mcu", "kernel_cross_check")
+    assert g["status"] == "passed" and "allowed: 2 steps" in g["detail"]
 
 
 def test_softmax_models_are_cross_checked_on_their_logits(measured):
