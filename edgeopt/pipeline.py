@@ -108,7 +108,7 @@ def ensure_teacher(config: PipelineConfig, data: Dataset) -> tuple[Any, dict[str
     ui.info(f"teacher {path} not found: training zoo model {tc.zoo} for {tc.epochs} epochs")
     result = stages.train(data, tc, seed=config.seed)
     save_model(result.model, path)
-    write_json(path.with_suffix(path.suffix + ".json"), result.metrics)
+    write_json(path.with_suffix(path.suffix + ".json"), {**result.metrics, "seconds": round(result.seconds, 1)})
     return result.model, {"trained": True, **result.metrics, "seconds": result.seconds}
 
 

@@ -25,12 +25,20 @@ CLUSTERED_MAX_DISTINCT = 256
 
 
 def detect_preserve(model: Any) -> tuple[QATPreserve, dict[str, Any]]:
-    """What the model has that QAT should keep: clusters (few distinct values), zeros, or nothing."""
+    """What the model has that QAT should keep: clusters, zeros, or nothing.
+
+    Clustered means that most of the kernel weights sit in kernels with few distinct values: small
+    layers left out of clustering (the first conv, the classifier) do not change that."""
     ks = kernels(model)
-    distinct = max((int(np.unique(k).size) for k in ks.values()), default=0)
-    zeros = sum(int((k == 0).sum()) for k in ks.values()) / max(1, sum(k.size for k in ks.values()))
-    info = {"max_distinct_values": distinct, "sparsity": zeros}
-    if ks and distinct <= CLUSTERED_MAX_DISTINCT:
+    total = sum(k.size for k in ks.values())
+    clustered = sum(k.size for k in ks.values() if np.unique(k).size <= CLUSTERED_MAX_DISTINCT)
+    zeros = sum(int((k == 0).sum()) for k in ks.values()) / max(1, total)
+    info = {
+        "clustered_weight_fraction": clustered / max(1, total),
+        "max_distinct_values": max((int(np.unique(k).size) for k in ks.values()), default=0),
+        "sparsity": zeros,
+    }
+    if total and clustered / total > 0.5:
         return QATPreserve.cluster, info
     if zeros > 0.05:
         return QATPreserve.sparsity, info

@@ -34,6 +34,16 @@ def test_cqat_keeps_clusters_and_zeros_in_the_int8_kernels(clustered, digits):
     assert all(v["sparsity"] == pytest.approx(0.5, abs=0.02) for v in cqat.values()), cqat
 
 
+def test_layers_left_out_of_clustering_do_not_hide_the_clusters(tiny_model, digits):
+    from edgeopt.stages.qat import detect_preserve
+
+    pruned = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.5, epochs=1)).model
+    c = stages.cluster(pruned, digits, ClusterConfig(clusters=8, epochs=1, skip_layers=["conv1", "logits"])).model
+    preserve, info = detect_preserve(c)
+    assert preserve.value == "cluster" and info["max_distinct_values"] > 8 and info["clustered_weight_fraction"] > 0.8
+    assert detect_preserve(pruned)[0].value == "sparsity" and detect_preserve(tiny_model)[0].value == "none"
+
+
 def test_qat_cli_writes_a_saved_model_that_converts(clustered, tmp_path):
     from edgeopt.artifacts import save_model
 
