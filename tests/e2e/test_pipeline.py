@@ -109,6 +109,8 @@ def test_default_pipeline_end_to_end(tmp_path):
     r = CliRunner().invoke(app, ["run", str(ROOT / "pipelines" / "fashion_mnist.yaml"), "--out", str(tmp_path), "-q"])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "manifest.json").read_text())
-    assert m["baseline"]["accuracy"] >= 0.91
+    assert m["baseline"]["accuracy"] >= 0.91 and m["passed"]
     art = m["artifacts"][0]
-    assert art["quantization"] == "int8" and art["gzip_ratio_vs_baseline"] > 5
+    # the compression issue's targets: 40x smaller gzipped, within 1 point, 3x faster (LiteRT, 1 thread)
+    assert art["quantization"] == "int8" and art["gzip_ratio_vs_baseline"] >= 40
+    assert art["accuracy_drop_vs_baseline"] <= 0.01 and art["speedup_vs_baseline_p50_1thread"] >= 3
