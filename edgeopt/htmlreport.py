@@ -195,6 +195,9 @@ def _fig_accuracy_size(manifest: dict[str, Any], build_root: Path) -> str | None
             for p in sel:
                 ax.annotate(p[0], (p[1], p[2]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overlap
     ax.set_xlabel("size (bytes, gzip -9, log scale)")
     ax.set_ylabel("top-1 accuracy (test split)")
     ax.set_title("accuracy vs size, every stage and the baseline")
@@ -218,7 +221,8 @@ def _fig_latency(manifest: dict[str, Any]) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(series) + 1.5))
     ax.boxplot([t for _, t in series], vert=False, showfliers=True)
     ax.set_yticks(range(1, len(series) + 1), [n for n, _ in series], fontsize=8)
-    ax.set_xlabel("invoke() time per batch-1 run (ms), measured on the build host")
+    ax.set_xscale("log")  # a few slow outliers would squash the boxes on a linear axis
+    ax.set_xlabel("invoke() time per batch-1 run (ms, log scale), measured on the build host")
     ax.set_title("host latency distribution per model and runtime")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
