@@ -95,17 +95,19 @@ def fit(
     data: Dataset,
     *,
     description: str,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
+    training: Any,
     callbacks: list[Any] | None = None,
     loss: Any = "sparse_categorical_crossentropy",
     metrics: list[Any] | None = None,
     y_train: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
-    lr_schedule: str = "constant",
 ) -> dict[str, list[float]]:
-    """Compile and train on the training split with a progress bar; returns Keras' history."""
+    """Compile and train on the training split with a progress bar; returns Keras' history.
+
+    ``training`` is a stage config with ``epochs``, ``batch_size``, ``learning_rate`` and ``lr_schedule``.
+    """
+    epochs, batch_size, learning_rate = training.epochs, training.batch_size, training.learning_rate
+    lr_schedule = training.lr_schedule
     from edgeopt._keras import keras
 
     if epochs == 0:

@@ -59,10 +59,7 @@ def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, s
             wrapped,
             data,
             description="cluster",
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_schedule=config.lr_schedule,
+            training=config,
         )
         stripped = ck.strip_clustering(wrapped)
         after = accuracy(stripped, data.x_test, data.y_test)

@@ -102,10 +102,7 @@ def distill(
             student,
             data,
             description="distill",
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_schedule=config.lr_schedule,
+            training=config,
             loss=kd_loss(n, config.temperature, config.alpha, outputs_probabilities(student)),
             metrics=[_label_accuracy(n)],
             y_train=y_tr,
@@ -131,10 +128,7 @@ def distill(
                 scratch,
                 data,
                 description="student from scratch",
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                lr_schedule=config.lr_schedule,
+                training=config,
             )
             metrics["scratch_accuracy"] = accuracy(scratch, data.x_test, data.y_test)
             metrics["distillation_gain"] = metrics["accuracy"] - metrics["scratch_accuracy"]

@@ -84,10 +84,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             wrapped,
             data,
             description="prune",
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_schedule=config.lr_schedule,
+            training=config,
             callbacks=[sp.UpdatePruningStep()],
         )
         stripped = sp.strip_pruning(wrapped)

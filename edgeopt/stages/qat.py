@@ -75,10 +75,7 @@ def qat(model: Any, data: Dataset, config: QATConfig | None = None, *, seed: int
             qmodel,
             data,
             description="qat",
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_schedule=config.lr_schedule,
+            training=config,
         )
         acc = accuracy(qmodel, data.x_test, data.y_test)
     metrics = {

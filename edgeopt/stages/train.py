@@ -20,10 +20,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, seed: int = 0) ->
             model,
             data,
             description=f"train {config.zoo}",
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_schedule=config.lr_schedule,
+            training=config,
         )
         acc = accuracy(model, data.x_test, data.y_test)
     metrics = {
