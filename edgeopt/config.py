@@ -258,6 +258,7 @@ class DeviceProfile(_Config):
 class TeacherConfig(_Config):
     path: Path
     train: TrainConfig | None = Field(None, description="how to train the teacher when `path` does not exist")
+    unsafe: bool = Field(False, description="allow Lambda and other code-carrying layers (runs code from the file)")
 
 
 class DistillStep(DistillConfig):

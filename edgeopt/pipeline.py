@@ -101,7 +101,7 @@ def ensure_teacher(config: PipelineConfig, data: Dataset) -> tuple[Any, dict[str
     """Load the teacher, training it from the zoo first when the file is missing and the config says how."""
     path = config.teacher.path
     if path.exists():
-        return load_model(path), {"trained": False}
+        return load_model(path, unsafe=config.teacher.unsafe), {"trained": False}
     if config.teacher.train is None:
         raise BadInput(f"teacher {path} does not exist and the pipeline has no teacher.train section to make it")
     tc: TrainConfig = config.teacher.train
@@ -260,7 +260,7 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None, *, force: boo
         else:
             _fresh(folder)
             if isinstance(step, DistillStep):
-                r = stages.distill(current, data, step, seed=config.seed)
+                r = stages.distill(current, data, step, seed=config.seed, unsafe=config.teacher.unsafe)
             elif isinstance(step, PruneStep):
                 r = stages.prune(current, data, step, seed=config.seed)
             elif isinstance(step, ClusterStep):

@@ -114,3 +114,26 @@ def test_default_pipeline_end_to_end(tmp_path):
     # the compression issue's targets: 40x smaller gzipped, within 1 point, 3x faster (LiteRT, 1 thread)
     assert art["quantization"] == "int8" and art["gzip_ratio_vs_baseline"] >= 40
     assert art["accuracy_drop_vs_baseline"] <= 0.01 and art["speedup_vs_baseline_p50_1thread"] >= 3
+
+
+def test_lambda_teacher_needs_unsafe_in_the_pipeline_file(tmp_path):
+    """A pipeline file says `teacher: {unsafe: true}` where the CLI stages take --unsafe."""
+    from edgeopt._keras import keras
+
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(keras.layers.Flatten()(inp))
+    keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x)).save(tmp_path / "lambda.keras")
+    raw = {
+        "name": "lam",
+        "data": "digits",
+        "teacher": {"path": str(tmp_path / "lambda.keras")},
+        "steps": [{"stage": "convert", "quantization": "float32"}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 2 and "Lambda" in r.output and "unsafe" in r.output, r.output
+    raw["teacher"]["unsafe"] = True
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"][0]["quantization"] == "float32"
