@@ -145,6 +145,16 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         return out
 
     names = [o["op"] for o in ops]
+    # Ops whose first input is float in a quantized model: what the converter kept in float.
+    dtype_of = lambda i: _TYPES.get(type_names.get(tensors[i].type, ""), "")  # noqa: E731
+    float_ops = [
+        o["op"]
+        for o in ops
+        if o["op"] not in ("QUANTIZE", "DEQUANTIZE")
+        and o["inputs"]
+        and o["inputs"][0] >= 0
+        and dtype_of(o["inputs"][0]).startswith("float")
+    ]
     # Integer SOFTMAX kernels approximate exp differently (optimized LUT vs reference), so comparisons
     # between kernel sets also look at the softmax input: the logits.
     logits = None
@@ -162,6 +172,7 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         "ops": names,
         "op_counts": dict(Counter(names)),
         "custom_ops": sorted({n for n in names if n.startswith("CUSTOM:")}),
+        "float_ops": float_ops,
         "macs_per_op": ops,
         "macs": int(sum(o["macs"] for o in ops)),
         "params": int(params),
@@ -169,3 +180,41 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         "inputs": io(sg.inputs),
         "outputs": io(sg.outputs),
     }
+
+
+_NP_TYPES = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+}
+
+
+def constant_tensors(content: bytes, name: str = "model") -> list[dict[str, Any]]:
+    """Every constant tensor (weights, biases) of the first subgraph with its values, from the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = parse(content, name)
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = []
+    for t in model.subgraphs[0].tensors or []:
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        if buf is None or buf.data is None or len(buf.data) == 0:
+            continue
+        dtype = _TYPES.get(type_names.get(t.type, ""), str(t.type))
+        values = None
+        if dtype in _NP_TYPES and t.sparsity is None:
+            values = np.frombuffer(bytes(buf.data), dtype=_NP_TYPES[dtype])
+        out.append(
+            {
+                "name": t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                "dtype": dtype,
+                "shape": _shape(t),
+                "values": values,
+                "sparse": t.sparsity is not None,
+            }
+        )
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -131,69 +130,3 @@ def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return q.astype(np.float32)
     scale, zp = detail["quantization"]
     return ((q.astype(np.float32) - zp) * scale) if scale else q.astype(np.float32)
-
-
-def _tensor_info(d: dict[str, Any]) -> dict[str, Any]:
-    scale, zp = d["quantization"]
-    return {
-        "name": d["name"],
-        "dtype": np.dtype(d["dtype"]).name,
-        "shape": [int(s) for s in d["shape"]],
-        "scale": float(scale),
-        "zero_point": int(zp),
-    }
-
-
-def describe(content: bytes) -> dict[str, Any]:
-    """Op list, op counts, inputs and outputs (dtype, shape, scale, zero point) of a .tflite."""
-    m = LiteRTModel(content, resolver="builtin")
-    interp = m.interpreter
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()
-    names = [o["op_name"] for o in ops]
-    float_ops = []
-    for o in ops:
-        if o["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
-            continue
-        ins = [tensors[i] for i in o["inputs"] if i >= 0 and i in tensors]
-        if ins and np.dtype(ins[0]["dtype"]).kind == "f":
-            float_ops.append(o["op_name"])
-    weight_dtypes = Counter(t["dtype"] for t in constant_tensors(content))
-    return {
-        "ops": names,
-        "op_counts": dict(Counter(names)),
-        "float_ops": float_ops,
-        "inputs": [_tensor_info(d) for d in m.inputs],
-        "outputs": [_tensor_info(d) for d in m.outputs],
-        "constant_dtypes": dict(weight_dtypes),
-    }
-
-
-def constant_tensors(content: bytes) -> list[dict[str, Any]]:
-    """Every constant tensor (weights, biases) of the first subgraph, read from the flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    np_types = {
-        "float32": np.float32,
-        "float16": np.float16,
-        "int8": np.int8,
-        "uint8": np.uint8,
-        "int16": np.int16,
-        "int32": np.int32,
-        "int64": np.int64,
-    }
-    out = []
-    for t in model.subgraphs[0].tensors:
-        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
-        if buf is None or buf.data is None or len(buf.data) == 0:
-            continue
-        dtype = type_names.get(t.type, str(t.type))
-        values = None
-        if dtype in np_types and t.sparsity is None:
-            values = np.frombuffer(bytes(buf.data), dtype=np_types[dtype])
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        shape = [int(s) for s in t.shape] if t.shape is not None else []
-        out.append({"name": name, "dtype": dtype, "shape": shape, "values": values, "sparse": t.sparsity is not None})
-    return out

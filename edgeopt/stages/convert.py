@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgeopt import tflite as tfl
 from edgeopt._keras import set_seed, tf
 from edgeopt.artifacts import gzip_size, sha256_bytes
 from edgeopt.config import ConvertConfig, IOType, Quantization
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
-from edgeopt.runtimes import litert
 from edgeopt.stages._common import StageResult, count_params
 from edgeopt.ui import Timer, captured_stderr
 
@@ -71,7 +71,8 @@ def convert(
                 content = converter.convert()
         except Exception as e:  # noqa: BLE001 - the converter raises several types
             raise ConversionError(_explain(e, log, config)) from None
-    desc = litert.describe(content)
+    info = tfl.inspect(content)
+    desc = {k: info[k] for k in ("ops", "op_counts", "float_ops", "inputs", "outputs", "constant_dtypes")}
     if needs_data and desc["float_ops"] and not config.allow_float_fallback:
         # The converter keeps ops without integer kernels in float even when only int8 ops are
         # allowed; a release must not ship that by surprise.
@@ -104,7 +105,7 @@ def kernel_stats(content: bytes) -> dict[str, dict[str, Any]]:
     import numpy as np
 
     out = {}
-    for t in litert.constant_tensors(content):
+    for t in tfl.constant_tensors(content):
         if t["values"] is None or len(t["shape"]) < 2 or t["dtype"] not in ("int8", "float32", "float16"):
             continue
         v = t["values"].reshape(t["shape"])

@@ -5,8 +5,8 @@ from edgeopt import stages
 from edgeopt._keras import keras, tf
 from edgeopt.config import ConvertConfig
 from edgeopt.errors import BadInput
-from edgeopt.runtimes.litert import constant_tensors
 from edgeopt.stages import ConversionError
+from edgeopt.tflite import constant_tensors
 
 
 def _weights(content: bytes) -> list[dict]:
