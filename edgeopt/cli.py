@@ -89,18 +89,31 @@ def _cli(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _config(cls: type[BaseModel], **flags: Any) -> Any:
-    """Let pydantic build a stage config from the flags that were given."""
+# Options whose name differs from the config field they fill (a repeatable --skip-layer fills skip_layers).
+_OPTION_FIELDS = {"skip_layer": "skip_layers", "profile": "profiles", "timeout": "timeout_s"}
+
+
+def _config(cls: type[BaseModel], flags: dict[str, Any]) -> Any:
+    """Let pydantic build a config from a command's parameters (``locals()``): every one that names a
+    field of ``cls`` and was given, so no option is copied into a config by hand."""
+    values = {}
+    for name, value in flags.items():
+        field = _OPTION_FIELDS.get(name, name)
+        if field in cls.model_fields and value is not None:
+            values[field] = value
     try:
-        return cls.model_validate({k: v for k, v in flags.items() if v is not None})
+        return cls.model_validate(values)
     except ValidationError as e:
-        raise BadInput(format_validation_error(e, "options", flags=True).replace("options: ", "")) from None
+        names = {f: o for o, f in _OPTION_FIELDS.items()}
+        raise BadInput(
+            format_validation_error(e, "options", flags=True, flag_names=names).replace("options: ", "")
+        ) from None
 
 
 def _data(name: str, seed: int, max_train: int | None = None, max_test: int | None = None) -> Any:
     from edgeopt.data import load_dataset
 
-    return load_dataset(_config(DataConfig, name=name, seed=seed, max_train=max_train, max_test=max_test))
+    return load_dataset(_config(DataConfig, {"name": name, "seed": seed, "max_train": max_train, "max_test": max_test}))
 
 
 def _check_out(out: Path, suffixes: tuple[str, ...]) -> None:
@@ -147,9 +160,7 @@ def train(
     from edgeopt import stages
 
     _check_out(out, (".keras", ".h5"))
-    cfg = _config(
-        TrainConfig, zoo=zoo, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule
-    )
+    cfg = _config(TrainConfig, locals())
     ds = _data(data, seed, max_train, max_test)
     result = stages.train(ds, cfg, seed=seed)
     _write_stage_output(result, out)
@@ -185,21 +196,7 @@ def prune(
     from edgeopt.artifacts import load_model
 
     _check_out(out, (".keras", ".h5"))
-    cfg = _config(
-        PruneConfig,
-        final_sparsity=final_sparsity,
-        initial_sparsity=initial_sparsity,
-        schedule=schedule,
-        begin_step=begin_step,
-        end_step=end_step,
-        frequency=frequency,
-        m_by_n=m_by_n,
-        skip_layers=skip_layer,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-    )
+    cfg = _config(PruneConfig, locals())
     m = load_model(model, unsafe=unsafe)
     result = stages.prune(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
@@ -233,17 +230,7 @@ def cluster(
     from edgeopt.artifacts import load_model
 
     _check_out(out, (".keras", ".h5"))
-    cfg = _config(
-        ClusterConfig,
-        clusters=clusters,
-        init=init,
-        preserve_sparsity=preserve_sparsity,
-        skip_layers=skip_layer,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-    )
+    cfg = _config(ClusterConfig, locals())
     m = load_model(model, unsafe=unsafe)
     result = stages.cluster(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     _write_stage_output(result, out)
@@ -279,19 +266,7 @@ def distill(
     from edgeopt.artifacts import load_model
 
     _check_out(out, (".keras", ".h5"))
-    cfg = _config(
-        DistillConfig,
-        student=student,
-        student_file=student_file,
-        width=width,
-        temperature=temperature,
-        alpha=alpha,
-        compare_scratch=compare_scratch,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-    )
+    cfg = _config(DistillConfig, locals())
     m = load_model(teacher, unsafe=unsafe)
     result = stages.distill(m, _data(data, seed, max_train, max_test), cfg, seed=seed, unsafe=unsafe)
     _write_stage_output(result, out)
@@ -322,14 +297,7 @@ def qat(
 
     if out.suffix:
         raise BadInput(f"--out {out}: a folder name (the QAT model is written as a SavedModel folder)")
-    cfg = _config(
-        QATConfig,
-        preserve=preserve,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-    )
+    cfg = _config(QATConfig, locals())
     m = load_model(model, unsafe=unsafe)
     result = stages.qat(m, _data(data, seed, max_train, max_test), cfg, seed=seed)
     export_saved_model(result.model, out)
@@ -356,13 +324,7 @@ def convert(
     from edgeopt.artifacts import load_inference_model
 
     _check_out(out, (".tflite",))
-    cfg = _config(
-        ConvertConfig,
-        quantization=quantization,
-        calibration_samples=calibration_samples,
-        io_type=io_type,
-        allow_float_fallback=allow_float_fallback,
-    )
+    cfg = _config(ConvertConfig, locals())
     m = load_inference_model(model, unsafe=unsafe)
     ds = _data(data, seed) if data else None
     result = stages.convert(m, cfg, data=ds, seed=seed)
@@ -410,16 +372,7 @@ def validate(
     from edgeopt.errors import GateFailed, RuntimeCrash
     from edgeopt.profiles import load_profile
 
-    cfg = _config(
-        ValidateConfig,
-        min_accuracy=min_accuracy,
-        max_samples=max_samples,
-        profiles=profile,
-        latency=latency,
-        cross_check=cross_check,
-        max_step_diff=max_step_diff,
-        timeout_s=timeout,
-    )
+    cfg = _config(ValidateConfig, locals())
     profiles = [load_profile(p) for p in cfg.profiles]
     content = _read_tflite(model)
     ref = load_inference_model(keras, unsafe=unsafe) if keras else None

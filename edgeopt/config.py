@@ -317,14 +317,18 @@ class PipelineConfig(_Config):
 _STAGES = {"distill", "prune", "cluster", "qat", "convert", "validate"}
 
 
-def format_validation_error(err: ValidationError, source: str, *, flags: bool = False) -> str:
-    """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``."""
+def format_validation_error(
+    err: ValidationError, source: str, *, flags: bool = False, flag_names: dict[str, str] | None = None
+) -> str:
+    """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``
+    (``flag_names`` maps a field to its option's name where they differ)."""
     lines = []
     for e in err.errors():
         # Drop the discriminated-union tag pydantic puts after a step's index (steps.0.prune.key).
         loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in _STAGES)]
         if flags:
-            key = " ".join("--" + str(p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
+            names = flag_names or {}
+            key = " ".join("--" + names.get(p, p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
         else:
             key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
