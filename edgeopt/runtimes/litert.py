@@ -113,20 +113,30 @@ class LiteRTModel:
         return np.concatenate(results)
 
 
-def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float data to the tensor's dtype with its scale and zero point (no-op for float tensors)."""
-    dtype = np.dtype(detail["dtype"])
+def quantize_values(x: np.ndarray, dtype: Any, scale: float, zero_point: int) -> np.ndarray:
+    """Float data to an integer dtype with a scale and zero point, clipped (float dtypes: a cast)."""
+    dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return x.astype(dtype)
-    scale, zp = detail["quantization"]
-    if not scale:
-        raise BadInput(f"input tensor {detail['name']} is {dtype} without quantization parameters")
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_values(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer data back to float; float data, or no scale, is only cast."""
+    if np.asarray(q).dtype.kind == "f" or not scale:
+        return q.astype(np.float32)
+    return (q.astype(np.float32) - zero_point) * scale
+
+
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float data to the tensor's dtype with its scale and zero point (LiteRT tensor details)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zp = detail["quantization"]
+    if dtype.kind != "f" and not scale:
+        raise BadInput(f"input tensor {detail['name']} is {dtype} without quantization parameters")
+    return quantize_values(x, dtype, scale, zp)
 
 
 def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind == "f":
-        return q.astype(np.float32)
-    scale, zp = detail["quantization"]
-    return ((q.astype(np.float32) - zp) * scale) if scale else q.astype(np.float32)
+    return dequantize_values(q, *detail["quantization"])

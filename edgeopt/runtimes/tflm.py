@@ -26,13 +26,12 @@ def _interpreter(content: bytes, arena: int, preserve: bool = False) -> Any:
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
+    from edgeopt.runtimes.litert import quantize_values
+
     q = detail["quantization_parameters"]
-    scale, zp = float(q["scales"][0]), int(q["zero_points"][0])
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+    scales, zps = q["scales"], q["zero_points"]
+    scale, zp = (float(scales[0]), int(zps[0])) if len(scales) else (0.0, 0)
+    return quantize_values(x, detail["dtype"], scale, zp)
 
 
 def _fits(content: bytes, sample: np.ndarray, arena: int) -> bool:

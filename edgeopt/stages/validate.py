@@ -28,9 +28,7 @@ MAX_STEP_DIFF = 1  # default: integer outputs may differ by one quantization ste
 
 
 def _deq(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind == "f" or not detail["scale"]:
-        return raw.astype(np.float32)
-    return (raw.astype(np.float32) - detail["zero_point"]) * detail["scale"]
+    return litert.dequantize_values(raw, detail["scale"], detail["zero_point"])
 
 
 @np.errstate(invalid="ignore")
