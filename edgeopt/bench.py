@@ -46,8 +46,7 @@ def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | 
     started = time.time()
     out = Path(out)
     cfg = load_pipeline(pipeline)
-    data_cfg = cfg.data if "seed" in cfg.data.model_fields_set else cfg.data.model_copy(update={"seed": cfg.seed})
-    data = load_dataset(data_cfg)
+    data = load_dataset(cfg.data)
     teacher, _ = ensure_teacher(cfg, data)
     rows = []
 

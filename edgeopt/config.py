@@ -302,10 +302,16 @@ class PipelineConfig(_Config):
     steps: list[Step] = Field(min_length=1)
     profiles: list[DeviceProfile] = Field(default_factory=list, description="extra device profiles")
 
-    @field_validator("data", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _data_shorthand(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
+    def _data(cls, raw: Any) -> Any:
+        """``data: NAME`` is short for ``data: {name: NAME}``; the split seed is the pipeline's unless given."""
+        if isinstance(raw, dict):
+            data = raw.get("data")
+            data = {"name": data} if isinstance(data, str) else data
+            if isinstance(data, dict):
+                raw = {**raw, "data": {"seed": raw.get("seed", 0), **data}}
+        return raw
 
     @model_validator(mode="after")
     def _shape(self) -> PipelineConfig:

@@ -196,10 +196,7 @@ def run(config: PipelineConfig, out_dir: str | Path | None = None, *, force: boo
             shutil.rmtree(old) if old.is_dir() else old.unlink()
 
     started = time.time()
-    data_cfg = config.data
-    if "seed" not in data_cfg.model_fields_set:  # the pipeline seed also fixes the split
-        data_cfg = data_cfg.model_copy(update={"seed": config.seed})
-    data = load_dataset(data_cfg)
+    data = load_dataset(config.data)
     teacher, teacher_info = ensure_teacher(config, data)
     data.check_fits(teacher, what="teacher")
     context = {"seed": config.seed, "data": data_hash(data), "edgeopt": versions()["edgeopt"]}
