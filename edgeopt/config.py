@@ -92,6 +92,13 @@ class PruneConfig(_Training):
     learning_rate: float = Field(5e-4, gt=0)
     m_by_n: str | None = Field(None, description="structured sparsity, e.g. 2:4")
     skip_layers: list[str] = Field(default_factory=list)
+    dense_share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="leave dense the smallest prunable layers that together hold at most this share of the "
+        "model's prunable kernel weights (names not needed, so it transfers to any model)",
+    )
 
     @field_validator("m_by_n")
     @classmethod
@@ -121,6 +128,13 @@ class ClusterConfig(_Training):
     learning_rate: float = Field(1e-4, gt=0)
     preserve_sparsity: bool | None = Field(None, description="default: on when the input model is sparse")
     skip_layers: list[str] = Field(default_factory=list)
+    dense_share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="leave unclustered the smallest clusterable layers that together hold at most this share "
+        "of the model's clusterable kernel weights",
+    )
 
 
 class DistillConfig(_Training):

@@ -143,16 +143,44 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return math.ceil(len(data.x_train) / batch_size)
 
 
+def kernel_weights(layer: Any) -> int:
+    """How many kernel weights (kernel, depthwise or pointwise kernel) a layer holds."""
+    return int(
+        sum(int(np.prod(w.shape)) for w in layer.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES)
+    )
+
+
+def dense_by_share(layers: list[Any], share: float) -> dict[str, str]:
+    """``{layer name: reason}`` for the smallest of ``layers`` (by kernel weights) that together hold at most
+    ``share`` of all their kernel weights: the layers to leave dense. Picked by size, not by name, so the
+    same setting means the same thing on any model (the first conv and the classifier are usually small)."""
+    sizes = [(kernel_weights(layer), i, layer.name) for i, layer in enumerate(layers)]
+    total = sum(n for n, _, _ in sizes)
+    if share <= 0 or total == 0:
+        return {}
+    out: dict[str, str] = {}
+    held = 0
+    for n, _, name in sorted(sizes):  # smallest first; ties in model order
+        if held + n > share * total:
+            break
+        held += n
+        out[name] = f"dense_share: {n} of {total} kernel weights ({n / total:.1%}; smallest layers up to {share:.1%})"
+    return out
+
+
 def wrap_layers(
     model: Any,
     wrap: Any,
     why_not: Any,
     skip: list[str],
+    dense_share: float = 0.0,
 ) -> tuple[Any, list[str], dict[str, str]]:
     """Clone ``model`` applying ``wrap(layer)`` to every layer for which ``why_not(layer)`` is None.
 
-    ``model`` must already be a private copy: unwrapped layers are reused as they are. Returns the
-    new model, the wrapped layer names and ``{skipped layer: reason}`` for layers with weights.
+    ``dense_share`` leaves out, besides ``skip``, the smallest wrappable layers that together hold at most
+    that share of the wrappable layers' kernel weights (``dense_by_share``). ``model`` must already be a
+    private copy: unwrapped layers are reused as they are. Returns the new model, the wrapped layer names
+    and ``{skipped layer: reason}`` for layers with weights.
     """
     from edgeopt._keras import keras
     from edgeopt.errors import BadInput
@@ -163,11 +191,13 @@ def wrap_layers(
         raise BadInput(f"--skip-layer {', '.join(unknown)}: no such layer; layers are {', '.join(names)}")
     applied: list[str] = []
     skipped: dict[str, str] = {}
+    wrappable = [layer for layer in model.layers if layer.weights and layer.name not in skip and not why_not(layer)]
+    by_share = dense_by_share(wrappable, dense_share)
 
     def clone(layer: Any) -> Any:
         if not layer.weights:
             return layer
-        reason = "skipped on request" if layer.name in skip else why_not(layer)
+        reason = "skipped on request" if layer.name in skip else by_share.get(layer.name) or why_not(layer)
         if reason:
             skipped[layer.name] = reason
             return layer

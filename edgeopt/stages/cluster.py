@@ -53,6 +53,7 @@ def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, s
             lambda layer: ck.cluster_weights(layer, **params),
             lambda layer: _why_not(layer, config.clusters),
             config.skip_layers,
+            config.dense_share,
         )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(

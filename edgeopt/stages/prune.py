@@ -78,6 +78,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             lambda layer: sp.prune_low_magnitude(layer, **kw),
             lambda layer: _why_not(layer, m_by_n),
             config.skip_layers,
+            config.dense_share,
         )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(
