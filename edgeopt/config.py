@@ -8,12 +8,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from edgeopt.errors import BadInput
 
 
 class Schedule(StrEnum):
@@ -266,86 +263,18 @@ class DeviceProfile(_Config):
     vela: VelaConfig | None = None
 
 
-# ---- pipeline file -------------------------------------------------------------------------------
-
-
-class TeacherConfig(_Config):
-    path: Path
-    train: TrainConfig | None = Field(None, description="how to train the teacher when `path` does not exist")
-    unsafe: bool = Field(False, description="allow Lambda and other code-carrying layers (runs code from the file)")
-
-
-class DistillStep(DistillConfig):
-    stage: Literal["distill"]
-
-
-class PruneStep(PruneConfig):
-    stage: Literal["prune"]
-
-
-class ClusterStep(ClusterConfig):
-    stage: Literal["cluster"]
-
-
-class QATStep(QATConfig):
-    stage: Literal["qat"]
-
-
-class ConvertStep(ConvertConfig):
-    stage: Literal["convert"]
-
-
-class ValidateStep(ValidateConfig):
-    stage: Literal["validate"]
-
-
-Step = Annotated[
-    DistillStep | PruneStep | ClusterStep | QATStep | ConvertStep | ValidateStep, Field(discriminator="stage")
-]
-
-
-class PipelineConfig(_Config):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    data: DataConfig
-    teacher: TeacherConfig
-    baseline: ConvertConfig | None = Field(
-        default_factory=lambda: ConvertConfig(quantization=Quantization.float32),
-        description="the teacher converted as the reference artifact",
-    )
-    steps: list[Step] = Field(min_length=1)
-    profiles: list[DeviceProfile] = Field(default_factory=list, description="extra device profiles")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _data(cls, raw: Any) -> Any:
-        """``data: NAME`` is short for ``data: {name: NAME}``; the split seed is the pipeline's unless given."""
-        if isinstance(raw, dict):
-            data = raw.get("data")
-            data = {"name": data} if isinstance(data, str) else data
-            if isinstance(data, dict):
-                raw = {**raw, "data": {"seed": raw.get("seed", 0), **data}}
-        return raw
-
-    @model_validator(mode="after")
-    def _shape(self) -> PipelineConfig:
-        if not any(isinstance(s, ConvertStep) for s in self.steps):
-            raise ValueError("steps: a pipeline needs at least one convert step")
-        return self
-
-
-_STAGES = {"distill", "prune", "cluster", "qat", "convert", "validate"}
-
-
 def format_validation_error(
     err: ValidationError, source: str, *, flags: bool = False, flag_names: dict[str, str] | None = None
 ) -> str:
     """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``
     (``flag_names`` maps a field to its option's name where they differ)."""
+    from edgeopt.pipeline import registry
+
+    stages = set(registry.names())
     lines = []
     for e in err.errors():
         # Drop the discriminated-union tag pydantic puts after a step's index (steps.0.prune.key).
-        loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in _STAGES)]
+        loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in stages)]
         if flags:
             names = flag_names or {}
             key = " ".join("--" + names.get(p, p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
@@ -355,7 +284,7 @@ def format_validation_error(
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
-            msg = "unknown stage; allowed: distill, prune, cluster, qat, convert, validate"
+            msg = f"unknown stage; allowed: {', '.join(registry.names())}"
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and isinstance(got, str | int | float | bool):
             msg += f" (got {got!r})"
@@ -363,21 +292,15 @@ def format_validation_error(
     return "\n".join(lines)
 
 
-def load_pipeline(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file; errors name the file, the key and what is allowed."""
-    p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"{p}: no such pipeline file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise BadInput(f"{p}: expected a mapping with name, data, teacher and steps")
-    raw.setdefault("name", p.stem)
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as e:
-        raise BadInput(format_validation_error(e, str(p))) from None
+# The pipeline file's schema is built from the step registry (edgeopt.pipeline.spec); these names are
+# re-exported here on first use so `from edgeopt.config import load_pipeline` keeps working without an
+# import cycle (the registry imports the stage configs above).
+_SPEC_NAMES = {"PipelineConfig", "TeacherConfig", "load_pipeline", "step_config", "Step"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SPEC_NAMES:
+        from edgeopt.pipeline import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module 'edgeopt.config' has no attribute {name!r}")

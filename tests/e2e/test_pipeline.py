@@ -137,3 +137,147 @@ def test_lambda_teacher_needs_unsafe_in_the_pipeline_file(tmp_path):
     r = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "b"), "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"][0]["quantization"] == "float32"
+
+
+# ---- the cache in the other direction: every part of a stage's key makes it run again ------------------
+
+ALL = ["00_baseline", "01_distill", "02_prune", "03_convert", "04_validate"]
+
+
+def _small(tmp: Path, **overrides) -> dict:
+    raw = {
+        "name": "keyparts",
+        "seed": 3,
+        "data": {"name": "digits", "max_train": 600},
+        "teacher": {"path": str(tmp / "teacher.keras"), "train": {"zoo": "tiny_cnn", "epochs": 2}},
+        "steps": [
+            {"stage": "distill", "width": 0.5, "epochs": 1},
+            {"stage": "prune", "final_sparsity": 0.5, "epochs": 1},
+            {"stage": "convert", "quantization": "int8"},
+            {"stage": "validate", "profiles": ["my-board"], "latency": False, "cross_check": False},
+        ],
+        "profiles": [{"name": "my-board", "runtime": "tflm", "budgets": {"arena_bytes": 65536}}],
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """One run of a small pipeline; tests copy its folder (stages and cache) and change one key part."""
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    tmp = tmp_path_factory.mktemp("keyed")
+    report = run(PipelineConfig.model_validate(_small(tmp)), tmp / "build")
+    assert report.passed
+    return tmp
+
+
+def _rerun(keyed: Path, tmp_path: Path, mutate=None, **overrides) -> list[str]:
+    """Copy the first run's folder, apply one change, run again; return the stage folders reused."""
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    shutil.copytree(keyed, tmp_path / "k")
+    raw = _small(tmp_path / "k", **overrides)
+    if mutate is not None:
+        mutate(tmp_path / "k", raw)
+    events = []
+    run(PipelineConfig.model_validate(raw), tmp_path / "k" / "build", on_stage=events.append)
+    reused = [f"{e.index:02d}_{e.stage}" for e in events if e.reused]
+    m = json.loads((tmp_path / "k" / "build" / "manifest.json").read_text())
+    assert m["reused"] == reused  # the manifest says the same as the events
+    return reused
+
+
+def test_unchanged_run_reuses_every_stage(keyed, tmp_path):
+    assert _rerun(keyed, tmp_path) == ALL
+
+
+def test_seed_reruns_everything(keyed, tmp_path):
+    assert _rerun(keyed, tmp_path, seed=4) == []
+
+
+def test_data_and_max_train_rerun_everything(keyed, tmp_path):
+    assert _rerun(keyed, tmp_path, data={"name": "digits", "max_train": 500}) == []
+
+
+def test_teacher_weights_rerun_everything(keyed, tmp_path):
+    from edgeopt.artifacts import load_model, save_model
+
+    def perturb(folder: Path, raw: dict) -> None:
+        m = load_model(folder / "teacher.keras")
+        w = m.get_weights()
+        w[0] = w[0] + 1e-3
+        m.set_weights(w)
+        save_model(m, folder / "teacher.keras")
+
+    assert _rerun(keyed, tmp_path, mutate=perturb) == []
+
+
+def test_earlier_step_config_reruns_it_and_what_follows(keyed, tmp_path):
+    def hotter(folder: Path, raw: dict) -> None:
+        raw["steps"][0]["temperature"] = 2.0
+
+    assert _rerun(keyed, tmp_path, mutate=hotter) == ["00_baseline"]
+
+
+def test_profile_contents_rerun_validation_only(keyed, tmp_path):
+    def tighter(folder: Path, raw: dict) -> None:
+        raw["profiles"][0]["budgets"]["arena_bytes"] = 32768
+
+    assert _rerun(keyed, tmp_path, mutate=tighter) == ALL[:-1]
+
+
+def test_calibration_reruns_validation_only(keyed, tmp_path, monkeypatch):
+    from edgeopt import calibrate
+
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps({"schema": calibrate.SCHEMA, "profiles": {"pixel4-cpu4": {"int8": {"factor": 2.0}}}}))
+    monkeypatch.setenv("EDGEOPT_CALIBRATION", str(cal))
+    assert _rerun(keyed, tmp_path) == ALL[:-1]
+
+
+def test_edgeopt_version_reruns_everything(keyed, tmp_path, monkeypatch):
+    from edgeopt.pipeline import hashing, runner
+
+    bumped = {**hashing.versions(), "edgeopt": "99.0.0"}
+    monkeypatch.setattr(runner, "versions", lambda: bumped)
+    assert _rerun(keyed, tmp_path) == []
+
+
+def test_shared_cache_serves_another_run_folder(keyed, tmp_path):
+    """A cache directory shared by two run folders (as search workers share one): the second run
+    materializes every stage from it and gets the same bytes."""
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    events = []
+    run(
+        PipelineConfig.model_validate(_small(keyed)),
+        tmp_path / "other",
+        cache_dir=keyed / "build" / ".cache",
+        on_stage=events.append,
+    )
+    assert all(e.reused for e in events)
+    a = json.loads((keyed / "build" / "manifest.json").read_text())["artifacts"]
+    b = json.loads((tmp_path / "other" / "manifest.json").read_text())["artifacts"]
+    assert [x["sha256"] for x in a] == [x["sha256"] for x in b]
+    assert (tmp_path / "other" / "03_convert" / "model_int8.tflite").read_bytes() == (
+        keyed / "build" / "03_convert" / "model_int8.tflite"
+    ).read_bytes()
+
+
+def test_stage_events_carry_validation_accuracy(keyed, tmp_path):
+    from edgeopt.data import load_dataset
+    from edgeopt.pipeline.spec import PipelineConfig
+    from edgeopt.stages._common import accuracy
+
+    events = []
+    cfg = PipelineConfig.model_validate(_small(keyed))
+    run(cfg, keyed / "build", on_stage=events.append)
+    by = {e.stage: e for e in events}
+    assert by["convert"].val_accuracy is None and by["validate"].val_accuracy is None
+    from edgeopt.artifacts import load_model
+
+    data = load_dataset(cfg.data)
+    want = accuracy(load_model(keyed / "build" / "02_prune" / "model.keras"), data.x_val, data.y_val)
+    assert by["prune"].val_accuracy == pytest.approx(want, abs=1e-9)

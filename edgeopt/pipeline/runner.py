@@ -1,0 +1,279 @@
+"""``run(config)``: the teacher, then every registered step in turn, then ``manifest.json``.
+
+The loop knows no stage by name: each step says what its cache key depends on, runs, writes its
+outputs into a cache entry and updates the run state (``edgeopt.pipeline.steps``). Outputs come
+from a content-addressed cache (``edgeopt.pipeline.cache``) when a stage with the same key ran
+before, in this run folder or, with a shared ``cache_dir``, in another run or worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt.artifacts import gzip_size, load_model, save_model, sha256_bytes, sha256_file, sha256_tree, write_json
+from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
+from edgeopt.pipeline import registry
+from edgeopt.pipeline.cache import StageCache, cache_key
+from edgeopt.pipeline.hashing import data_hash, model_hash, versions
+from edgeopt.pipeline.steps import Artifact, RunState, Step, artifact_record, latency_summary
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = "edgeopt.manifest/1"
+CACHE_DIR = ".cache"
+CACHE_FILE = "cache.json"
+
+
+@dataclass
+class StageEvent:
+    """Sent to ``on_stage`` after every step (run or reused)."""
+
+    index: int
+    stage: str
+    folder: Path
+    metrics: dict[str, Any]
+    reused: bool
+    seconds: float
+    val_accuracy: float | None  # top-1 on the validation split after a model-making step, else None
+    summary: list[tuple[str, Any]]
+
+
+@dataclass
+class RunReport:
+    """What a run produced: the manifest (also written to ``out_dir/manifest.json``)."""
+
+    out_dir: Path
+    manifest: Any  # edgeopt.manifest.RunManifest, or its dict when that module is absent
+
+    @property
+    def passed(self) -> bool:
+        m = self.manifest
+        return bool(m["passed"] if isinstance(m, dict) else m.passed)
+
+
+def ensure_teacher(config: Any, data: Any) -> tuple[Any, dict[str, Any]]:
+    """Load the teacher, training it from the zoo first when the file is missing and the config says how."""
+    from edgeopt import stages
+
+    path = config.teacher.path
+    if path.exists():
+        return load_model(path, unsafe=config.teacher.unsafe), {"trained": False}
+    if config.teacher.train is None:
+        raise BadInput(f"teacher {path} does not exist and the pipeline has no teacher.train section to make it")
+    tc = config.teacher.train
+    log.info("teacher %s not found: training zoo model %s for %d epochs", path, tc.zoo, tc.epochs)
+    result = stages.train(data, tc, seed=config.seed)
+    save_model(result.model, path)
+    write_json(path.with_suffix(path.suffix + ".json"), {**result.metrics, "seconds": round(result.seconds, 1)})
+    return result.model, {"trained": True, **result.metrics, "seconds": result.seconds}
+
+
+def plan(config: Any) -> list[Step]:
+    """The steps of a run: the baseline conversion of the teacher (when configured), then ``steps:``."""
+    steps: list[Step] = [registry.BASELINE(config.baseline, 0)] if config.baseline is not None else []
+    return steps + [registry.make_step(s, i) for i, s in enumerate(config.steps, start=1)]
+
+
+def run(
+    config: Any,
+    out_dir: str | Path | None = None,
+    *,
+    force: bool = False,
+    cache_dir: str | Path | None = None,
+    on_stage: Callable[[StageEvent], None] | None = None,
+) -> RunReport:
+    """Run every step of ``config`` (a ``PipelineConfig``); each step's outputs go to
+    ``out_dir/<NN>_<stage>/`` (default ``build/<name>``) and the run ends with ``manifest.json``.
+    Raises GateFailed (or RuntimeCrash) after writing the manifest when a gate failed (a runtime crashed).
+
+    A step whose cache key (its config, the content hashes of its inputs, the seed, the data and the
+    versions) matches an entry of ``cache_dir`` (default ``out_dir/.cache``) is loaded instead of run
+    and recorded with ``reused: true``; ``force`` runs every step again. ``on_stage`` is called after
+    each step; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run and propagates."""
+    root = Path(out_dir) if out_dir is not None else Path("build") / config.name
+    root.mkdir(parents=True, exist_ok=True)
+    cache = StageCache(Path(cache_dir) if cache_dir is not None else root / CACHE_DIR)
+    manifest_path = root / "manifest.json"
+    manifest_path.unlink(missing_ok=True)  # no stale manifest may outlive a failed run
+    steps = plan(config)
+    expected = {s.folder_name for s in steps}
+    for old in root.glob("[0-9][0-9]_*"):
+        if old.name not in expected:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+    started = time.time()
+    from edgeopt.data import load_dataset
+
+    data = load_dataset(config.data)
+    teacher, teacher_info = ensure_teacher(config, data)
+    data.check_fits(teacher, what="teacher")
+    vers = versions()
+    context = {"seed": config.seed, "data": data_hash(data), "versions": vers}
+    t_hash = model_hash(teacher)
+    state = RunState(config, root, data, teacher, t_hash, model=teacher, model_hash=t_hash)
+    records: list[dict[str, Any]] = [
+        {
+            "name": "teacher",
+            "output": str(config.teacher.path),
+            "sha256": sha256_file(config.teacher.path),
+            "content_sha256": t_hash,
+            "seconds": teacher_info.pop("seconds", 0.0),
+            "reused": not teacher_info["trained"],
+            "metrics": teacher_info,
+        }
+    ]
+    reused_names: list[str] = []
+    for step in steps:
+        if step.index:
+            log.info("step %d/%d: %s", step.index, len(config.steps), step.name)
+        parts = {"stage": step.name, "config": step.config, "inputs": step.key_inputs(state), **context}
+        key = cache_key(parts)
+        entry = None if force else cache.get(key)
+        folder = root / step.folder_name
+        if entry is not None:
+            _materialize(entry.folder, folder)
+            info = entry.info
+            result = step.load(folder, info)
+            reused_names.append(step.folder_name)
+            log.info("  reused %s (inputs, config, seed, data and versions unchanged)", step.folder_name)
+        else:
+            result = step.execute(state)
+            va = _val_accuracy(result.model, data) if step.makes_model else None
+            if step.cacheable(result):
+                entry = cache.put(
+                    key,
+                    lambda d, s=step, r=result, v=va: {
+                        **s.persist(r, d),
+                        "seconds": round(r.seconds, 3),
+                        "val_accuracy": v,
+                    },
+                    parts=parts,
+                    replace=force,
+                )
+                _materialize(entry.folder, folder)
+                info = entry.info
+            else:  # e.g. a validation in which a runtime crashed: written for inspection, never reused
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                info = {**step.persist(result, folder), "seconds": round(result.seconds, 3), "val_accuracy": va}
+        step.apply(state, result, folder, info)
+        out = folder / info["output"]
+        records.append(
+            {
+                "name": step.name,
+                "output": str(out.relative_to(root)),
+                "sha256": sha256_tree(out),
+                "seconds": round(float(info["seconds"]), 3),
+                "reused": step.folder_name in reused_names,
+                "metrics": result.metrics,
+            }
+        )
+        if on_stage is not None:
+            on_stage(
+                StageEvent(
+                    step.index,
+                    step.name,
+                    folder,
+                    result.metrics,
+                    step.folder_name in reused_names,
+                    float(info["seconds"]),
+                    info.get("val_accuracy"),
+                    step.summary(result.metrics),
+                )
+            )
+
+    manifest = _manifest(config, state, records, reused_names, vers, time.time() - started)
+    write_json(manifest_path, manifest)
+    report = RunReport(root, _typed(manifest))
+    if state.crashed:
+        raise RuntimeCrash("runtime crashed: " + "; ".join(state.crashed))
+    if state.failed_gates:
+        raise GateFailed(f"{len(state.failed_gates)} gate(s) failed: " + "; ".join(state.failed_gates))
+    return report
+
+
+def _val_accuracy(model: Any, data: Any) -> float | None:
+    """Top-1 on the validation split: what a search may select on without touching the test split."""
+    if model is None or not len(data.x_val):
+        return None
+    from edgeopt.stages._common import accuracy
+
+    return accuracy(model, data.x_val, data.y_val)
+
+
+def _materialize(entry: Path, folder: Path) -> None:
+    """Copy a cache entry into the run's stage folder (swapped in whole, so never half written)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        shutil.copytree(entry, tmp, dirs_exist_ok=True)
+        os.replace(tmp / "entry.json", tmp / CACHE_FILE)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _manifest(
+    config: Any,
+    state: RunState,
+    records: list[dict[str, Any]],
+    reused: list[str],
+    vers: dict[str, str],
+    seconds: float,
+) -> dict[str, Any]:
+    root = state.root
+    manifest: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA,
+        "pipeline": config.name,
+        "seed": config.seed,
+        "versions": vers,
+        "data": {**state.data.summary(), "class_names": list(state.data.class_names)},
+        "config": config.model_dump(mode="json"),
+        "baseline": None,
+        "stages": records,
+        "artifacts": [artifact_record(a, root) for a in state.artifacts],
+        "seconds": seconds,
+        "reused": reused,
+        "passed": not state.failed_gates and not state.crashed,
+        "failed_gates": state.failed_gates,
+        "crashed": state.crashed,
+    }
+    base: Artifact | None = state.baseline
+    if base is not None:
+        b = {
+            "path": str(base.path.relative_to(root)),
+            "quantization": base.quantization,
+            "bytes": len(base.tflite),
+            "gzip_bytes": gzip_size(base.tflite),
+            "sha256": sha256_bytes(base.tflite),
+            "accuracy": base.validation["accuracy"] if base.validation else None,
+            "latency": latency_summary(base.validation),
+        }
+        manifest["baseline"] = b
+        for rec in manifest["artifacts"]:
+            rec["gzip_ratio_vs_baseline"] = b["gzip_bytes"] / rec["gzip_bytes"]
+            base_lat, lat = b["latency"].get("1"), rec["latency"].get("1")
+            if base_lat and lat:
+                rec["speedup_vs_baseline_p50_1thread"] = base_lat["p50_ms"] / lat["p50_ms"]
+            if rec["accuracy"] is not None and b["accuracy"] is not None:
+                rec["accuracy_drop_vs_baseline"] = b["accuracy"] - rec["accuracy"]
+    return manifest
+
+
+def _typed(manifest: dict[str, Any]) -> Any:
+    """The manifest as the typed record of ``edgeopt.manifest`` (the dict until that module exists)."""
+    try:
+        from edgeopt.manifest import RunManifest
+    except ImportError:
+        return manifest
+    return RunManifest.model_validate(manifest)

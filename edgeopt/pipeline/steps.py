@@ -1,0 +1,400 @@
+"""The step protocol and one adapter per stage: what a stage's cache key depends on, how it runs,
+how its outputs are written to and read back from a folder, and what it changes in the run.
+
+A step knows its stage function (``edgeopt.stages``) and its config class; the runner
+(``edgeopt.pipeline.runner``) knows no stage by name and only loops over steps. Stage modules import
+TensorFlow, so they are imported inside the methods: the registry stays cheap to import.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
+from edgeopt.config import (
+    ClusterConfig,
+    ConvertConfig,
+    DistillConfig,
+    PruneConfig,
+    QATConfig,
+    ValidateConfig,
+)
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class Artifact:
+    """A .tflite made in the run (by a convert step, or the baseline) and what is known about it."""
+
+    path: Path
+    quantization: str
+    tflite: bytes
+    keras_model: Any
+    source_stage: str
+    metrics: dict[str, Any]
+    validation: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class RunState:
+    """What the steps read and change as the run goes: the current model and the artifacts so far."""
+
+    config: Any  # PipelineConfig
+    root: Path
+    data: Any  # Dataset
+    teacher: Any
+    teacher_hash: str
+    model: Any = None
+    model_hash: str = ""
+    model_stage: str = "teacher"
+    baseline: Artifact | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    failed_gates: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def validated(self) -> list[Artifact]:
+        return ([self.baseline] if self.baseline is not None else []) + self.artifacts
+
+
+class Step:
+    """One stage of a pipeline. Subclasses set ``name`` and ``config_cls`` and implement ``execute``;
+    the defaults suit a stage that turns the current Keras model into a new one."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    output: ClassVar[str] = "model.keras"
+    makes_model: ClassVar[bool] = True
+
+    def __init__(self, config: Any, index: int) -> None:
+        self.config = config
+        self.index = index
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.index:02d}_{self.name}"
+
+    def key_inputs(self, state: RunState) -> dict[str, Any]:
+        """The content hashes this step's output depends on, besides its config, the seed, the data and
+        the versions (which the runner adds to every key)."""
+        return {"model": state.model_hash}
+
+    def execute(self, state: RunState) -> Any:
+        raise NotImplementedError
+
+    def cacheable(self, result: Any) -> bool:
+        return True
+
+    def persist(self, result: Any, folder: Path) -> dict[str, Any]:
+        """Write the outputs into ``folder``; return the entry info (``output`` and ``content_sha256``)."""
+        from edgeopt.artifacts import save_model
+        from edgeopt.pipeline.hashing import model_hash
+
+        save_model(result.model, folder / self.output)
+        write_json(folder / METRICS_FILE, result.metrics)
+        return {"output": self.output, "content_sha256": model_hash(result.model)}
+
+    def load(self, folder: Path, info: dict[str, Any]) -> Any:
+        """The result of an earlier run, read back from its folder."""
+        from edgeopt.artifacts import load_model
+        from edgeopt.stages import StageResult
+
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        return StageResult(self.name, metrics, model=load_model(folder / self.output), seconds=info["seconds"])
+
+    def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
+        """Make this step's output the current model."""
+        state.model, state.model_hash, state.model_stage = result.model, info["content_sha256"], self.folder_name
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The few figures worth showing after the step (the CLI renders them)."""
+        return []
+
+
+def _rows(metrics: dict[str, Any], keys: list[str]) -> list[tuple[str, Any]]:
+    return [(k, metrics[k]) for k in keys if k in metrics]
+
+
+class DistillStep(Step):
+    name = "distill"
+    config_cls = DistillConfig
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        return stages.distill(state.model, state.data, self.config, seed=state.seed, unsafe=state.config.teacher.unsafe)
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _rows(metrics, ["student_params", "teacher_accuracy", "accuracy"])
+
+
+class PruneStep(Step):
+    name = "prune"
+    config_cls = PruneConfig
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        return stages.prune(state.model, state.data, self.config, seed=state.seed)
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _rows(metrics, ["sparsity", "accuracy_before", "accuracy"])
+
+
+class ClusterStep(Step):
+    name = "cluster"
+    config_cls = ClusterConfig
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        return stages.cluster(state.model, state.data, self.config, seed=state.seed)
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _rows(metrics, ["max_distinct_values", "sparsity", "accuracy"])
+
+
+class QATStep(Step):
+    """tfmot's quantize wrappers do not survive a .keras round trip: the output is a SavedModel folder,
+    and the next stages read that folder whether the stage ran now or earlier."""
+
+    name = "qat"
+    config_cls = QATConfig
+    output = "saved_model"
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        return stages.qat(state.model, state.data, self.config, seed=state.seed)
+
+    def persist(self, result: Any, folder: Path) -> dict[str, Any]:
+        from edgeopt.artifacts import export_saved_model
+        from edgeopt.pipeline.hashing import model_hash
+
+        export_saved_model(result.model, folder / self.output)
+        write_json(folder / METRICS_FILE, result.metrics)
+        return {"output": self.output, "content_sha256": model_hash(result.model)}
+
+    def load(self, folder: Path, info: dict[str, Any]) -> Any:
+        from edgeopt.stages import StageResult
+
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        return StageResult(self.name, metrics, seconds=info["seconds"])
+
+    def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
+        from edgeopt.artifacts import SavedModelDir
+
+        state.model = SavedModelDir(folder / self.output)
+        state.model_hash, state.model_stage = info["content_sha256"], self.folder_name
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _rows(metrics, ["preserve", "accuracy_before", "accuracy"])
+
+
+class ConvertStep(Step):
+    """Converts the current model; the .tflite joins the run's artifacts and the model stays current."""
+
+    name = "convert"
+    config_cls = ConvertConfig
+    makes_model = False
+
+    @property
+    def output(self) -> str:  # type: ignore[override]
+        return f"model_{self.config.quantization.value}.tflite"
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        return stages.convert(self._source(state), self.config, data=state.data, seed=state.seed)
+
+    def _source(self, state: RunState) -> Any:
+        return state.model
+
+    def persist(self, result: Any, folder: Path) -> dict[str, Any]:
+        write_bytes(folder / self.output, result.tflite)
+        write_json(folder / METRICS_FILE, result.metrics)
+        return {"output": self.output, "content_sha256": sha256_bytes(result.tflite)}
+
+    def load(self, folder: Path, info: dict[str, Any]) -> Any:
+        from edgeopt.stages import StageResult
+
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        return StageResult(self.name, metrics, tflite=(folder / self.output).read_bytes(), seconds=info["seconds"])
+
+    def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
+        state.artifacts.append(
+            Artifact(
+                folder / self.output,
+                self.config.quantization.value,
+                result.tflite,
+                state.model,
+                state.model_stage,
+                result.metrics,
+            )
+        )
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _rows(metrics, ["quantization", "bytes", "gzip_bytes"])
+
+
+class BaselineStep(ConvertStep):
+    """The teacher converted as the reference artifact (``baseline:`` in the pipeline file): a convert
+    of the teacher whose result is the run's baseline instead of one more artifact."""
+
+    name = "baseline"
+
+    @property
+    def output(self) -> str:  # type: ignore[override]
+        return f"teacher_{self.config.quantization.value}.tflite"
+
+    def key_inputs(self, state: RunState) -> dict[str, Any]:
+        return {"model": state.teacher_hash}
+
+    def _source(self, state: RunState) -> Any:
+        return state.teacher
+
+    def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
+        state.baseline = Artifact(
+            folder / self.output,
+            self.config.quantization.value,
+            result.tflite,
+            state.teacher,
+            "baseline",
+            result.metrics,
+        )
+
+
+class ValidateStep(Step):
+    """Validates the baseline (accuracy and latency) and every .tflite so far against the step's device
+    profiles. Depends on the .tflite bytes, their Keras references, the resolved profiles and the
+    latency calibration. A run in which a runtime crashed is never cached."""
+
+    name = "validate"
+    config_cls = ValidateConfig
+    output = METRICS_FILE
+    makes_model = False
+
+    def _profiles(self, state: RunState) -> list[Any]:
+        from edgeopt.profiles import load_profile
+
+        return [load_profile(p, extra=state.config.profiles) for p in self.config.profiles]
+
+    def _calibration(self) -> Any:
+        from edgeopt import calibrate
+
+        return calibrate.load() if self.config.profiles else None
+
+    def key_inputs(self, state: RunState) -> dict[str, Any]:
+        from edgeopt.pipeline.hashing import model_hash
+
+        return {
+            "tflite": [sha256_bytes(a.tflite) for a in state.validated()],
+            "keras": [model_hash(a.keras_model) for a in state.artifacts],
+            "profiles": [p.model_dump(mode="json") for p in self._profiles(state)],
+            "calibration": self._calibration(),
+        }
+
+    def execute(self, state: RunState) -> Any:
+        from edgeopt import stages
+
+        profiles = self._profiles(state)
+        calibration = self._calibration()
+        results: dict[str, Any] = {}
+        seconds = 0.0
+        base = state.baseline
+        for art in state.validated():
+            if art.validation is None:
+                is_base = art is base
+                cfg = ValidateConfig(max_samples=self.config.max_samples, batch_size=self.config.batch_size)
+                v = stages.validate(
+                    art.tflite,
+                    state.data,
+                    cfg if is_base else self.config,
+                    keras_model=art.keras_model,
+                    baseline_accuracy=base.validation["accuracy"] if base and base.validation else None,
+                    profiles=[] if is_base or not self._applies(art) else profiles,
+                    calibration=calibration,
+                    name=art.name,
+                )
+                art.validation = v.to_dict() if hasattr(v, "to_dict") else v.metrics
+                seconds += v.seconds
+            results[art.name] = art.validation
+        failed = [
+            f"{name}: {g['profile']}/{g['gate']} ({g['detail']})"
+            for name, v in results.items()
+            for g in v["gates"]
+            if g["status"] == "failed"
+        ]
+        crashed = [f"{name}: {c}" for name, v in results.items() for c in v["crashed"]]
+        return stages.StageResult(
+            self.name, metrics={"artifacts": results, "failed": failed, "crashed": crashed}, seconds=seconds
+        )
+
+    def _applies(self, art: Artifact) -> bool:
+        wanted = self.config.profiles_for
+        return wanted is None or art.quantization in {q.value for q in wanted}
+
+    def cacheable(self, result: Any) -> bool:
+        return not result.metrics["crashed"]
+
+    def persist(self, result: Any, folder: Path) -> dict[str, Any]:
+        from edgeopt import report
+
+        write_json(folder / METRICS_FILE, result.metrics)
+        validated = list(result.metrics["artifacts"].values())
+        report.write_junit(folder / "junit.xml", validated)
+        report.write_markdown(folder / "report.md", validated)
+        return {"output": self.output, "content_sha256": sha256_bytes((folder / METRICS_FILE).read_bytes())}
+
+    def load(self, folder: Path, info: dict[str, Any]) -> Any:
+        from edgeopt.stages import StageResult
+
+        return StageResult(self.name, json.loads((folder / METRICS_FILE).read_text()), seconds=info["seconds"])
+
+    def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
+        for art in state.validated():
+            art.validation = result.metrics["artifacts"].get(art.name)
+        state.failed_gates += result.metrics["failed"]
+        state.crashed += result.metrics["crashed"]
+
+    def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            (name, f"accuracy {v['accuracy']:.4f}" if v.get("accuracy") is not None else "accuracy n/a")
+            for name, v in metrics["artifacts"].items()
+        ]
+
+
+def artifact_record(art: Artifact, root: Path) -> dict[str, Any]:
+    """The manifest's record of one .tflite."""
+    v = art.validation
+    return {
+        "path": str(art.path.relative_to(root)),
+        "quantization": art.quantization,
+        "sha256": sha256_bytes(art.tflite),
+        "bytes": len(art.tflite),
+        "gzip_bytes": gzip_size(art.tflite),
+        "accuracy": v["accuracy"] if v else None,
+        "latency": latency_summary(v),
+        "gates": v["gates"] if v else [],
+        "source_stage": art.source_stage,
+        "inputs": art.metrics["inputs"],
+        "outputs": art.metrics["outputs"],
+        "ops": art.metrics["op_counts"],
+    }
+
+
+def latency_summary(v: dict[str, Any] | None) -> dict[str, Any]:
+    if not v:
+        return {}
+    return {th: {k: x for k, x in lat.items() if k != "times_ms"} for th, lat in v.get("latency", {}).items()}
