@@ -1,14 +1,23 @@
 """Named datasets with seeded train / validation / test splits.
 
 ``fashion_mnist`` (the four IDX files), ``digits`` (scikit-learn's bundled 8x8 digits),
-``npz:PATH`` (arrays ``x_train, y_train, x_test, y_test``) and ``image_dir:PATH`` (one folder per
-class, optionally under ``train/`` and ``test/``). Images are float32 in [0, 1] with a channel axis.
+``npz:PATH`` (arrays ``x_train, y_train, x_test, y_test``, optionally ``class_names``) and
+``image_dir:PATH`` (one folder per class, optionally under ``train/`` and ``test/``). Images are
+float32 in [0, 1] with a channel axis.
+
+Every split is checked when it loads: finite inputs, labels that are whole numbers in
+``0 .. classes-1``. ``image_dir:`` numbers classes in the sorted order of the folder names, which need
+not be the order of a trained model's outputs: ``align_labels`` maps the labels to the model's
+class names before anything is scored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -44,6 +53,8 @@ FASHION_HOW_TO_GET = (
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Dataset:
@@ -59,6 +70,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str] = field(default_factory=list)
+    # False when class_names are only the label numbers ("0", "1", ... of an npz without class_names):
+    # then there is no name to match a model's labels by, and label i means output i.
+    named_classes: bool = True
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,6 +99,11 @@ class Dataset:
         if out is not None and out < self.num_classes:
             raise BadInput(f"data {self.name} has {self.num_classes} classes but the {what} has {out} outputs")
 
+    def check(self) -> None:
+        """BadInput naming the split and index of the first non-finite input or out-of-range label."""
+        for split in ("train", "val", "test"):
+            check_split(self.name, split, getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), self.num_classes)
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -102,6 +121,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     """Load a dataset by name (see module docstring) and split it with ``cfg.seed``."""
     if isinstance(cfg, str):
         cfg = DataConfig(name=cfg)
+    classes: list[str] | None  # None: an npz without class names, numbered by its labels
     if cfg.name == "fashion_mnist":
         folder = find_fashion_mnist()
         x_tr, y_tr, x_te, y_te = _read_fashion(folder)
@@ -111,12 +131,18 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         classes, source = [str(i) for i in range(10)], "sklearn.datasets.load_digits"
     elif cfg.name.startswith("npz:"):
         path = Path(cfg.name[4:])
-        x_tr, y_tr, x_te, y_te = _read_npz(path)
-        classes, source = [str(i) for i in range(int(max(y_tr.max(), y_te.max())) + 1)], str(path)
+        x_tr, y_tr, x_te, y_te, classes = _read_npz(path)
+        source = str(path)
     else:
         path = Path(cfg.name[len("image_dir:") :])
         x_tr, y_tr, x_te, y_te, classes = _read_image_dir(path, cfg.seed)
         source = str(path)
+    # Checked as read, before the validation split is drawn: the index is the one in the file's arrays.
+    named = classes is not None
+    y_tr = check_split(cfg.name, "train", x_tr, y_tr, len(classes) if named else None)
+    y_te = check_split(cfg.name, "test", x_te, y_te, len(classes) if named else None)
+    if classes is None:
+        classes = [str(i) for i in range(int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1)]
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(x_tr))
     n_val = int(round(len(x_tr) * cfg.val_fraction))
@@ -138,7 +164,143 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         x_test=x_te,
         y_test=y_te,
         class_names=list(classes),
+        named_classes=named,
     )
+
+
+# ---- checks -------------------------------------------------------------------------------------
+
+_CHUNK = 4096  # examples checked at a time: the mask of a whole split would double its memory
+
+
+def check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int | None) -> np.ndarray:
+    """The labels of one split as int64, after checking it: every input value finite, every label a
+    whole number in ``0 .. num_classes-1`` (``None``: no upper bound). BadInput names the data, the
+    split and the index of the first bad example."""
+    where = f"data {name}, {split} split"
+    if len(x) != len(y):
+        raise BadInput(f"{where}: {len(x)} inputs but {len(y)} labels")
+    if np.asarray(x).dtype.kind == "f":
+        for start in range(0, len(x), _CHUNK):
+            chunk = np.asarray(x[start : start + _CHUNK]).reshape(min(_CHUNK, len(x) - start), -1)
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise BadInput(f"{where}: example {start + i} has a non-finite input value ({chunk[i, j]})")
+    elif np.asarray(x).dtype.kind not in "iub":
+        raise BadInput(f"{where}: inputs of dtype {x.dtype} are not numbers")
+    y = np.asarray(y)
+    if y.ndim > 1 and all(d == 1 for d in y.shape[1:]):
+        y = y.reshape(len(y))
+    if y.ndim != 1:
+        raise BadInput(
+            f"{where}: labels of shape {y.shape}; expected one class index per example "
+            "(one-hot labels: store argmax(y, axis=1))"
+        )
+    if y.dtype.kind not in "iubf":
+        raise BadInput(f"{where}: labels of dtype {y.dtype} are not class indices")
+    yf = y.astype(np.float64)
+    checks = [
+        (~np.isfinite(yf) | (yf != np.floor(yf)), "is not a whole number"),
+        (yf < 0, "is negative"),
+    ]
+    if num_classes is not None:
+        checks.append((yf >= num_classes, f"is not below the number of classes ({num_classes})"))
+    for bad, why in checks:
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BadInput(f"{where}: label of example {i} ({y[i]}) {why}")
+    return y.astype(np.int64)
+
+
+# ---- class order --------------------------------------------------------------------------------
+
+
+def _loose(name: str) -> str:
+    """A class name without case and punctuation: "T-shirt/top" (no folder can hold "/") ~ "t_shirt_top"."""
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def align_labels(data: Dataset, model_labels: list[str] | None, *, source: str = "the model") -> Dataset:
+    """``data`` with its labels numbered in the order of ``model_labels`` (the model's outputs).
+
+    Class names are matched exactly, then ignoring case and punctuation (one to one). The data may
+    hold fewer classes than the model. BadInput when a data class has no label in the model, so a
+    model is never scored against classes in another order. ``model_labels`` None or empty: nothing
+    to match, ``data`` is returned as is; so is data whose classes have no names (label i is output i).
+    """
+    if not model_labels:
+        return data
+    labels = list(model_labels)
+    if len(set(labels)) != len(labels):
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        raise BadInput(f"{source}: class labels {dup} appear more than once")
+    if labels == data.class_names:
+        return data
+    if not data.named_classes:
+        log.info("data %s has numbered classes only: label i is scored as output i of %s", data.name, source)
+        return data
+    index = {c: i for i, c in enumerate(labels)}
+    mapping: dict[str, int] = {c: index[c] for c in data.class_names if c in index}
+    loose = [c for c in data.class_names if c not in mapping]
+    if loose:
+        free = [c for c in labels if c not in data.class_names]
+        by_key: dict[str, list[str]] = {}
+        for c in free:
+            by_key.setdefault(_loose(c), []).append(c)
+        for c in loose:
+            hits = by_key.get(_loose(c), [])
+            if len(hits) == 1:  # two data classes on one label is caught below
+                mapping[c] = index[hits[0]]
+    missing = [c for c in data.class_names if c not in mapping]
+    if missing or len(set(mapping.values())) != len(mapping):
+        raise BadInput(
+            f"data {data.name} has classes {data.class_names} but {source} has labels {labels}; "
+            f"no model label for {missing or 'several classes at once'}: name the classes after the model's "
+            "labels (or give the model's labels in output order with --labels FILE)"
+        )
+    table = np.array([mapping[c] for c in data.class_names], dtype=np.int64)
+    moved = [f"{c}: {i}->{mapping[c]}" for i, c in enumerate(data.class_names) if mapping[c] != i]
+    if moved:
+        log.info("data %s: labels renumbered to %s's order (%s)", data.name, source, ", ".join(moved))
+    return dataclasses.replace(
+        data,
+        y_train=table[data.y_train],
+        y_val=table[data.y_val],
+        y_test=table[data.y_test],
+        class_names=labels,
+    )
+
+
+def read_labels_file(path: str | Path) -> list[str]:
+    """Class names in a model's output order from a text file, one a line (blank lines at the end ignored)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{p}: cannot read the labels file ({e})") from None
+    names = [line.strip() for line in text.rstrip().splitlines()]
+    if not names or not names[0]:
+        raise BadInput(f"{p}: no class names (expected one a line, in the model's output order)")
+    if "" in names:
+        raise BadInput(f"{p}: line {names.index('') + 1} is blank (expected one class name a line)")
+    return names
+
+
+def labels_from_tflite(content: bytes) -> list[str] | None:
+    """The class names edgeopt embedded in a .tflite (manifest key ``labels``), or None when it has none."""
+    from edgeopt.metadata import read_manifest
+
+    try:
+        manifest = read_manifest(content)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise BadInput(f"the .tflite's embedded edgeopt manifest is unreadable ({e})") from None
+    labels = (manifest or {}).get("labels") if isinstance(manifest, dict) else None
+    if not labels:
+        return None
+    if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
+        raise BadInput("the .tflite's embedded edgeopt manifest has a 'labels' entry that is not a list of names")
+    return labels
 
 
 # ---- fashion_mnist ------------------------------------------------------------------------------
@@ -162,7 +324,7 @@ def find_fashion_mnist() -> Path:
     raise BadInput(f"Fashion-MNIST not found (looked in {looked}); {FASHION_HOW_TO_GET}")
 
 
-def fetch_fashion_mnist(log: Any = print) -> Path:
+def fetch_fashion_mnist(log: Any = log.info) -> Path:  # default: this module's logger, never print
     """Find Fashion-MNIST, or get it: Debian's package when apt is usable as root, else Keras' download."""
     try:
         return find_fashion_mnist()
@@ -241,19 +403,17 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
             if missing:
                 raise BadInput(f"{path}: missing arrays {', '.join(missing)} (has {', '.join(z.files)})")
             arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+            names = [str(c) for c in z["class_names"].tolist()] if "class_names" in z else None
     except (OSError, ValueError) as e:
         raise BadInput(f"{path}: not a readable npz file ({e})") from None
     x_tr, y_tr, x_te, y_te = arrays
-    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-        raise BadInput(f"{path}: x and y lengths differ")
     if x_tr.dtype == np.uint8:
         x_tr, x_te = _images(x_tr), _images(x_te)
-    return (
-        x_tr.astype(np.float32),
-        y_tr.astype(np.int64).ravel(),
-        x_te.astype(np.float32),
-        y_te.astype(np.int64).ravel(),
-    )
+    for key, x in (("x_train", x_tr), ("x_test", x_te)):
+        if x.dtype.kind not in "iubf":
+            raise BadInput(f"{path}: {key} of dtype {x.dtype} is not numbers")
+    # labels stay as stored: load_dataset checks them before they become int64
+    return x_tr.astype(np.float32), y_tr, x_te.astype(np.float32), y_te, names
 
 
 def _read_image_dir(path: Path, seed: int) -> tuple[Any, ...]:
