@@ -81,6 +81,9 @@ def check_config(config: Any, path: Path, *, unsafe: bool, keras3: bool = True) 
         return  # tf-keras reports an unreadable file itself
     if not isinstance(config, dict) or "class_name" not in config:
         raise BadInput(f"{path}: config.json does not describe a Keras model")
+    damage = _structure_problem(config)
+    if damage:
+        raise BadInput(f"{path}: config.json is damaged: {damage}")
     builtin = _is_builtin if keras3 else (lambda entry: True)
     if config["class_name"] not in MODEL_CLASSES or not builtin(config):
         raise BadInput(subclassed_message(path, config.get("class_name", "?")))
@@ -105,6 +108,42 @@ def check_config(config: Any, path: Path, *, unsafe: bool, keras3: bool = True) 
         )
 
 
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _structure_problem(model: dict[str, Any], where: str = "the model") -> str | None:
+    """What makes a model config unreadable as a layer graph (a model or layer entry, or its ``config``,
+    that is not a JSON object), naming the layer; None when the structure is sound. Checked before
+    anything reads it, so a damaged file is one BadInput instead of an AttributeError deep inside."""
+    cfg = model.get("config")
+    if isinstance(cfg, list) and model.get("class_name") == "Sequential":
+        cfg = {"layers": cfg}  # Keras 2.0-era Sequential: the config is the list of layers
+    if not isinstance(cfg, dict):
+        return f"{where} ({model.get('class_name')}) has a config that is {_kind(cfg)}, not an object"
+    layers = cfg.get("layers", [])
+    if not isinstance(layers, list):
+        return f"the layers of {where} are {_kind(layers)}, not a list"
+    for i, entry in enumerate(layers):
+        if not isinstance(entry, dict):
+            return f"layer {i} of {where} is {_kind(entry)}, not an object"
+        layer_cfg = entry.get("config")
+        name = entry.get("name") or (layer_cfg.get("name") if isinstance(layer_cfg, dict) else None)
+        label = f"layer {i} {name!r} ({entry.get('class_name')})" if name else f"layer {i} ({entry.get('class_name')})"
+        if not isinstance(entry.get("class_name"), str):
+            return f"{label} has no class_name"
+        if not isinstance(layer_cfg, dict):
+            shown = f" ({layer_cfg!r:.40})" if isinstance(layer_cfg, str) else ""
+            return f"{label} has a config that is {_kind(layer_cfg)}{shown}, not an object"
+        if not isinstance(entry.get("inbound_nodes", []), list):
+            return f"{label} has inbound_nodes that are {_kind(entry['inbound_nodes'])}, not a list"
+        if entry["class_name"] in MODEL_CLASSES:
+            inner = _structure_problem(entry, f"nested model {name!r}")
+            if inner:
+                return inner
+    return None
+
+
 def subclassed_message(path: Path | str, cls: str) -> str:
     return (
         f"{path}: {cls} is a subclassed model; prune, cluster and distill need a Sequential or functional "
@@ -116,7 +155,8 @@ def subclassed_message(path: Path | str, cls: str) -> str:
 
 def _walk_layers(model_config: dict[str, Any], builtin: Any = _is_builtin) -> list[dict[str, Any]]:
     out = []
-    for entry in model_config.get("config", {}).get("layers", []):
+    cfg = model_config.get("config", {})
+    for entry in cfg if isinstance(cfg, list) else cfg.get("layers", []):
         if entry.get("class_name") in MODEL_CLASSES and builtin(entry):
             out += _walk_layers(entry, builtin)
         else:
@@ -316,7 +356,7 @@ def load_keras3(path: Path, *, unsafe: bool = False) -> Any:
 
 def _load_with_keras3(path: Path, *, unsafe: bool) -> Any:
     import edgeopt._keras  # noqa: F401 - TensorFlow's environment must be set before Keras 3 imports it
-    from edgeopt.ui import captured_stderr
+    from edgeopt.progress import captured_stderr
 
     try:
         with captured_stderr():

@@ -188,6 +188,55 @@ def test_lambda_is_refused_unless_unsafe(tmp_path):
         load_model(h5)
 
 
+def damaged_copy(src: Path, dst: Path, damage) -> Path:
+    """A copy of the .keras zip ``src`` whose config.json was changed by ``damage(config)``."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "config.json":
+                config = json.loads(data)
+                damage(config)
+                data = json.dumps(config).encode()
+            zout.writestr(name, data)
+    return dst
+
+
+@pytest.mark.parametrize("writer", ["keras3", "tf_keras"])
+def test_damaged_layer_config_is_bad_input_naming_the_layer(writer, res_path, tiny_model_path, tmp_path):
+    src = res_path if writer == "keras3" else tiny_model_path
+    layers = json.loads(__import__("zipfile").ZipFile(src).read("config.json"))["config"]["layers"]
+    index = next(i for i, e in enumerate(layers) if e["class_name"] == "Conv2D")
+    name = layers[index]["config"]["name"]
+
+    def damage(config):
+        config["config"]["layers"][index]["config"] = "oops"
+
+    bad = damaged_copy(src, tmp_path / "bad.keras", damage)
+    message = rf"config.json is damaged: layer {index} '{name}' \(Conv2D\) has a config that is a string \('oops'\)"
+    with pytest.raises(BadInput, match=message):
+        load_model(bad)
+    r = invoke("convert", bad, "--out", tmp_path / "m.tflite", "--quantization", "float32")
+    assert r.exit_code == 2, r.output
+    assert f"layer {index} '{name}' (Conv2D) has a config that is a string" in r.output
+    assert "AttributeError" not in r.output and not (tmp_path / "m.tflite").exists()
+
+
+def test_damaged_layer_list_and_nested_model_are_bad_input(res_path, tmp_path):
+    def not_a_list(config):
+        config["config"]["layers"] = "none"
+
+    with pytest.raises(BadInput, match="config.json is damaged: the layers of the model are a string, not a list"):
+        load_model(damaged_copy(res_path, tmp_path / "a.keras", not_a_list))
+
+    def entry_is_number(config):
+        config["config"]["layers"][2] = 7
+
+    with pytest.raises(BadInput, match="config.json is damaged: layer 2 of the model is int, not an object"):
+        load_model(damaged_copy(res_path, tmp_path / "b.keras", entry_is_number))
+
+
 def test_subclassed_keras3_model_is_refused_with_what_to_do(tmp_path):
     class Net(keras.Model):
         def __init__(self, **kw):
