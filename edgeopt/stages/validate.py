@@ -1,6 +1,7 @@
 """Validate a .tflite: structure, accuracy in LiteRT, kernel cross-check, host latency, device
-budgets (LiteRT phones, TFLite Micro MCUs, Ethos-U NPUs). Every gate is passed, failed or not
-evaluated with a reason; every number says how it was obtained.
+budgets (LiteRT phones, TFLite Micro MCUs, Ethos-U NPUs). This module measures; ``edgeopt.gates``
+judges the measurements (every gate passed, failed or not evaluated with a reason), and the result is
+an ``edgeopt.validation.ValidationResult``. Every number says how it was obtained.
 
 All interpreters and compilers run in child processes with a timeout (edgeopt.runtimes.isolate): a
 crash or hang becomes a failed gate naming the runtime and the signal, and the other checks go on.
@@ -8,20 +9,27 @@ crash or hang becomes a failed gate naming the runtime and the signal, and the o
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
+from edgeopt import gates as judging
+from edgeopt import progress
 from edgeopt import tflite as tfl
-from edgeopt import ui
 from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
 from edgeopt.data import Dataset
+from edgeopt.gates import precision_of
+from edgeopt.progress import Timer
 from edgeopt.runtimes import litert
 from edgeopt.runtimes.isolate import ChildFailed, run_task
-from edgeopt.stages._common import StageResult, predict
-from edgeopt.ui import Timer
+from edgeopt.stages._common import predict
+from edgeopt.validation import SCHEMA, Measurements, ValidationResult
 
-SCHEMA = "edgeopt.validation/1"
+log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA", "ValidationResult", "precision_of", "validate"]
+
 CROSS_CHECK_SAMPLES = 200
 TFLM_SAMPLES = 100
 MAX_STEP_DIFF = 1  # default: integer outputs may differ by one quantization step between kernel sets
@@ -39,42 +47,6 @@ def _diff(a: np.ndarray, b: np.ndarray, detail: dict[str, Any], tol: int = MAX_S
         return d, "steps", d <= tol
     d = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
     return d, "abs", d <= 1e-4 * max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
-
-
-def _gate(
-    profile: str, gate: str, status: str, detail: str, measured: Any = None, budget: Any = None, unit: str = ""
-) -> dict[str, Any]:
-    return {
-        "profile": profile,
-        "gate": gate,
-        "status": status,
-        "measured": measured,
-        "budget": budget,
-        "unit": unit,
-        "detail": detail,
-    }
-
-
-def _budget_gate(
-    profile: str,
-    gate: str,
-    measured: float | None,
-    budget: float | None,
-    unit: str,
-    why_missing: str,
-    higher_is_better: bool = False,
-    fmt: str = "{:,.4g}",
-) -> dict[str, Any] | None:
-    if budget is None:
-        return None
-    if measured is None:
-        return _gate(profile, gate, "not evaluated", why_missing, None, budget, unit)
-    ok = measured >= budget if higher_is_better else measured <= budget
-    if unit == "bytes":
-        fmt = "{:,.0f}"
-    rel = ">=" if higher_is_better else "<="
-    detail = f"{fmt.format(measured)} {unit} (budget {rel} {fmt.format(budget)} {unit})".replace("  ", " ")
-    return _gate(profile, gate, "passed" if ok else "failed", detail, measured, budget, unit)
 
 
 def _head(a: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -114,12 +86,6 @@ def _compare(
     return c
 
 
-def precision_of(structure: dict[str, Any]) -> str:
-    """int8 when the model computes in integers (int8 weights, no float32 weights), else float32."""
-    c = structure["constant_dtypes"]
-    return "int8" if c.get("int8") and not c.get("float32") and not c.get("float16") else "float32"
-
-
 def validate(
     tflite: bytes,
     data: Dataset,
@@ -130,11 +96,12 @@ def validate(
     profiles: list[DeviceProfile] | None = None,
     calibration: dict[str, Any] | None = None,
     name: str = "model",
-) -> StageResult:
+) -> ValidationResult:
     """Check ``tflite`` against ``data``'s test split and the budgets of ``profiles``.
 
-    ``metrics["gates"]`` lists every gate; ``metrics["passed"]`` is False when any failed and
-    ``metrics["crashed"]`` names runtimes that crashed or hung. The caller decides what a failure means.
+    The result lists every gate; ``passed`` is False when one failed, ``crashed`` names runtimes that
+    crashed or hung. The caller decides what a failure means (``result.raise_for_status()``).
+    BadInput when the bytes are not a .tflite or the data does not fit its input.
     """
     config = config or ValidateConfig()
     profiles = profiles or []
@@ -150,7 +117,8 @@ def validate(
         raise BadInput(f"data {data.name} has examples of shape {tuple(x.shape[1:])} but the .tflite expects {want}")
     t_out = config.timeout_s
     tol = config.max_step_diff
-    metrics: dict[str, Any] = {"schema": SCHEMA, "model": name, "structure": structure, "samples": int(len(x))}
+    # the measurements, in the order the JSON dict has always had them
+    metrics: dict[str, Any] = {"structure": structure, "samples": int(len(x))}
     crashed: list[str] = []
     failures: dict[str, str] = {}  # runtime -> why its checks could not run
 
@@ -158,6 +126,7 @@ def validate(
         try:
             return run_task(task, runtime, tflite, xs, timeout=t_out, **kw)
         except ChildFailed as e:
+            log.warning("%s: %s (%s)", name, e, task)
             failures[f"{runtime}:{task}"] = str(e)
             if e.crashed:
                 crashed.append(str(e))
@@ -168,7 +137,7 @@ def validate(
     vela_cfgs = {p.vela.model_dump_json(): p.vela for p in profiles if p.vela is not None}
     steps = 2 + (len(litert_threads) if config.latency else 0) + int(tflm_needed) + len(vela_cfgs)
 
-    with Timer() as t, ui.task(f"validate {name}", steps) as advance:
+    with Timer() as t, progress.task(f"validate {name}", steps) as advance:
         # 1. accuracy through LiteRT's optimized kernels (XNNPACK)
         logits = structure["logits"]
         tap = logits["index"] if logits and np.dtype(out_detail["dtype"]).kind in "iu" else None
@@ -258,220 +227,25 @@ def validate(
             try:
                 vela[key] = vela_rt.compile_model(tflite, vc, timeout=t_out)
             except ChildFailed as e:
+                log.warning("%s: %s", name, e)
                 failures[f"vela:{key}"] = str(e)
                 if e.crashed:
                     crashed.append(str(e))
             advance()
         metrics["vela"] = {vela_cfgs[k].accelerator_config: v for k, v in vela.items()}
 
-    # ---- gates ----
-    gates: list[dict[str, Any]] = []
-    litert_fail = failures.get("litert:litert_eval")
-    if config.min_accuracy is not None:
-        g = _budget_gate(
-            "-",
-            "min_accuracy",
-            metrics.get("accuracy"),
-            config.min_accuracy,
-            "",
-            litert_fail or "",
-            higher_is_better=True,
-        )
-        gates.append(g)  # type: ignore[arg-type]
-    if config.max_accuracy_drop is not None:
-        drop = None
-        if baseline_accuracy is not None and metrics.get("accuracy") is not None:
-            drop = (baseline_accuracy - metrics["accuracy"]) * 100
-        why = litert_fail or "no baseline accuracy to compare with"
-        gates.append(_budget_gate("-", "max_accuracy_drop", drop, config.max_accuracy_drop, "points", why))  # type: ignore[arg-type]
-    for p in profiles:
-        gates += _profile_gates(p, metrics, failures, calibration)
-    metrics["gates"] = gates
-    metrics["crashed"] = crashed
-    metrics["failures"] = failures
-    finite = metrics.get("outputs_finite")
-    metrics["passed"] = not crashed and finite is not False and all(g["status"] != "failed" for g in gates)
-    return StageResult("validate", metrics=metrics, seconds=t.seconds)
-
-
-def _profile_gates(
-    p: DeviceProfile, m: dict[str, Any], failures: dict[str, str], calibration: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    s, b, name = m["structure"], p.budgets, p.name
-    gates: list[dict[str, Any] | None] = []
-    gates.append(_budget_gate(name, "model_bytes", s["bytes"], b.model_bytes, "bytes", ""))
-    for which, want in (("input_dtype", p.input_dtype), ("output_dtype", p.output_dtype)):
-        if want is not None:
-            got = s["inputs" if which == "input_dtype" else "outputs"][0]["dtype"]
-            gates.append(
-                _gate(
-                    name,
-                    which,
-                    "passed" if got == want.value else "failed",
-                    f"{got} (required {want.value})",
-                    got,
-                    want.value,
-                )
-            )
-    if p.builtin_ops_only:
-        bad = s["custom_ops"]
-        gates.append(
-            _gate(
-                name,
-                "builtin_ops_only",
-                "failed" if bad else "passed",
-                f"custom/Flex ops: {', '.join(bad)}" if bad else "only builtin ops",
-                len(bad),
-                0,
-            )
-        )
-    lit_fail = failures.get("litert:litert_eval")
-    if m.get("outputs_finite") is None:
-        gates.append(_gate(name, "outputs_finite", "not evaluated", lit_fail or "no outputs"))
-    else:
-        ok = m["outputs_finite"]
-        gates.append(
-            _gate(
-                name,
-                "outputs_finite",
-                "passed" if ok else "failed",
-                "all outputs finite" if ok else "NaN or Inf in the outputs",
-            )
-        )
-    no_keras = lit_fail or "no Keras reference model given (--keras)"
-    drop = m["accuracy_drop_vs_keras"] * 100 if "accuracy_drop_vs_keras" in m else None
-    gates.append(_budget_gate(name, "accuracy_drop_max", drop, b.accuracy_drop_max, "points", no_keras, fmt="{:.2f}"))
-    gates.append(
-        _budget_gate(
-            name,
-            "min_agreement",
-            m.get("agreement"),
-            b.min_agreement,
-            "",
-            no_keras,
-            higher_is_better=True,
-            fmt="{:.4f}",
-        )
+    measurements = Measurements.model_validate(metrics)
+    gates = judging.judge(measurements, config, profiles, calibration, baseline_accuracy, failures=failures)
+    result = ValidationResult(
+        model=name, seconds=t.seconds, measurements=measurements, gates=gates, crashed=crashed, failures=failures
     )
-    cross = m.get("kernel_cross_check")
-    if cross is None:
-        why = failures.get("litert-reference:litert_eval") or lit_fail or "not run"
-        gates.append(
-            _gate(name, "kernel_cross_check", "failed" if "crashed" in why or "hung" in why else "not evaluated", why)
-        )
-    else:
-        gates.append(
-            _gate(
-                name,
-                "kernel_cross_check",
-                "passed" if cross["agree"] else "failed",
-                _compare_detail(cross),
-                cross["max_diff"],
-                cross["allowed"],
-                cross["unit"],
-            )
-        )
-    gates.append(_latency_gate(p, m, failures, calibration))
-    if p.runtime is Runtime.tflm:
-        gates += _tflm_gates(p, m, failures)
-    if p.vela is not None:
-        v = m["vela"].get(p.vela.accelerator_config)
-        if v is None:
-            why = next((f for k, f in failures.items() if k.startswith("vela:")), "vela did not run")
-            gates.append(_gate(name, "vela_compile", "failed", why))
-        else:
-            gates.append(
-                _gate(
-                    name,
-                    "vela_compile",
-                    "passed",
-                    f"{v['npu_ops']} NPU / {v['cpu_ops']} CPU ops, SRAM {v['sram_bytes']:,} B, "
-                    f"flash {v['flash_bytes']:,} B",
-                )
-            )
-            gates.append(_budget_gate(name, "npu_sram_bytes", v["sram_bytes"], p.vela.sram_bytes, "bytes", ""))
-    return [g for g in gates if g is not None]
-
-
-def _compare_detail(c: dict[str, Any], what: str = "") -> str:
-    text = f"{what}max difference {c['max_diff']:.6g} {c['unit']} in the {c['compared']} over {c['samples']} inputs "
-    text += f"(allowed: {c.get('allowed', MAX_STEP_DIFF)} step{'s' if c.get('allowed', 1) != 1 else ''})"
-    if c["compared"] != "output":
-        text += f"; probabilities differ by up to {c['output_max_diff']:.6g} steps"
-    return text + f"; top-1 agreement {c['top1_agreement']:.4f}"
-
-
-def _latency_gate(
-    p: DeviceProfile, m: dict[str, Any], failures: dict[str, str], calibration: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    budget = p.budgets.latency_p90_ms
-    if budget is None:
-        return None
-    if p.vela is not None:
-        v = m["vela"].get(p.vela.accelerator_config)
-        if v is None:
-            return _gate(p.name, "latency_p90_ms", "not evaluated", "Vela did not run")
-        g = _budget_gate(p.name, "latency_p90_ms", v["estimated_ms"], budget, "ms", "", fmt="{:.4g}")
-        assert g is not None
-        g["detail"] += f"; estimate: {v['method']}"
-        g["method"] = v["method"]
-        return g
-    if p.runtime is not Runtime.litert:
-        return _gate(
-            p.name,
-            "latency_p90_ms",
-            "not evaluated",
-            "no published reference latency for this device to scale host figures with",
-        )
-    host = m["latency"].get(str(p.threads))
-    if host is None:
-        return _gate(
-            p.name, "latency_p90_ms", "not evaluated", failures.get("litert:litert_bench", "latency not measured")
-        )
-    prec = precision_of(m["structure"])
-    cal = (calibration or {}).get("profiles", {}).get(p.name, {})
-    if prec not in cal:
-        return _gate(
-            p.name,
-            "latency_p90_ms",
-            "not evaluated",
-            f"no calibration for {p.name} ({prec}); run `edgeopt calibrate` "
-            f"(host p90 {host['p90_ms']:.3f} ms at {p.threads} thread(s) is measured, the device figure is not)",
-        )
-    c = cal[prec]
-    est = host["p90_ms"] * c["factor"]
-    g = _budget_gate(p.name, "latency_p90_ms", est, budget, "ms", "", fmt="{:.4g}")
-    assert g is not None
-    method = (
-        f"estimate: host p90 {host['p90_ms']:.4g} ms x factor {c['factor']:.3g} ({cal['reference']} {prec}: "
-        f"{c['device_ms']} ms on device / {c['host_p50_ms']:.4g} ms on this host, {cal['threads']} thread(s); "
-        f"{cal['source']})"
+    log.info(
+        "%s: %s (%d gates, %d failed, %d not evaluated) in %.1f s",
+        name,
+        "passed" if result.passed else "FAILED",
+        len(gates),
+        len(result.failed_gates),
+        len(result.not_evaluated),
+        t.seconds,
     )
-    g["detail"] += f"; {method}"
-    g["method"] = method
-    return g
-
-
-def _tflm_gates(p: DeviceProfile, m: dict[str, Any], failures: dict[str, str]) -> list[dict[str, Any] | None]:
-    t, name = m.get("tflm"), p.name
-    if t is None:
-        why = failures.get("tflm:tflm_eval", "TFLite Micro did not run")
-        return [
-            _gate(name, "tflm_runs", "failed", why),
-            _gate(name, "arena_bytes", "not evaluated", why) if p.budgets.arena_bytes else None,
-        ]
-    gates: list[dict[str, Any] | None] = [_gate(name, "tflm_runs", "passed", "every op supported by TFLite Micro")]
-    if "agree" in t:
-        gates.append(
-            _gate(
-                name,
-                "tflm_agreement",
-                "passed" if t["agree"] else "failed",
-                _compare_detail(t["vs_litert"], "vs LiteRT: "),
-                t["max_diff_vs_litert"],
-                t["vs_litert"]["allowed"],
-                t["unit"],
-            )
-        )
-    gates.append(_budget_gate(name, "arena_bytes", t["arena_bytes"], p.budgets.arena_bytes, "bytes", ""))
-    return gates
+    return result

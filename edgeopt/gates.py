@@ -1,0 +1,371 @@
+"""Judging: every gate as a pure function of what validate measured, the validate config, the device
+profiles, the latency calibration and the baseline accuracy. No interpreter runs here, so every
+verdict can be tested on made-up measurements.
+
+A gate is passed, failed or not evaluated. A not-evaluated gate's detail says why and how to
+evaluate it (``ValidationResult.raise_for_status(strict=True)`` repeats it). A passed or failed
+gate's detail shows the measured value in its unit and the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
+from edgeopt.validation import CrossCheck, Gate, GateStatus, Measurements
+
+GLOBAL = "-"  # the profile name of gates that come from the validate config, not from a device profile
+
+P, F, N = GateStatus.passed, GateStatus.failed, GateStatus.not_evaluated
+
+NO_KERAS = "no Keras reference model to compare with; pass one with --keras"
+NO_BASELINE = (
+    "no baseline accuracy to compare with; give the pipeline a `baseline:` conversion "
+    "(or pass baseline_accuracy to validate)"
+)
+
+
+# ---- formatting --------------------------------------------------------------------------------
+
+
+def _nz(v: float) -> float:
+    """No ``-0.00``: a rounded negative zero reads as zero."""
+    return v + 0.0
+
+
+def fmt(value: float | int, unit: str) -> str:
+    """A measured value in its unit: ``2,720 bytes``, ``0.88 points``, ``1.234 ms``, ``1 step``, ``0.9333``."""
+    if unit == "bytes":
+        return f"{round(value):,} bytes"
+    if unit == "points":
+        return f"{_nz(round(float(value), 2)):.2f} points"
+    if unit == "ms":
+        return f"{float(value):.4g} ms"
+    if unit == "steps":
+        return f"{float(value):.6g} step{'' if value == 1 else 's'}"
+    if unit == "abs":
+        return f"{float(value):.3g} (absolute)"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{float(value):.4f}"
+
+
+def points(fraction_drop: float) -> float:
+    """A drop in top-1 accuracy (a fraction) in points; float noise of the subtraction rounded away,
+    so that a drop equal to its budget is not failed by a 1e-15 excess."""
+    return _nz(round(fraction_drop * 100, 9))
+
+
+def _gate(
+    profile: str,
+    gate: str,
+    status: GateStatus,
+    detail: str,
+    measured: Any = None,
+    budget: Any = None,
+    unit: str = "",
+    method: str | None = None,
+) -> Gate:
+    return Gate(
+        profile=profile,
+        gate=gate,
+        status=status,
+        measured=measured,
+        budget=budget,
+        unit=unit,
+        detail=detail,
+        method=method,
+    )
+
+
+def budget_gate(
+    profile: str,
+    gate: str,
+    measured: float | int | None,
+    budget: float | int | None,
+    unit: str,
+    why_missing: str,
+    *,
+    higher_is_better: bool = False,
+    describe: Callable[[float | int], str] | None = None,
+) -> Gate | None:
+    """A measured value against a budget (None: no budget, no gate). ``describe`` words the measured
+    value (default: ``fmt``); the budget follows in parentheses."""
+    if budget is None:
+        return None
+    if measured is None:
+        return _gate(profile, gate, N, why_missing, None, budget, unit)
+    ok = measured >= budget if higher_is_better else measured <= budget
+    rel = ">=" if higher_is_better else "<="
+    what = describe(measured) if describe else fmt(measured, unit)
+    return _gate(profile, gate, P if ok else F, f"{what} (budget {rel} {fmt(budget, unit)})", measured, budget, unit)
+
+
+def _drop_words(drop: float, reference: str, ref_acc: float | None, acc: float | None) -> str:
+    """``0.28 points below the Keras model (0.9333 -> 0.9306)``; a negative drop reads as "above"."""
+    accs = f" ({ref_acc:.4f} -> {acc:.4f})" if ref_acc is not None and acc is not None else ""
+    if round(drop, 2) == 0:
+        return f"{fmt(0.0, 'points')} below {reference}{accs}"
+    return f"{fmt(abs(drop), 'points')} {'below' if drop > 0 else 'above'} {reference}{accs}"
+
+
+def compare_detail(c: CrossCheck, what: str = "") -> str:
+    """How two runtimes' outputs differ, in steps (integer outputs) or absolute (float outputs)."""
+    if c.unit == "steps":
+        allowed = f"allowed: {fmt(c.allowed, 'steps')}"
+    else:
+        allowed = "allowed: 1e-4 x the largest output, at least 1e-4"
+    text = f"{what}max difference {fmt(c.max_diff, c.unit)} in the {c.compared} over {c.samples:,} inputs ({allowed})"
+    if c.compared != "output":
+        text += f"; probabilities differ by up to {fmt(c.output_max_diff, c.unit)}"
+    return text + f"; top-1 agreement {c.top1_agreement:.4f}"
+
+
+def precision_of(structure: dict[str, Any]) -> str:
+    """int8 when the model computes in integers (int8 weights, no float32 weights), else float32."""
+    c = structure["constant_dtypes"]
+    return "int8" if c.get("int8") and not c.get("float32") and not c.get("float16") else "float32"
+
+
+# ---- gates -------------------------------------------------------------------------------------
+
+
+def judge(
+    m: Measurements,
+    config: ValidateConfig,
+    profiles: list[DeviceProfile],
+    calibration: dict[str, Any] | None,
+    baseline_accuracy: float | None,
+    *,
+    failures: dict[str, str] | None = None,
+) -> list[Gate]:
+    """Every gate, in order: the validate config's own (min_accuracy, max_accuracy_drop), then each
+    profile's. ``failures`` ("runtime:task" -> why) explains measurements that are missing."""
+    failures = failures or {}
+    gates = accuracy_gates(m, config, baseline_accuracy, failures)
+    for p in profiles:
+        gates += profile_gates(p, m, failures, calibration)
+    return gates
+
+
+def accuracy_gates(
+    m: Measurements, config: ValidateConfig, baseline_accuracy: float | None, failures: dict[str, str]
+) -> list[Gate]:
+    """min_accuracy (top-1 in LiteRT) and max_accuracy_drop (points below the baseline, e.g. the
+    teacher's float model), when the config sets them."""
+    litert_fail = failures.get("litert:litert_eval") or "LiteRT gave no outputs"
+    gates: list[Gate | None] = []
+    gates.append(
+        budget_gate(
+            GLOBAL,
+            "min_accuracy",
+            m.accuracy,
+            config.min_accuracy,
+            "",
+            litert_fail,
+            higher_is_better=True,
+            describe=lambda a: f"top-1 accuracy {a:.4f} on {m.samples:,} test examples",
+        )
+    )
+    drop = None
+    if baseline_accuracy is not None and m.accuracy is not None:
+        drop = points(baseline_accuracy - m.accuracy)
+    gates.append(
+        budget_gate(
+            GLOBAL,
+            "max_accuracy_drop",
+            drop,
+            config.max_accuracy_drop,
+            "points",
+            litert_fail if m.accuracy is None else NO_BASELINE,
+            describe=lambda d: _drop_words(d, "the baseline", baseline_accuracy, m.accuracy),
+        )
+    )
+    return [g for g in gates if g is not None]
+
+
+def profile_gates(
+    p: DeviceProfile, m: Measurements, failures: dict[str, str], calibration: dict[str, Any] | None
+) -> list[Gate]:
+    """The gates of one device profile: size, dtypes, ops, finite outputs, accuracy vs Keras, kernel
+    cross-check, latency, TFLite Micro and Vela."""
+    s, b, name = m.structure, p.budgets, p.name
+    gates: list[Gate | None] = [budget_gate(name, "model_bytes", s["bytes"], b.model_bytes, "bytes", "")]
+    for which, want in (("input_dtype", p.input_dtype), ("output_dtype", p.output_dtype)):
+        if want is not None:
+            got = s["inputs" if which == "input_dtype" else "outputs"][0]["dtype"]
+            ok = got == want.value
+            gates.append(_gate(name, which, P if ok else F, f"{got} (required {want.value})", got, want.value))
+    if p.builtin_ops_only:
+        bad = s["custom_ops"]
+        detail = f"custom/Flex ops: {', '.join(bad)}" if bad else "only builtin ops"
+        gates.append(_gate(name, "builtin_ops_only", F if bad else P, detail, len(bad), 0))
+    lit_fail = failures.get("litert:litert_eval")
+    if m.outputs_finite is None:
+        gates.append(_gate(name, "outputs_finite", N, lit_fail or "LiteRT gave no outputs"))
+    else:
+        ok = m.outputs_finite
+        gates.append(
+            _gate(name, "outputs_finite", P if ok else F, "all outputs finite" if ok else "NaN or Inf in the outputs")
+        )
+    no_keras = lit_fail or NO_KERAS
+    drop = points(m.accuracy_drop_vs_keras) if m.accuracy_drop_vs_keras is not None else None
+    gates.append(
+        budget_gate(
+            name,
+            "accuracy_drop_max",
+            drop,
+            b.accuracy_drop_max,
+            "points",
+            no_keras,
+            describe=lambda d: _drop_words(d, "the Keras model", m.keras_accuracy, m.accuracy),
+        )
+    )
+    gates.append(
+        budget_gate(
+            name,
+            "min_agreement",
+            m.agreement,
+            b.min_agreement,
+            "",
+            no_keras,
+            higher_is_better=True,
+            describe=lambda a: f"top-1 agreement with the Keras model {a:.4f}",
+        )
+    )
+    gates.append(cross_check_gate(name, m.kernel_cross_check, failures))
+    gates.append(latency_gate(p, m, failures, calibration))
+    if p.runtime is Runtime.tflm:
+        gates += tflm_gates(p, m, failures)
+    if p.vela is not None:
+        gates += vela_gates(p, m, failures)
+    return [g for g in gates if g is not None]
+
+
+def cross_check_gate(profile: str, cross: CrossCheck | None, failures: dict[str, str]) -> Gate:
+    """LiteRT's optimized kernels against its reference kernels on the same inputs."""
+    if cross is None:
+        why = failures.get("litert-reference:litert_eval") or failures.get("litert:litert_eval") or "not run"
+        crashed = "crashed" in why or "hung" in why
+        if why.startswith("disabled"):
+            why += "; run without --no-cross-check to compare the kernels"
+        return _gate(profile, "kernel_cross_check", F if crashed else N, why)
+    return _gate(
+        profile,
+        "kernel_cross_check",
+        P if cross.agree else F,
+        compare_detail(cross),
+        cross.max_diff,
+        cross.allowed,
+        cross.unit,
+    )
+
+
+def latency_gate(
+    p: DeviceProfile, m: Measurements, failures: dict[str, str], calibration: dict[str, Any] | None
+) -> Gate | None:
+    """p90 latency on the device: Vela's cycle estimate for Ethos-U, the host p90 scaled by the
+    calibration factor for LiteRT phones; never a host figure passed off as a device one."""
+    budget = p.budgets.latency_p90_ms
+    if budget is None:
+        return None
+    gate = "latency_p90_ms"
+    if p.vela is not None:
+        v = m.vela.get(p.vela.accelerator_config)
+        if v is None:
+            return _gate(p.name, gate, N, "Vela did not run (see the vela_compile gate)", budget=budget, unit="ms")
+        g = budget_gate(p.name, gate, v["estimated_ms"], budget, "ms", "")
+        assert g is not None
+        return g.model_copy(update={"detail": g.detail + f"; estimate: {v['method']}", "method": v["method"]})
+    if p.runtime is not Runtime.litert:
+        return _gate(
+            p.name,
+            gate,
+            N,
+            "no published reference latency for this device to scale host figures with; "
+            "only Ethos-U profiles (vela:) and LiteRT profiles with a reference can be estimated",
+            budget=budget,
+            unit="ms",
+        )
+    host = m.latency.get(str(p.threads))
+    if host is None:
+        why = failures.get("litert:litert_bench") or "host latency not measured; run without --no-latency"
+        return _gate(p.name, gate, N, why, budget=budget, unit="ms")
+    prec = precision_of(m.structure)
+    cal = (calibration or {}).get("profiles", {}).get(p.name, {})
+    if prec not in cal:
+        return _gate(
+            p.name,
+            gate,
+            N,
+            f"no calibration for {p.name} ({prec}) on this host; run `edgeopt calibrate` "
+            f"(host p90 {host.p90_ms:.3f} ms at {p.threads} thread(s) is measured, the device figure is not)",
+            budget=budget,
+            unit="ms",
+        )
+    c = cal[prec]
+    est = host.p90_ms * c["factor"]
+    g = budget_gate(p.name, gate, est, budget, "ms", "")
+    assert g is not None
+    method = (
+        f"estimate: host p90 {host.p90_ms:.4g} ms x factor {c['factor']:.3g} ({cal['reference']} {prec}: "
+        f"{c['device_ms']} ms on device / {c['host_p50_ms']:.4g} ms on this host, {cal['threads']} thread(s); "
+        f"{cal['source']})"
+    )
+    return g.model_copy(update={"detail": g.detail + f"; {method}", "method": method})
+
+
+def tflm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> list[Gate | None]:
+    """TFLite Micro runs the model, agrees with LiteRT, and fits the arena budget."""
+    t, name = m.tflm, p.name
+    if t is None:
+        why = failures.get("tflm:tflm_eval", "TFLite Micro did not run")
+        return [
+            _gate(name, "tflm_runs", F, why),
+            _gate(name, "arena_bytes", N, why, budget=p.budgets.arena_bytes, unit="bytes")
+            if p.budgets.arena_bytes
+            else None,
+        ]
+    gates: list[Gate | None] = [_gate(name, "tflm_runs", P, "every op supported by TFLite Micro")]
+    if t.agree is not None and t.vs_litert is not None:
+        gates.append(
+            _gate(
+                name,
+                "tflm_agreement",
+                P if t.agree else F,
+                compare_detail(t.vs_litert, "vs LiteRT: "),
+                t.max_diff_vs_litert,
+                t.vs_litert.allowed,
+                t.unit or "",
+            )
+        )
+    gates.append(
+        budget_gate(
+            name,
+            "arena_bytes",
+            t.arena_bytes,
+            p.budgets.arena_bytes,
+            "bytes",
+            "",
+            describe=lambda a: f"{fmt(a, 'bytes')} of tensor arena",
+        )
+    )
+    return gates
+
+
+def vela_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> list[Gate | None]:
+    """Vela compiles the model for the NPU, and its SRAM plan fits the budget."""
+    assert p.vela is not None
+    v = m.vela.get(p.vela.accelerator_config)
+    if v is None:
+        why = next((f for k, f in failures.items() if k.startswith("vela:")), "vela did not run")
+        return [_gate(p.name, "vela_compile", F, why)]
+    detail = (
+        f"{v['npu_ops']} NPU / {v['cpu_ops']} CPU ops, SRAM {fmt(v['sram_bytes'], 'bytes')}, "
+        f"flash {fmt(v['flash_bytes'], 'bytes')}"
+    )
+    return [
+        _gate(p.name, "vela_compile", P, detail),
+        budget_gate(p.name, "npu_sram_bytes", v["sram_bytes"], p.vela.sram_bytes, "bytes", ""),
+    ]

@@ -1,0 +1,222 @@
+"""Typed validation records: what validate measured, every gate's verdict, and the one mapping from a
+verdict to an error (and so to a CLI exit code).
+
+``ValidationResult.to_dict()`` gives the same JSON dict as the validate stage always wrote (manifests,
+report.html and bench read it); ``from_dict`` reads one back (cached results, JSON reports).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.errors import GateFailed, RuntimeCrash
+
+SCHEMA = "edgeopt.validation/1"
+
+
+class GateStatus(StrEnum):
+    passed = "passed"
+    failed = "failed"
+    not_evaluated = "not evaluated"
+
+
+class Gate(BaseModel):
+    """One check of one profile (``-`` for gates of the validate config itself)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: str
+    gate: str
+    status: GateStatus
+    measured: float | int | str | None = None
+    budget: float | int | str | None = None
+    unit: str = ""
+    detail: str = ""
+    method: str | None = None  # how an estimated figure was obtained (latency gates only)
+
+    @property
+    def key(self) -> str:
+        """``profile/gate``, the name a user sees in messages."""
+        return f"{self.profile}/{self.gate}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The gate as JSON; ``method`` only when set (older manifests have it on latency gates only)."""
+        d = self.model_dump(mode="json")
+        if d["method"] is None:
+            del d["method"]
+        return d
+
+
+class _Record(BaseModel):
+    """Records read back from older files may carry keys added later or earlier: keep them, in order."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CrossCheck(_Record):
+    """Two runtimes' raw outputs (or logits) on the same inputs."""
+
+    samples: int
+    output_max_diff: float
+    output_values_beyond_tolerance: int
+    values: int
+    top1_agreement: float
+    unit: str  # "steps" (integer outputs) or "abs" (float outputs)
+    allowed: int
+    compared: str  # "output" or "logits (input of the final SOFTMAX)"
+    max_diff: float
+    agree: bool
+    logits_max_diff: float | None = None
+    method: str | None = None
+
+
+class Latency(_Record):
+    """Host latency at one thread count (batch 1, ``invoke()`` only)."""
+
+    threads: int
+    runs: int
+    init_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    times_ms: list[float] = Field(default_factory=list)
+    method: str = ""
+
+
+class TflmRun(_Record):
+    """TFLite Micro: the smallest arena and, when LiteRT ran too, the comparison with it."""
+
+    arena_bytes: int
+    samples: int
+    method: str = ""
+    vs_litert: CrossCheck | None = None
+    max_diff_vs_litert: float | None = None
+    unit: str | None = None
+    agree: bool | None = None
+
+
+class Measurements(_Record):
+    """Everything validate measured; a field left unset was not measured (and is not written)."""
+
+    structure: dict[str, Any]  # edgeopt.tflite.inspect(...)
+    samples: int
+    runtime: str | None = None
+    accuracy: float | None = None
+    outputs_finite: bool | None = None
+    predicted_classes: int | None = None
+    keras_accuracy: float | None = None
+    agreement: float | None = None
+    accuracy_drop_vs_keras: float | None = None  # fraction (keras - litert), not points
+    max_abs_output_diff: float | None = None
+    kernel_cross_check: CrossCheck | None = None
+    latency: dict[str, Latency] = Field(default_factory=dict)  # by thread count, as a string
+    tflm: TflmRun | None = None
+    vela: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by accelerator config
+
+
+# Keys of the flat dict that belong to the result, not to the measurements.
+_RESULT_KEYS = {"schema", "model", "seconds", "gates", "crashed", "failures", "passed"}
+
+
+class ValidationResult(BaseModel):
+    """What ``edgeopt.stages.validate`` returns: measurements, gates, crashes and why checks did not run."""
+
+    model: str  # the model's name (file name)
+    seconds: float = 0.0
+    measurements: Measurements
+    gates: list[Gate] = Field(default_factory=list)
+    crashed: list[str] = Field(default_factory=list)  # runtimes that crashed or hung, with the signal
+    failures: dict[str, str] = Field(default_factory=dict)  # "runtime:task" -> why its checks could not run
+
+    # The StageResult attributes old call sites read (stage, metrics, tflite); ``model`` is the name here.
+    stage: ClassVar[str] = "validate"
+    tflite: ClassVar[None] = None
+
+    @property
+    def passed(self) -> bool:
+        """No runtime crashed, no gate failed and the outputs were not found non-finite."""
+        return (
+            not self.crashed
+            and self.measurements.outputs_finite is not False
+            and all(g.status is not GateStatus.failed for g in self.gates)
+        )
+
+    @property
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if g.status is GateStatus.failed]
+
+    @property
+    def not_evaluated(self) -> list[Gate]:
+        return [g for g in self.gates if g.status is GateStatus.not_evaluated]
+
+    def gate(self, profile: str, name: str) -> Gate:
+        """The gate ``name`` of ``profile``; KeyError when there is none."""
+        for g in self.gates:
+            if g.profile == profile and g.gate == name:
+                return g
+        raise KeyError(f"{profile}/{name}")
+
+    def raise_for_status(self, *, strict: bool = False) -> None:
+        """RuntimeCrash (exit 3) when a runtime crashed, else GateFailed (exit 1) when a gate failed or the
+        outputs are not finite. ``strict``: a gate that was not evaluated fails too, and the message says
+        why it was not and how to evaluate it."""
+        if self.crashed:
+            raise RuntimeCrash(f"{self.model}: runtime crashed: " + "; ".join(self.crashed))
+        parts: list[str] = []
+        failed = self.failed_gates
+        if failed:
+            parts.append(f"{len(failed)} gate(s) failed: " + ", ".join(g.key for g in failed))
+        elif self.measurements.outputs_finite is False:
+            parts.append("non-finite outputs (NaN or Inf)")
+        if strict and self.not_evaluated:
+            todo = self.not_evaluated
+            parts.append(
+                f"{len(todo)} gate(s) not evaluated (strict): "
+                + "; ".join(f"{g.key} not evaluated: {g.detail}" for g in todo)
+            )
+        if parts:
+            raise GateFailed(f"{self.model}: " + "; ".join(parts))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validate stage's JSON dict, keys as always: schema, model, the measurements, gates,
+        crashed, failures, passed. ``seconds`` is left out (manifests record it beside the dict)."""
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            **self.measurements.model_dump(mode="json", exclude_unset=True),
+            "gates": [g.to_dict() for g in self.gates],
+            "crashed": list(self.crashed),
+            "failures": dict(self.failures),
+            "passed": self.passed,
+        }
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """``to_dict()``, for call sites written for the StageResult this replaces."""
+        return self.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
+        """Read a dict written by ``to_dict`` (or an older validate stage); ``passed`` is recomputed."""
+        if d.get("schema", SCHEMA) != SCHEMA:
+            from edgeopt.errors import BadInput
+
+            raise BadInput(f"validation result schema {d.get('schema')!r}, expected {SCHEMA}")
+        return cls(
+            model=d["model"],
+            seconds=d.get("seconds", 0.0),
+            measurements=Measurements.model_validate({k: v for k, v in d.items() if k not in _RESULT_KEYS}),
+            gates=[Gate.model_validate(g) for g in d.get("gates", [])],
+            crashed=d.get("crashed", []),
+            failures=d.get("failures", {}),
+        )
+
+
+def as_result(r: ValidationResult | dict[str, Any]) -> ValidationResult:
+    """A ValidationResult from either itself or its dict (reports accept both)."""
+    return r if isinstance(r, ValidationResult) else ValidationResult.from_dict(r)
