@@ -6,6 +6,7 @@ classes is made from ``registry.STEPS``, so adding a stage there is all a pipeli
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -31,17 +32,33 @@ class TeacherConfig(_Config):
     unsafe: bool = Field(False, description="allow Lambda and other code-carrying layers (runs code from the file)")
 
 
-def _step_model(name: str, config_cls: type[BaseModel]) -> type[BaseModel]:
-    """``<Stage>Step``: the stage's config plus its ``stage: <name>`` tag."""
+class OnRegression(StrEnum):
+    """What the stage guard does when a training stage lowers validation accuracy beyond the tolerance."""
+
+    keep_best = "keep_best"  # replace the stage's output by its input and go on
+    fail = "fail"  # stop the run (exit 1)
+    continue_ = "continue"  # record it and go on with the worse model
+
+
+def _step_model(name: str, step_cls: Any) -> type[BaseModel]:
+    """``<Stage>Step``: the stage's config plus its ``stage: <name>`` tag; steps that train a model
+    also take the stage guard's per-step ``on_regression`` and ``regression_tolerance``."""
+    fields: dict[str, Any] = {"stage": (Literal[name], Field(description="the stage this step runs"))}
+    if step_cls.makes_model:
+        fields["on_regression"] = (
+            OnRegression | None,
+            Field(None, description="stage guard for this step (default: the pipeline's on_regression)"),
+        )
+        fields["regression_tolerance"] = (
+            float | None,
+            Field(None, ge=0, description="points of validation accuracy this step may lose (default: the pipeline's)"),
+        )
     return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{name.capitalize()}Step",
-        __base__=config_cls,
-        __module__=__name__,
-        stage=(Literal[name], Field(description="the stage this step runs")),
+        f"{name.capitalize()}Step", __base__=step_cls.config_cls, __module__=__name__, **fields
     )
 
 
-STEP_MODELS: dict[str, type[BaseModel]] = {n: _step_model(n, s.config_cls) for n, s in registry.STEPS.items()}
+STEP_MODELS: dict[str, type[BaseModel]] = {n: _step_model(n, s) for n, s in registry.STEPS.items()}
 Step = Annotated[Union[tuple(STEP_MODELS.values())], Field(discriminator="stage")]  # noqa: UP007
 
 
@@ -61,6 +78,15 @@ class PipelineConfig(_Config):
     )
     steps: list[Step] = Field(min_length=1)  # type: ignore[valid-type]
     profiles: list[DeviceProfile] = Field(default_factory=list, description="extra device profiles")
+    on_regression: OnRegression = Field(
+        OnRegression.keep_best,
+        description="stage guard: what to do when a training stage lowers validation accuracy by more than "
+        "regression_tolerance points (distill is exempt unless its step sets on_regression: a smaller "
+        "student is expected to lose some accuracy; the release gates judge it against the teacher)",
+    )
+    regression_tolerance: float = Field(
+        0.5, ge=0, description="points of validation top-1 a training stage may lose before the guard acts"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -281,3 +281,62 @@ def test_stage_events_carry_validation_accuracy(keyed, tmp_path):
     data = load_dataset(cfg.data)
     want = accuracy(load_model(keyed / "build" / "02_prune" / "model.keras"), data.x_val, data.y_val)
     assert by["prune"].val_accuracy == pytest.approx(want, abs=1e-9)
+
+
+# ---- the stage guard: a training stage that lowers validation accuracy -------------------------------
+
+
+@pytest.fixture
+def guarded(tiny_model_path, tmp_path):
+    """A pipeline whose one training stage surely makes the model worse, on a teacher at ~93%."""
+
+    def make(**step_overrides):
+        from edgeopt.pipeline.spec import PipelineConfig
+
+        shutil.copy(tiny_model_path, tmp_path / "teacher.keras")
+        raw = _small(tmp_path, data="digits")
+        # 97% of the weights gone in one epoch at a high rate
+        raw["steps"] = [
+            {"stage": "prune", "final_sparsity": 0.97, "epochs": 1, "learning_rate": 0.05, **step_overrides},
+            {"stage": "convert", "quantization": "float32"},
+        ]
+        return PipelineConfig.model_validate(raw)
+
+    return make
+
+
+def test_guard_keeps_the_input_of_a_stage_that_regresses(guarded, tmp_path):
+    report = run(guarded(), tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    prune = next(s for s in m["stages"] if s["name"] == "prune")
+    g = prune["guard"]
+    assert g["regressed"] and g["action"] == "kept the input" and g["policy"] == "keep_best"
+    assert g["drop_points"] > 0.5 and g["examples_lost"] > g["examples_gained"]
+    assert prune["val_accuracy"] == pytest.approx(g["val_accuracy_after"])
+    # the convert step converted the prune step's input (the teacher): its float32 .tflite is the baseline's
+    art = m["artifacts"][0]
+    assert art["source_stage"] == "teacher" and art["sha256"] == m["baseline"]["sha256"]
+    assert report.passed
+
+
+def test_guard_fail_stops_the_run(guarded, tmp_path):
+    from edgeopt.errors import GateFailed
+
+    with pytest.raises(GateFailed, match="stage guard: 01_prune validation top-1"):
+        run(guarded(on_regression="fail"), tmp_path / "b")
+
+
+def test_guard_continue_keeps_the_worse_model(guarded, tmp_path):
+    run(guarded(on_regression="continue"), tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    g = next(s for s in m["stages"] if s["name"] == "prune")["guard"]
+    assert g["regressed"] and g["action"] == "continued"
+    assert m["artifacts"][0]["source_stage"] == "01_prune"
+    assert m["artifacts"][0]["sha256"] != m["baseline"]["sha256"]
+
+
+def test_guard_tolerance_lets_a_small_loss_through(guarded, tmp_path):
+    run(guarded(regression_tolerance=100.0), tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    g = next(s for s in m["stages"] if s["name"] == "prune")["guard"]
+    assert not g["regressed"] and g["action"] == "none" and g["tolerance_points"] == 100.0
