@@ -9,6 +9,7 @@ and labels the result as an estimate.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -17,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import ui
+from edgeopt import progress
 from edgeopt.artifacts import write_json
 from edgeopt.config import ConvertConfig, DeviceProfile
 from edgeopt.errors import BadInput
 
 SCHEMA = "edgeopt.calibration/1"
 REFERENCE = "mobilenet_1.0_224"
+
+log = logging.getLogger(__name__)
 
 
 def default_path() -> Path:
@@ -32,8 +35,12 @@ def default_path() -> Path:
 
 
 def load(path: str | Path | None = None) -> dict[str, Any] | None:
-    """The stored calibration, or None when there is none."""
+    """The stored calibration, or None when there is none. The default file is used only when it was
+    measured on a host with this one's fingerprint (CPU model, ISA flags, cores): factors measured on
+    another CPU would scale this host's figures wrongly. A file given explicitly is used as it is."""
     import json
+
+    from edgeopt import hostinfo
 
     p = Path(path) if path else default_path()
     if not p.is_file():
@@ -44,7 +51,45 @@ def load(path: str | Path | None = None) -> dict[str, Any] | None:
         raise BadInput(f"{p}: not a calibration file (invalid JSON); run `edgeopt calibrate` again") from None
     if data.get("schema") != SCHEMA:
         raise BadInput(f"{p}: calibration schema {data.get('schema')!r}, expected {SCHEMA}")
+    here = hostinfo.host()["fingerprint"]
+    if not path and data.get("host", {}).get("fingerprint") != here:
+        log.info(
+            "%s was measured on another host (fingerprint %s, this host %s): not used",
+            p,
+            data.get("host", {}).get("fingerprint"),
+            here,
+        )
+        return None
     return data
+
+
+def needs(profiles: list[DeviceProfile]) -> list[DeviceProfile]:
+    """The profiles whose latency gate scales host figures by a calibration factor."""
+    return [
+        p
+        for p in profiles
+        if p.runtime.value == "litert"
+        and p.reference is not None
+        and p.budgets.latency_p90_ms is not None
+        and p.vela is None
+    ]
+
+
+def ensure(profiles: list[DeviceProfile], path: str | Path | None = None) -> dict[str, Any] | None:
+    """The calibration, measured now (about 40 s, once per host fingerprint) when a profile needs one
+    and none is stored for this host; an automatic run is labelled ``"auto": true``."""
+    cal = load(path)
+    missing = [p for p in needs(profiles) if p.name not in (cal or {}).get("profiles", {})]
+    if not missing:
+        return cal
+    from edgeopt.profiles import load_profile, shipped
+
+    todo = {p.name: p for p in [*(load_profile(n) for n in shipped()), *missing] if p in needs([p])}
+    log.warning(
+        "no latency calibration for %s on this host: measuring MobileNet 1.0 224 now (about 40 s, once per host)",
+        ", ".join(p.name for p in missing),
+    )
+    return calibrate(list(todo.values()), out=path, auto=True)
 
 
 def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:
@@ -55,10 +100,15 @@ def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:
 
 
 def calibrate(
-    profiles: list[DeviceProfile], *, out: str | Path | None = None, seconds: float = 3.0, input_size: int = 224
+    profiles: list[DeviceProfile],
+    *,
+    out: str | Path | None = None,
+    seconds: float = 3.0,
+    input_size: int = 224,
+    auto: bool = False,
 ) -> dict[str, Any]:
     """Measure the reference on this host for every thread count the profiles need; store the factors."""
-    from edgeopt import stages
+    from edgeopt import hostinfo, stages
     from edgeopt.data import Dataset
     from edgeopt.runtimes.isolate import run_task
 
@@ -80,14 +130,14 @@ def calibrate(
         np.zeros(1, np.int64),
         [str(i) for i in range(1000)],
     )
-    ui.info("converting the reference MobileNet 1.0 224 (random weights) to float32 and int8 ...")
+    log.info("converting the reference MobileNet 1.0 224 (random weights) to float32 and int8 ...")
     tfl = {
         "float32": stages.convert(model, ConvertConfig(quantization="float32")).tflite,
         "int8": stages.convert(model, ConvertConfig(quantization="int8", calibration_samples=8), data=fake).tflite,
     }
     host: dict[str, dict[str, Any]] = {"float32": {}, "int8": {}}
     threads = sorted({p.reference.threads for p in usable if p.reference})
-    with ui.task("calibrate (host latency)", len(threads) * 2) as advance:
+    with progress.task("calibrate (host latency)", len(threads) * 2) as advance:
         for precision, content in tfl.items():
             for t in threads:
                 r, _ = run_task("litert_bench", "litert", content, x[:1], threads=t, seconds=seconds, min_runs=20)
@@ -108,7 +158,9 @@ def calibrate(
     result = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "auto": auto,
         "host": {
+            **hostinfo.host(),
             "platform": platform.platform(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import hostinfo
 from edgeopt.artifacts import gzip_size, load_model, save_model, sha256_bytes, sha256_file, sha256_tree, write_json
 from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
 from edgeopt.pipeline import registry
@@ -93,6 +94,7 @@ def run(
     force: bool = False,
     cache_dir: str | Path | None = None,
     on_stage: Callable[[StageEvent], None] | None = None,
+    strict: bool = False,
 ) -> RunReport:
     """Run every step of ``config`` (a ``PipelineConfig``); each step's outputs go to
     ``out_dir/<NN>_<stage>/`` (default ``build/<name>``) and the run ends with ``manifest.json``.
@@ -101,7 +103,8 @@ def run(
     A step whose cache key (its config, the content hashes of its inputs, the seed, the data and the
     versions) matches an entry of ``cache_dir`` (default ``out_dir/.cache``) is loaded instead of run
     and recorded with ``reused: true``; ``force`` runs every step again. ``on_stage`` is called after
-    each step; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run and propagates."""
+    each step; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run and propagates.
+    ``strict``: a gate that could not be evaluated fails the run too (``edgeopt export`` default)."""
     root = Path(out_dir) if out_dir is not None else Path("build") / config.name
     root.mkdir(parents=True, exist_ok=True)
     cache = StageCache(Path(cache_dir) if cache_dir is not None else root / CACHE_DIR)
@@ -202,13 +205,18 @@ def run(
                 )
             )
 
-    manifest = _manifest(config, state, records, reused_names, vers, time.time() - started)
+    manifest = _manifest(config, state, records, reused_names, vers, time.time() - started, strict)
     write_json(manifest_path, manifest)
     report = RunReport(root, _typed(manifest))
     if state.crashed:
         raise RuntimeCrash("runtime crashed: " + "; ".join(state.crashed))
     if state.failed_gates:
         raise GateFailed(f"{len(state.failed_gates)} gate(s) failed: " + "; ".join(state.failed_gates))
+    if strict and state.not_evaluated:
+        raise GateFailed(
+            f"{len(state.not_evaluated)} gate(s) not evaluated (strict: every gate must run): "
+            + "; ".join(state.not_evaluated)
+        )
     return report
 
 
@@ -297,6 +305,7 @@ def _manifest(
     reused: list[str],
     vers: dict[str, str],
     seconds: float,
+    strict: bool,
 ) -> dict[str, Any]:
     root = state.root
     manifest: dict[str, Any] = {
@@ -311,9 +320,12 @@ def _manifest(
         "artifacts": [artifact_record(a, root) for a in state.artifacts],
         "seconds": seconds,
         "reused": reused,
-        "passed": not state.failed_gates and not state.crashed,
+        "passed": not state.failed_gates and not state.crashed and not (strict and state.not_evaluated),
+        "strict": strict,
         "failed_gates": state.failed_gates,
+        "not_evaluated": state.not_evaluated,
         "crashed": state.crashed,
+        "host": hostinfo.host(),
     }
     base: Artifact | None = state.baseline
     if base is not None:

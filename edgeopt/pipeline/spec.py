@@ -24,6 +24,7 @@ from edgeopt.config import (
 )
 from edgeopt.errors import BadInput
 from edgeopt.pipeline import registry
+from edgeopt.search.space import SearchConfig
 
 
 class TeacherConfig(_Config):
@@ -78,6 +79,7 @@ class PipelineConfig(_Config):
     )
     steps: list[Step] = Field(min_length=1)  # type: ignore[valid-type]
     profiles: list[DeviceProfile] = Field(default_factory=list, description="extra device profiles")
+    search: SearchConfig | None = Field(None, description="`edgeopt search`: the space, objectives and constraints")
     on_regression: OnRegression = Field(
         OnRegression.keep_best,
         description="stage guard: what to do when a training stage lowers validation accuracy by more than "

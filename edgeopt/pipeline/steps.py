@@ -58,7 +58,9 @@ class RunState:
     baseline: Artifact | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     failed_gates: list[str] = field(default_factory=list)
+    not_evaluated: list[str] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # loaded (or measured) once per run
 
     @property
     def seed(self) -> int:
@@ -290,10 +292,13 @@ class ValidateStep(Step):
 
         return [load_profile(p, extra=state.config.profiles) for p in self.config.profiles]
 
-    def _calibration(self) -> Any:
+    def _calibration(self, state: RunState) -> Any:
+        """The host's latency calibration; measured now when a profile needs one and none is stored."""
         from edgeopt import calibrate
 
-        return calibrate.load() if self.config.profiles else None
+        if state.calibration is None and self.config.profiles:
+            state.calibration = calibrate.ensure(self._profiles(state)) or {}
+        return state.calibration or None
 
     def key_inputs(self, state: RunState) -> dict[str, Any]:
         from edgeopt.pipeline.hashing import model_hash
@@ -302,14 +307,14 @@ class ValidateStep(Step):
             "tflite": [sha256_bytes(a.tflite) for a in state.validated()],
             "keras": [model_hash(a.keras_model) for a in state.artifacts],
             "profiles": [p.model_dump(mode="json") for p in self._profiles(state)],
-            "calibration": self._calibration(),
+            "calibration": self._calibration(state),
         }
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
 
         profiles = self._profiles(state)
-        calibration = self._calibration()
+        calibration = self._calibration(state)
         results: dict[str, Any] = {}
         seconds = 0.0
         base = state.baseline
@@ -337,9 +342,14 @@ class ValidateStep(Step):
             if g["status"] == "failed"
         ]
         crashed = [f"{name}: {c}" for name, v in results.items() for c in v["crashed"]]
-        return stages.StageResult(
-            self.name, metrics={"artifacts": results, "failed": failed, "crashed": crashed}, seconds=seconds
-        )
+        not_evaluated = [
+            f"{name}: {g['profile']}/{g['gate']} ({g['detail']})"
+            for name, v in results.items()
+            for g in v["gates"]
+            if g["status"] == "not evaluated"
+        ]
+        metrics = {"artifacts": results, "failed": failed, "not_evaluated": not_evaluated, "crashed": crashed}
+        return stages.StageResult(self.name, metrics=metrics, seconds=seconds)
 
     def _applies(self, art: Artifact) -> bool:
         wanted = self.config.profiles_for
@@ -366,6 +376,7 @@ class ValidateStep(Step):
         for art in state.validated():
             art.validation = result.metrics["artifacts"].get(art.name)
         state.failed_gates += result.metrics["failed"]
+        state.not_evaluated += result.metrics.get("not_evaluated", [])
         state.crashed += result.metrics["crashed"]
 
     def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:

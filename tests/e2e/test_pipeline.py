@@ -229,10 +229,11 @@ def test_profile_contents_rerun_validation_only(keyed, tmp_path):
 
 
 def test_calibration_reruns_validation_only(keyed, tmp_path, monkeypatch):
-    from edgeopt import calibrate
+    from edgeopt import calibrate, hostinfo
 
     cal = tmp_path / "calibration.json"
-    cal.write_text(json.dumps({"schema": calibrate.SCHEMA, "profiles": {"pixel4-cpu4": {"int8": {"factor": 2.0}}}}))
+    profiles = {"pixel4-cpu4": {"int8": {"factor": 2.0}}}
+    cal.write_text(json.dumps({"schema": calibrate.SCHEMA, "host": hostinfo.host(), "profiles": profiles}))
     monkeypatch.setenv("EDGEOPT_CALIBRATION", str(cal))
     assert _rerun(keyed, tmp_path) == ALL[:-1]
 
@@ -340,3 +341,23 @@ def test_guard_tolerance_lets_a_small_loss_through(guarded, tmp_path):
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     g = next(s for s in m["stages"] if s["name"] == "prune")["guard"]
     assert not g["regressed"] and g["action"] == "none" and g["tolerance_points"] == 100.0
+
+
+def test_strict_fails_a_gate_that_was_not_evaluated(keyed, tmp_path):
+    """A latency budget on a board without any way to estimate latency: not evaluated. Without
+    strict the run passes and says so; with strict it fails and names the gate."""
+    from edgeopt.errors import GateFailed
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    shutil.copytree(keyed, tmp_path / "k")
+    raw = _small(tmp_path / "k")
+    raw["profiles"][0]["budgets"]["latency_p90_ms"] = 5.0
+    cfg = PipelineConfig.model_validate(raw)
+    report = run(cfg, tmp_path / "k" / "build")
+    m = json.loads((tmp_path / "k" / "build" / "manifest.json").read_text())
+    assert report.passed and m["strict"] is False
+    assert any("my-board/latency_p90_ms" in g for g in m["not_evaluated"])
+    with pytest.raises(GateFailed, match=r"not evaluated \(strict.*my-board/latency_p90_ms"):
+        run(cfg, tmp_path / "k" / "build", strict=True)
+    m = json.loads((tmp_path / "k" / "build" / "manifest.json").read_text())
+    assert m["passed"] is False and m["strict"] is True
