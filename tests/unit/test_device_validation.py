@@ -6,15 +6,21 @@ from __future__ import annotations
 import dataclasses
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 from edgeopt import stages
 from edgeopt._keras import keras, set_seed, tf
 from edgeopt.config import Budget, ConvertConfig, DeviceProfile, ValidateConfig, VelaConfig
-from edgeopt.errors import BadInput
+from edgeopt.errors import BadInput, GateFailed
 from edgeopt.profiles import load_profile, shipped
 from edgeopt.report import junit_xml, markdown
+from edgeopt.runtimes.isolate import ChildFailed, run_task
+from edgeopt.stages._common import predict
 from edgeopt.tflite import inspect
+from edgeopt.validation import Gate, GateStatus, ValidationResult
+
+P, F, N = GateStatus.passed, GateStatus.failed, GateStatus.not_evaluated
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +29,31 @@ def int8(tiny_model, digits) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def measured(int8, tiny_model, digits) -> dict:
+def result(int8, tiny_model, digits) -> ValidationResult:
     """One full validation with MCU and NPU profiles whose budgets are not set: the measured values."""
     probe = [
         DeviceProfile(name="mcu", runtime="tflm"),
         DeviceProfile(name="npu", runtime="tflm", vela=VelaConfig()),
     ]
-    return stages.validate(int8, digits, keras_model=tiny_model, profiles=probe).metrics
+    return stages.validate(int8, digits, keras_model=tiny_model, profiles=probe)
 
 
-def gate(metrics: dict, profile: str, name: str) -> dict:
-    found = [g for g in metrics["gates"] if g["profile"] == profile and g["gate"] == name]
-    assert len(found) == 1, metrics["gates"]
+@pytest.fixture(scope="module")
+def measured(result) -> dict:
+    """The measurements as the JSON dict (what budgets are derived from below)."""
+    return result.to_dict()
+
+
+def gate(r: ValidationResult, profile: str, name: str) -> Gate:
+    found = [g for g in r.gates if g.profile == profile and g.gate == name]
+    assert len(found) == 1, [g.key for g in r.gates]
     return found[0]
 
 
-def run_with(int8, tiny_model, digits, profile: DeviceProfile, calibration=None) -> dict:
+def run_with(int8, tiny_model, digits, profile: DeviceProfile, calibration=None) -> ValidationResult:
     return stages.validate(
         int8, digits, keras_model=tiny_model, profiles=[profile], calibration=calibration, name="tiny"
-    ).metrics
+    )
 
 
 def test_shipped_profiles():
@@ -69,16 +81,32 @@ def test_structure_macs_and_params(int8):
     assert s["inputs"][0]["dtype"] == "int8" and s["custom_ops"] == []
 
 
-def test_measurements(measured):
-    m = measured
-    assert m["accuracy"] > 0.85 and m["agreement"] > 0.95 and m["outputs_finite"]
-    assert m["kernel_cross_check"]["agree"] and m["kernel_cross_check"]["samples"] == 200
-    lat = m["latency"]["1"]
-    assert lat["runs"] >= 50 and 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and "host" in lat["method"]
-    assert 0 < m["tflm"]["arena_bytes"] < 64_000 and m["tflm"]["agree"]
-    v = m["vela"]["ethos-u55-128"]
-    assert v["npu_ops"] >= 1 and v["sram_bytes"] > 0 and v["estimated_ms"] == pytest.approx(v["cycles"] / 500e3)
-    assert m["passed"] and not m["crashed"]
+def test_measurements(result, tiny_model, digits):
+    m = result.measurements
+    keras_acc = float(np.mean(np.argmax(predict(tiny_model, digits.x_test), -1) == digits.y_test))
+    assert m.keras_accuracy == keras_acc and abs(m.accuracy - keras_acc) <= 0.03  # int8 within 3 points
+    assert m.agreement >= 0.95 and m.outputs_finite and m.predicted_classes == 10
+    assert m.kernel_cross_check.agree and m.kernel_cross_check.samples == 200
+    lat = m.latency["1"]
+    assert lat.runs >= 50 and lat.p50_ms <= lat.p90_ms <= lat.p99_ms and "host" in lat.method
+    # the percentiles are of the recorded times (stored rounded to 0.1 microsecond)
+    assert lat.p90_ms == pytest.approx(np.percentile(lat.times_ms, 90), abs=1e-4)
+    assert m.tflm.agree and m.tflm.samples == 100 and m.tflm.vs_litert.top1_agreement >= 0.95
+    v = m.vela["ethos-u55-128"]
+    assert v["cpu_ops"] == 0 and v["estimated_ms"] == pytest.approx(v["cycles"] / 500e3)  # every op on the NPU
+    assert result.passed and not result.crashed and result.failed_gates == [] and result.not_evaluated == []
+    result.raise_for_status(strict=True)
+
+
+def test_tflm_arena_is_the_smallest_that_runs(int8, result, digits):
+    """The arena found runs the model and 16 bytes less does not: TFLite Micro, in a child process,
+    searching with the found size as the limit succeeds, and with 16 bytes less cannot allocate."""
+    arena = result.measurements.tflm.arena_bytes
+    x = digits.x_test[:1]
+    out, _ = run_task("tflm_eval", "tflm", int8, x, arena_limit=arena)
+    assert arena - 16 < out["arena_bytes"] <= arena
+    with pytest.raises(ChildFailed, match="failed to allocate tensors"):
+        run_task("tflm_eval", "tflm", int8, x, arena_limit=arena - 16)
 
 
 @pytest.mark.parametrize(
@@ -97,9 +125,10 @@ def test_budget_gates_pass_above_fail_below(gate_name, make_budget, measured, in
     below = DeviceProfile(
         name="mcu", runtime="tflm", budgets=Budget(**make_budget(m, -16 if "bytes" in gate_name else -1))
     )
-    assert gate(run_with(int8, tiny_model, digits, above), "mcu", gate_name)["status"] == "passed"
+    passed = gate(run_with(int8, tiny_model, digits, above), "mcu", gate_name)
     failed = gate(run_with(int8, tiny_model, digits, below), "mcu", gate_name)
-    assert failed["status"] == "failed" and "budget" in failed["detail"]
+    assert passed.status is P and failed.status is F and "budget" in failed.detail
+    assert passed.measured == failed.measured  # the same measurement judged against two budgets
 
 
 def test_accuracy_drop_gate_on_badly_calibrated_int8(tiny_model, digits):
@@ -107,29 +136,34 @@ def test_accuracy_drop_gate_on_badly_calibrated_int8(tiny_model, digits):
     mode) gives activation ranges too narrow for the test data: accuracy drops."""
     dim = dataclasses.replace(digits, x_train=digits.x_train * 0.1)
     bad = stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=dim).tflite
-    m = stages.validate(bad, digits, keras_model=tiny_model).metrics
-    drop = m["accuracy_drop_vs_keras"] * 100
+    m = stages.validate(bad, digits, keras_model=tiny_model).measurements
+    drop = m.accuracy_drop_vs_keras * 100
     assert drop > 1.0, drop
-    for delta, status in ((0.5, "passed"), (-0.5, "failed")):
+    for delta, status in ((0.5, P), (-0.5, F)):
         p = DeviceProfile(name="p", runtime="litert", budgets=Budget(accuracy_drop_max=drop + delta))
-        assert gate(run_with(bad, tiny_model, digits, p), "p", "accuracy_drop_max")["status"] == status
+        g = gate(run_with(bad, tiny_model, digits, p), "p", "accuracy_drop_max")
+        assert g.status is status and g.measured == pytest.approx(drop)
+        assert g.detail.startswith(f"{drop:.2f} points below the Keras model ({m.keras_accuracy:.4f} -> ")
 
 
 def test_accuracy_gates_need_a_keras_reference(int8, digits):
     p = DeviceProfile(name="p", runtime="litert", budgets=Budget(accuracy_drop_max=1, min_agreement=0.9))
-    m = stages.validate(int8, digits, profiles=[p]).metrics
+    r = stages.validate(int8, digits, profiles=[p])
     for name in ("accuracy_drop_max", "min_agreement"):
-        g = gate(m, "p", name)
-        assert g["status"] == "not evaluated" and "--keras" in g["detail"]
-    assert m["passed"]  # not evaluated is never a failure, and never a pass either
+        g = gate(r, "p", name)
+        assert g.status is N and "--keras" in g.detail
+    assert r.passed  # not evaluated is never a failure, and never a pass either ...
+    with pytest.raises(GateFailed, match="p/accuracy_drop_max not evaluated: .*--keras"):
+        r.raise_for_status(strict=True)  # ... except in strict mode
 
 
 def test_dtype_and_builtin_gates(int8, tiny_model, digits):
     ok = DeviceProfile(name="p", runtime="litert", input_dtype="int8", output_dtype="int8")
     m = run_with(int8, tiny_model, digits, ok)
-    assert gate(m, "p", "input_dtype")["status"] == "passed" and gate(m, "p", "builtin_ops_only")["status"] == "passed"
+    assert gate(m, "p", "input_dtype").status is P and gate(m, "p", "builtin_ops_only").status is P
     bad = DeviceProfile(name="p", runtime="litert", input_dtype="float32")
-    assert gate(run_with(int8, tiny_model, digits, bad), "p", "input_dtype")["status"] == "failed"
+    g = gate(run_with(int8, tiny_model, digits, bad), "p", "input_dtype")
+    assert g.status is F and g.detail == "int8 (required float32)"
 
 
 def test_custom_op_fails_builtin_gate(digits):
@@ -138,19 +172,23 @@ def test_custom_op_fails_builtin_gate(digits):
     conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out))
     conv.allow_custom_ops = True
     content = conv.convert()
-    m = stages.validate(content, digits, profiles=[DeviceProfile(name="p", runtime="litert")]).metrics
+    m = stages.validate(content, digits, profiles=[DeviceProfile(name="p", runtime="litert")])
     g = gate(m, "p", "builtin_ops_only")
-    assert g["status"] == "failed" and "CUSTOM:Erf" in g["detail"]
-    assert gate(m, "p", "outputs_finite")["status"] == "not evaluated"  # LiteRT cannot run the custom op
-    assert not m["passed"]
+    assert g.status is F and "CUSTOM:Erf" in g.detail
+    finite = gate(m, "p", "outputs_finite")
+    assert finite.status is N and finite.detail == m.failures["litert:litert_eval"]  # LiteRT cannot run it
+    assert not m.passed and m.measurements.accuracy is None
 
 
 def test_non_finite_outputs_fail(digits):
     inp = keras.Input((8, 8, 1))
     out = keras.layers.Lambda(lambda t: tf.math.log(t - 1.0))(keras.layers.Flatten()(inp))  # log of negatives: NaN
     content = stages.convert(keras.Model(inp, out), ConvertConfig(quantization="float32")).tflite
-    m = stages.validate(content, digits, profiles=[DeviceProfile(name="p", runtime="litert")]).metrics
-    assert gate(m, "p", "outputs_finite")["status"] == "failed" and not m["passed"]
+    m = stages.validate(content, digits, profiles=[DeviceProfile(name="p", runtime="litert")])
+    assert gate(m, "p", "outputs_finite").status is F and not m.passed
+    with pytest.raises(GateFailed, match="p/outputs_finite") as e:
+        m.raise_for_status()
+    assert e.value.exit_code == 1
 
 
 def test_kernel_cross_check_and_tflm_agreement_fail_on_disagreeing_kernels(digits):
@@ -160,26 +198,29 @@ def test_kernel_cross_check_and_tflm_agreement_fail_on_disagreeing_kernels(digit
     layers = [keras.layers.InputLayer((8, 8, 1)), keras.layers.Flatten()]
     layers += [keras.layers.Dense(n, activation="swish") for n in (64, 64, 10)]
     content = stages.convert(keras.Sequential(layers), ConvertConfig(quantization="int8"), data=digits).tflite
-    r = stages.validate(content, digits, profiles=[DeviceProfile(name="mcu", runtime="tflm")]).metrics
-    assert r["kernel_cross_check"]["compared"] == "output" and r["kernel_cross_check"]["max_diff"] > 1
-    assert gate(r, "mcu", "kernel_cross_check")["status"] == "failed"
-    assert gate(r, "mcu", "tflm_agreement")["status"] == "failed"
-    assert not r["passed"]
+    r = stages.validate(content, digits, profiles=[DeviceProfile(name="mcu", runtime="tflm")])
+    c = r.measurements.kernel_cross_check
+    assert c.compared == "output" and c.max_diff >= 2
+    g = gate(r, "mcu", "kernel_cross_check")
+    assert g.status is F and g.measured == c.max_diff
+    assert g.detail.startswith(f"max difference {c.max_diff:.0f} steps in the output over 200 inputs (allowed: 1 step)")
+    assert gate(r, "mcu", "tflm_agreement").status is F
+    assert not r.passed
     # a release that accepts two steps says so, and the same model then passes
     wider = ValidateConfig(max_step_diff=2)
-    r2 = stages.validate(content, digits, wider, profiles=[DeviceProfile(name="mcu", runtime="tflm")]).metrics
+    r2 = stages.validate(content, digits, wider, profiles=[DeviceProfile(name="mcu", runtime="tflm")])
     g = gate(r2, "mcu", "kernel_cross_check")
-    assert g["status"] == "passed" and "allowed: 2 steps" in g["detail"]
+    assert g.status is P and "allowed: 2 steps" in g.detail
 
 
-def test_softmax_models_are_cross_checked_on_their_logits(measured):
-    c = measured["kernel_cross_check"]
-    assert c["compared"].startswith("logits") and "logits_max_diff" in c and c["agree"]
+def test_softmax_models_are_cross_checked_on_their_logits(result):
+    c = result.measurements.kernel_cross_check
+    assert c.compared.startswith("logits") and c.logits_max_diff == c.max_diff <= 1 and c.agree
 
 
 def test_vela_gates(measured, int8, tiny_model, digits):
     v = measured["vela"]["ethos-u55-128"]
-    for delta, status in ((1, "passed"), (-1, "failed")):
+    for delta, status in ((1, P), (-1, F)):
         p = DeviceProfile(
             name="npu",
             runtime="tflm",
@@ -187,22 +228,23 @@ def test_vela_gates(measured, int8, tiny_model, digits):
             vela=VelaConfig(sram_bytes=v["sram_bytes"] + delta),
         )
         m = run_with(int8, tiny_model, digits, p)
-        assert gate(m, "npu", "npu_sram_bytes")["status"] == status
+        sram = gate(m, "npu", "npu_sram_bytes")
+        assert sram.status is status and sram.measured == v["sram_bytes"]
         lat = gate(m, "npu", "latency_p90_ms")
-        assert lat["status"] == status and "Vela cycle estimate" in lat["detail"]
-        assert gate(m, "npu", "vela_compile")["status"] == "passed"
+        assert lat.status is status and lat.measured == v["estimated_ms"] and lat.method == v["method"]
+        assert gate(m, "npu", "vela_compile").status is P
 
 
 def test_mcu_latency_without_reference_is_not_evaluated(int8, tiny_model, digits):
     p = DeviceProfile(name="m7", runtime="tflm", budgets=Budget(latency_p90_ms=1))
     g = gate(run_with(int8, tiny_model, digits, p), "m7", "latency_p90_ms")
-    assert g["status"] == "not evaluated" and "no published reference" in g["detail"]
+    assert g.status is N and "no published reference" in g.detail
 
 
 def test_latency_without_calibration_is_not_evaluated(int8, tiny_model, digits):
     p = load_profile("pixel2-cpu1")
     g = gate(run_with(int8, tiny_model, digits, p, calibration=None), "pixel2-cpu1", "latency_p90_ms")
-    assert g["status"] == "not evaluated" and "edgeopt calibrate" in g["detail"]
+    assert g.status is N and "edgeopt calibrate" in g.detail
 
 
 def test_calibrated_latency_gate(int8, tiny_model, digits, tmp_path):
@@ -211,26 +253,30 @@ def test_calibrated_latency_gate(int8, tiny_model, digits, tmp_path):
 
     phone = load_profile("pixel2-cpu1")
     cal = calibrate.calibrate([phone], out=tmp_path / "cal.json", seconds=0.5, input_size=64)
-    assert calibrate.load(tmp_path / "cal.json")["profiles"]["pixel2-cpu1"]["int8"]["factor"] > 0
-    factor = cal["profiles"]["pixel2-cpu1"]["int8"]["factor"]
+    entry = calibrate.load(tmp_path / "cal.json")["profiles"]["pixel2-cpu1"]["int8"]
+    assert entry == cal["profiles"]["pixel2-cpu1"]["int8"]
+    assert entry["device_ms"] == 65.4 and entry["host_p50_ms"] == cal["host_latency"]["int8"]["1"]["p50_ms"]
+    assert entry["factor"] == entry["device_ms"] / entry["host_p50_ms"]
+    factor = entry["factor"]
     first = run_with(int8, tiny_model, digits, phone, calibration=cal)
-    est = first["latency"]["1"]["p90_ms"] * factor
+    est = first.measurements.latency["1"].p90_ms * factor
     g = gate(first, "pixel2-cpu1", "latency_p90_ms")
-    assert "estimate" in g["detail"] and "65.4 ms on device" in g["detail"]
+    assert g.measured == pytest.approx(est) and "estimate" in g.detail and "65.4 ms on device" in g.detail
     # budgets 10x above / below that estimate: host timings of a 10-microsecond model jitter a lot
     # between runs on a busy 2-core machine, the decision must not
-    for mult, status in ((10.0, "passed"), (0.1, "failed")):
+    for mult, status in ((10.0, P), (0.1, F)):
         p = phone.model_copy(update={"budgets": Budget(latency_p90_ms=est * mult)})
         assert (
-            gate(run_with(int8, tiny_model, digits, p, calibration=cal), "pixel2-cpu1", "latency_p90_ms")["status"]
-            == status
+            gate(run_with(int8, tiny_model, digits, p, calibration=cal), "pixel2-cpu1", "latency_p90_ms").status
+            is status
         )
 
 
-def test_reports(measured):
-    xml = junit_xml([measured])
-    root = ET.fromstring(xml)
-    cases = root.findall(".//testcase")
-    assert len(cases) == len(measured["gates"]) and root.find("testsuite").get("failures") == "0"
-    md = markdown([measured])
-    assert "| profile | gate | result | detail |" in md and "host latency" in md
+def test_reports(result, measured):
+    for given in (result, measured):  # the record or its dict
+        root = ET.fromstring(junit_xml([given]))
+        cases = root.findall(".//testcase")
+        assert len(cases) == len(result.gates) == 11 and root.find("testsuite").get("failures") == "0"
+        md = markdown([given])
+        assert "| profile | gate | result | detail |" in md and md.count("✅ passed") == 11
+        assert f"p50 {result.measurements.latency['1'].p50_ms:.4g} ms" in md
