@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
 
-from edgeopt.ui import captured_stderr  # noqa: E402
+from edgeopt.progress import captured_stderr  # noqa: E402
 
 # Importing TensorFlow prints absl/CUDA-stub lines to fd 2 before any log level applies; hide them
 # unless the import fails.

@@ -9,15 +9,18 @@ full test split through LiteRT, LiteRT p50 latency at 1 thread on this host.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt import stages, ui
+from edgeopt import stages
 from edgeopt.artifacts import write_bytes, write_json
 from edgeopt.config import ConvertConfig, PruneConfig, ValidateConfig, load_pipeline
 from edgeopt.data import load_dataset
 from edgeopt.errors import GateFailed
+
+log = logging.getLogger(__name__)
 
 # The targets of the compression issue (Deep Compression's 39-40x, kept honest by a real interpreter).
 TARGETS = {"gzip_ratio_min": 40.0, "accuracy_drop_max_points": 1.0, "speedup_min": 3.0}
@@ -84,7 +87,7 @@ def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | 
     try:
         run_pipeline(cfg, root)
     except GateFailed as e:  # the table is still worth having; the gates are in the manifest
-        ui.info(f"[yellow]the pipeline's validation gates failed:[/] {e}")
+        log.warning("the pipeline's validation gates failed: %s", e)
     manifest = json.loads((root / "manifest.json").read_text())
     art = next(a for a in manifest["artifacts"] if a["quantization"] == "int8")
     content = (root / art["path"]).read_bytes()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import ui
+from edgeopt import progress
 from edgeopt.data import Dataset
 
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -124,8 +124,9 @@ def fit(
     y_va = data.y_val if y_val is None else y_val
     steps = math.ceil(len(data.x_train) / batch_size)
     cbs = list(callbacks or [])
-    if not ui.is_quiet():
-        cbs.append(ui.keras_progress(description, epochs, steps))
+    bar = progress.keras_callback(description, epochs, steps)  # None when nobody draws progress
+    if bar is not None:
+        cbs.append(bar)
     hist = model.fit(
         data.x_train,
         y_tr,

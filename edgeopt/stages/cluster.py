@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from edgeopt._keras import set_seed, tfmot
 from edgeopt.config import ClusterConfig, ClusterInit
 from edgeopt.data import Dataset
+from edgeopt.progress import Timer
 from edgeopt.stages._common import (
     StageResult,
     accuracy,
@@ -18,7 +20,8 @@ from edgeopt.stages._common import (
     require_layer_graph,
     wrap_layers,
 )
-from edgeopt.ui import Timer, info
+
+log = logging.getLogger(__name__)
 
 _INIT = {
     ClusterInit.kmeans_plus_plus: "KMEANS_PLUS_PLUS",
@@ -91,7 +94,7 @@ def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, s
         "seed": seed,
     }
     if not applied:
-        info("[yellow]warning:[/] no layer was clustered")
+        log.warning("no layer was clustered")
     return StageResult("cluster", metrics=metrics, model=stripped, seconds=t.seconds)
 
 

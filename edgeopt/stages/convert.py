@@ -11,8 +11,8 @@ from edgeopt.artifacts import gzip_size, sha256_bytes
 from edgeopt.config import ConvertConfig, IOType, Quantization
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
+from edgeopt.progress import Timer, captured_stderr
 from edgeopt.stages._common import StageResult, count_params
-from edgeopt.ui import Timer, captured_stderr
 
 _IO_DTYPES = {IOType.int8: "int8", IOType.uint8: "uint8", IOType.int16: "int16", IOType.float32: "float32"}
 

@@ -15,6 +15,7 @@ from edgeopt.artifacts import load_model
 from edgeopt.config import DistillConfig
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
+from edgeopt.progress import Timer
 from edgeopt.stages._common import (
     StageResult,
     accuracy,
@@ -25,7 +26,6 @@ from edgeopt.stages._common import (
     predict,
     require_layer_graph,
 )
-from edgeopt.ui import Timer
 
 
 def build_student(teacher: Any, data: Dataset, config: DistillConfig, *, unsafe: bool = False) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from edgeopt._keras import set_seed, tfmot
 from edgeopt.config import PruneConfig, Schedule
 from edgeopt.data import Dataset
+from edgeopt.progress import Timer
 from edgeopt.stages._common import (
     StageResult,
     accuracy,
@@ -19,7 +21,8 @@ from edgeopt.stages._common import (
     steps_per_epoch,
     wrap_layers,
 )
-from edgeopt.ui import Timer, info
+
+log = logging.getLogger(__name__)
 
 # Below this many weights a kernel is left dense: pruning it saves nothing and costs accuracy.
 MIN_PRUNABLE_WEIGHTS = 64
@@ -40,7 +43,7 @@ def resolve_schedule(config: PruneConfig, steps: int) -> dict[str, int | float]:
     if (end - begin) % freq:
         end = begin + max(1, (end - begin) // freq) * freq
     if end > steps:
-        info(f"[yellow]warning:[/] pruning ends at step {end} but training has only {steps} steps")
+        log.warning("pruning ends at step %d but training has only %d steps", end, steps)
     return {"begin_step": begin, "end_step": end, "frequency": freq, "total_steps": steps}
 
 
@@ -119,9 +122,9 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
         "seed": seed,
     }
     if not applied:
-        info("[yellow]warning:[/] no layer was pruned")
+        log.warning("no layer was pruned")
     elif not metrics["target_met"]:
-        info(f"[yellow]warning:[/] sparsity reached {overall:.3f}, target {target:.3f}")
+        log.warning("sparsity reached %.3f, target %.3f", overall, target)
     return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)
 
 

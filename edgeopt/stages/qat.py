@@ -17,8 +17,8 @@ from edgeopt._keras import set_seed, tfmot
 from edgeopt.config import QATConfig, QATPreserve
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
+from edgeopt.progress import Timer
 from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels
-from edgeopt.ui import Timer
 
 # A kernel with at most this many distinct values counts as clustered.
 CLUSTERED_MAX_DISTINCT = 256

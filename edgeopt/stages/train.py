@@ -6,8 +6,8 @@ from edgeopt import zoo
 from edgeopt._keras import set_seed
 from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
+from edgeopt.progress import Timer
 from edgeopt.stages._common import StageResult, accuracy, count_params, fit
-from edgeopt.ui import Timer
 
 
 def train(data: Dataset, config: TrainConfig | None = None, *, seed: int = 0) -> StageResult:

@@ -1,0 +1,171 @@
+"""The commands around a .tflite: convert, validate, inspect, and calibrate (latency factors)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeopt.cli import render
+from edgeopt.cli.errors import command
+from edgeopt.cli.options import (
+    DataOpt,
+    MaxTestOpt,
+    QuietOpt,
+    SeedOpt,
+    UnsafeOpt,
+    build_config,
+    check_out,
+    load_data,
+    opt,
+    read_tflite,
+    write_stage_output,
+)
+from edgeopt.config import ConvertConfig, IOType, Quantization, ValidateConfig
+
+
+@command
+def convert(
+    model: Annotated[Path, typer.Argument(help="input model (.keras, .h5 or a SavedModel folder)")],
+    out: Annotated[Path, typer.Option(help="output .tflite")],
+    quantization: Annotated[Quantization, opt(ConvertConfig, "quantization", config_default=False)] = Quantization.int8,
+    data: Annotated[str | None, typer.Option(help="calibration data for int8/int16x8")] = None,
+    calibration_samples: Annotated[int | None, opt(ConvertConfig, "calibration_samples")] = None,
+    io_type: Annotated[IOType | None, opt(ConvertConfig, "io_type")] = None,
+    allow_float_fallback: Annotated[bool, opt(ConvertConfig, "allow_float_fallback")] = False,
+    seed: SeedOpt = 0,
+    unsafe: UnsafeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert to .tflite with post-training quantization."""
+    from edgeopt import stages
+    from edgeopt.artifacts import load_inference_model
+
+    check_out(out, (".tflite",))
+    cfg = build_config(ConvertConfig, locals())
+    m = load_inference_model(model, unsafe=unsafe)
+    ds = load_data(data, seed) if data else None
+    result = stages.convert(m, cfg, data=ds, seed=seed)
+    write_stage_output(result, out)
+    io = result.metrics["inputs"][0]
+    render.metrics_table("convert", result.metrics, ["quantization", "bytes", "gzip_bytes", "op_counts"], out)
+    render.info(f"input {io['dtype']} {io['shape']} scale={io['scale']:.6g} zero_point={io['zero_point']}")
+
+
+@command
+def validate(
+    model: Annotated[Path, typer.Argument(help="the .tflite to check")],
+    data: DataOpt = "fashion_mnist",
+    keras: Annotated[
+        Path | None, typer.Option("--keras", help="Keras reference model (or SavedModel folder) for agreement")
+    ] = None,
+    profile: Annotated[list[str] | None, opt(ValidateConfig, "profiles", "--profile")] = None,
+    min_accuracy: Annotated[float | None, opt(ValidateConfig, "min_accuracy")] = None,
+    max_samples: Annotated[int | None, opt(ValidateConfig, "max_samples")] = None,
+    latency: Annotated[bool, opt(ValidateConfig, "latency")] = True,
+    cross_check: Annotated[bool, opt(ValidateConfig, "cross_check")] = True,
+    max_step_diff: Annotated[int | None, opt(ValidateConfig, "max_step_diff")] = None,
+    timeout: Annotated[float | None, opt(ValidateConfig, "timeout_s", "--timeout")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="calibration file (default: edgeopt calibrate's)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML: one testcase per gate and profile")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="write a Markdown summary")] = None,
+    seed: SeedOpt = 0,
+    max_test: MaxTestOpt = None,
+    unsafe: UnsafeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check a .tflite: structure, accuracy in LiteRT, kernel cross-check, latency, device budgets.
+
+    Exit 0 when every gate of every profile passed, 1 when one failed, 2 for bad input, 3 when a runtime crashed.
+    """
+    from edgeopt import calibrate as cal
+    from edgeopt import report, stages
+    from edgeopt.artifacts import load_inference_model
+    from edgeopt.profiles import load_profile
+
+    cfg = build_config(ValidateConfig, locals())
+    profiles = [load_profile(p) for p in cfg.profiles]
+    content = read_tflite(model)
+    ref = load_inference_model(keras, unsafe=unsafe) if keras else None
+    ds = load_data(data, seed, max_test=max_test)
+    result = stages.validate(
+        content, ds, cfg, keras_model=ref, profiles=profiles, calibration=cal.load(calibration), name=model.name
+    )
+    m = {"path": str(model), "seconds": result.seconds, **validation_dict(result)}
+    if json_out:
+        report.write_json_report(json_out, [m])
+    if junit:
+        report.write_junit(junit, [m])
+    if markdown:
+        report.write_markdown(markdown, [m])
+    render.validation(m)
+    raise_for_status(result, m)
+
+
+def validation_dict(result: Any) -> dict[str, Any]:
+    """What ``stages.validate`` returned, as the JSON dict reports take: a typed ``ValidationResult``
+    (``to_dict``) or the older ``StageResult`` (``metrics``)."""
+    to_dict = getattr(result, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else dict(result.metrics)
+
+
+def raise_for_status(result: Any, m: dict[str, Any]) -> None:
+    """RuntimeCrash (exit 3) when a runtime crashed, GateFailed (exit 1) when a gate failed."""
+    if callable(getattr(result, "raise_for_status", None)):
+        result.raise_for_status()
+        return
+    from edgeopt.errors import GateFailed, RuntimeCrash
+
+    if m["crashed"]:
+        raise RuntimeCrash("runtime crashed: " + "; ".join(m["crashed"]))
+    if not m["passed"]:
+        failed = [f"{g['profile']}/{g['gate']}" for g in m["gates"] if g["status"] == "failed"]
+        raise GateFailed(f"{len(failed)} gate(s) failed: " + (", ".join(failed) or "non-finite outputs"))
+
+
+@command
+def calibrate(
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", help="profiles to calibrate (default: every shipped phone profile)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="where to store the factors (default ~/.cache/edgeopt/)")] = None,
+    seconds: Annotated[float, typer.Option(help="timed seconds per measurement")] = 3.0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure MobileNet 1.0 224 on this host and store host-to-device latency factors per profile."""
+    from edgeopt import calibrate as cal
+    from edgeopt.profiles import load_profile, shipped
+
+    profiles = [load_profile(p) for p in (profile or shipped())]
+    render.calibration(cal.calibrate(profiles, out=out, seconds=seconds))
+
+
+@command
+def inspect(
+    model: Annotated[Path, typer.Argument(help=".tflite file (any, not only edgeopt's)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """What is inside a .tflite: sizes, sha256, ops, MACs, parameters, inputs/outputs, embedded edgeopt manifest."""
+    from edgeopt import metadata
+    from edgeopt.tflite import inspect as inspect_tflite
+
+    content = read_tflite(model)
+    info = inspect_tflite(content, str(model))
+    entries = metadata.read_all(content)
+    emb = entries.get(metadata.MANIFEST_ENTRY)
+    out = {
+        "path": str(model),
+        **{k: v for k, v in info.items() if k not in ("macs_per_op", "logits")},
+        "metadata_entries": {k: len(v) for k, v in entries.items()},
+        "edgeopt_manifest": json.loads(emb.decode()) if emb is not None else None,
+    }
+    if as_json:  # the one command that writes to stdout
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    render.set_quiet(False)  # inspect's output is its tables
+    render.tflite_info(model, info, out["metadata_entries"], out["edgeopt_manifest"])

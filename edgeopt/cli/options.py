@@ -1,0 +1,116 @@
+"""Options shared by several commands, and the bridge from a command's parameters to a stage config.
+
+A flag that fills a config field takes its help from that field's ``description`` (``opt``), so it is
+documented once, in ``edgeopt/config.py``, for the CLI, the pipeline files and the library alike.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
+
+from edgeopt.config import DataConfig, format_validation_error
+from edgeopt.errors import BadInput
+
+# Options whose name differs from the config field they fill (a repeatable --skip-layer fills skip_layers).
+OPTION_FIELDS = {"skip_layer": "skip_layers", "profile": "profiles", "timeout": "timeout_s"}
+
+
+def field_help(cls: type[BaseModel], name: str, *, config_default: bool = True) -> str:
+    """The field's ``description``, and (``config_default``) the config's default when it has one worth
+    showing: the flags that fill a config default to None, so Typer has no default of its own to show.
+
+    A subclass that overrides a field (``PruneConfig.epochs``) inherits the description of the base
+    class's field of that name, so common training fields are described once in ``_Training``.
+    """
+    description = ""
+    for klass in cls.__mro__:
+        fields = getattr(klass, "model_fields", None) or {}
+        if name in fields and fields[name].description:
+            description = fields[name].description
+            break
+    field = cls.model_fields[name]
+    default = field.default
+    if not config_default or default in (PydanticUndefined, None) or field.default_factory is not None:
+        return description
+    shown = default.value if isinstance(default, Enum) else default
+    if isinstance(shown, bool):  # Typer shows a boolean flag's own default
+        return description
+    return f"{description} (default: {shown})" if description else f"default: {shown}"
+
+
+def opt(cls: type[BaseModel], name: str, *param_decls: str, config_default: bool = True, **kwargs: Any) -> Any:
+    """``typer.Option`` for the flag that fills ``cls.<name>``, with the field's description as help.
+    ``config_default=False`` for a flag with a default of its own (Typer shows that one)."""
+    return typer.Option(*param_decls, help=field_help(cls, name, config_default=config_default), **kwargs)
+
+
+DataOpt = Annotated[str, opt(DataConfig, "name", "--data", config_default=False)]
+SeedOpt = Annotated[int, opt(DataConfig, "seed", config_default=False)]
+MaxTrainOpt = Annotated[int | None, opt(DataConfig, "max_train")]
+MaxTestOpt = Annotated[int | None, opt(DataConfig, "max_test")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, log lines or summary tables")]
+UnsafeOpt = Annotated[
+    bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
+]
+ModelArg = Annotated[Path, typer.Argument(help="input model (.keras or .h5; Keras 3 files are translated)")]
+
+
+def build_config(cls: type[BaseModel], flags: dict[str, Any]) -> Any:
+    """Let pydantic build a config from a command's parameters (``locals()``): every one that names a
+    field of ``cls`` and was given, so no option is copied into a config by hand. A value out of range
+    is BadInput naming the flag."""
+    values = {}
+    for name, value in flags.items():
+        field = OPTION_FIELDS.get(name, name)
+        if field in cls.model_fields and value is not None:
+            values[field] = value
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        names = {f: o for o, f in OPTION_FIELDS.items()}
+        raise BadInput(
+            format_validation_error(e, "options", flags=True, flag_names=names).replace("options: ", "")
+        ) from None
+
+
+def load_data(name: str, seed: int, max_train: int | None = None, max_test: int | None = None) -> Any:
+    """The dataset a command's --data/--seed/--max-train/--max-test name."""
+    from edgeopt.data import load_dataset
+
+    flags = {"name": name, "seed": seed, "max_train": max_train, "max_test": max_test}
+    return load_dataset(build_config(DataConfig, flags))
+
+
+def check_out(out: Path, suffixes: tuple[str, ...]) -> None:
+    """Refuse an --out path of the wrong kind before any work is done."""
+    if out.suffix not in suffixes:
+        raise BadInput(f"--out {out}: must end in {' or '.join(suffixes)}")
+
+
+def write_stage_output(result: Any, out: Path) -> None:
+    """A stage's model or .tflite at ``out`` and its metrics next to it (``OUT.json``)."""
+    from edgeopt.artifacts import metrics_path, save_model, write_bytes, write_json
+
+    if result.tflite is not None:
+        write_bytes(out, result.tflite)
+    else:
+        save_model(result.model, out)
+    write_json(metrics_path(out), {"stage": result.stage, "seconds": result.seconds, **result.metrics})
+
+
+def read_tflite(path: Path) -> bytes:
+    """A .tflite's bytes, refusing a missing, empty or non-TFLite file with one line."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    content = path.read_bytes()
+    if not content:
+        raise BadInput(f"{path}: empty file")
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise BadInput(f"{path}: not a TFLite model (the flatbuffer identifier TFL3 is missing)")
+    return content

@@ -1,0 +1,86 @@
+"""The commands that run a pipeline file (run, export, bench) and the data command."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeopt.cli import render
+from edgeopt.cli.errors import command
+from edgeopt.cli.options import QuietOpt, load_data
+
+PipelineArg = Annotated[Path, typer.Argument(help="pipeline file (YAML)")]
+
+
+def with_stage_summaries(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` plus ``on_stage=render.stage_summary`` when ``fn`` takes it (the pipeline runner does;
+    an older one, or a wrapper that does not pass it on yet, runs without per-stage tables)."""
+    if "on_stage" in inspect.signature(fn).parameters:
+        kwargs["on_stage"] = render.stage_summary
+    return kwargs
+
+
+@command
+def run(
+    pipeline: PipelineArg,
+    out: Annotated[Path | None, typer.Option(help="output folder (default build/<pipeline name>)")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a pipeline file: every stage, then manifest.json."""
+    from edgeopt.config import load_pipeline
+    from edgeopt.pipeline import run as run_pipeline
+
+    cfg = load_pipeline(pipeline)
+    report = run_pipeline(cfg, out, **with_stage_summaries(run_pipeline))
+    render.run(render.as_dict(report.manifest), report.out_dir)
+
+
+@command
+def export(
+    pipeline: PipelineArg,
+    out: Annotated[Path | None, typer.Option(help="bundle folder (default dist/<pipeline name>)")] = None,
+    build: Annotated[Path | None, typer.Option(help="stage outputs and cache (default build/<pipeline name>)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="run every stage again instead of reusing cached ones")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a pipeline and write a release bundle: Android assets, MCU C sources, manifest, model card, report."""
+    from edgeopt.config import load_pipeline
+    from edgeopt.export import export as export_bundle
+
+    cfg = load_pipeline(pipeline)
+    result = export_bundle(cfg, out, **with_stage_summaries(export_bundle, build_dir=build, force=force))
+    render.bundle(result)
+
+
+@command
+def bench(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file")] = Path("pipelines/fashion_mnist.yaml"),
+    out: Annotated[Path, typer.Option(help="where results.md and results.json go")] = Path("bench"),
+    quiet: QuietOpt = False,
+) -> None:
+    """The pipeline vs the float32 teacher, int8 PTQ and the tfmot pruning tutorial, in one table."""
+    from edgeopt.bench import run_bench
+
+    run_bench(pipeline, out)
+    render.text_file(out / "results.md")
+
+
+@command
+def data(
+    name: Annotated[str, typer.Argument(help="fashion_mnist, digits, npz:PATH or image_dir:PATH")] = "fashion_mnist",
+    fetch: Annotated[bool, typer.Option(help="get Fashion-MNIST when it is missing (apt or Keras download)")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show where a dataset comes from and its split sizes; --fetch gets Fashion-MNIST if missing."""
+    from edgeopt.data import fetch_fashion_mnist
+
+    if fetch and name == "fashion_mnist":
+        fetch_fashion_mnist()  # logs what it tries through the library logger
+    ds = load_data(name, 0)
+    render.table(f"dataset {name}", list(ds.summary().items()))
