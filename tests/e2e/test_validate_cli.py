@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from edgeopt.cli import app
+from edgeopt.stages._common import predict
+from edgeopt.validation import GateStatus, ValidationResult
 
 runner = CliRunner()
 
@@ -56,12 +59,16 @@ def test_all_gates_pass_exit_0_and_reports(files, tmp_path):
     report = json.loads(j.read_text())
     assert report["schema"] == "edgeopt.validation-report/1" and report["passed"] is True
     m = report["models"][0]
-    assert m["schema"] == "edgeopt.validation/1"
-    profiles = {g["profile"] for g in m["gates"]}
-    assert profiles == {"my-mcu", "ethos-u55-128"}
+    assert m["schema"] == "edgeopt.validation/1" and m["path"] == str(files["model"])
+    v = ValidationResult.from_dict(m)
+    assert v.passed and v.model == "tiny_int8.tflite" and v.failed_gates == [] and v.crashed == []
+    assert {g.profile for g in v.gates} == {"my-mcu", "ethos-u55-128"}
+    arena = v.gate("my-mcu", "arena_bytes")
+    assert arena.status is GateStatus.passed and arena.measured == v.measurements.tflm.arena_bytes
+    assert arena.detail == f"{arena.measured:,} bytes of tensor arena (budget <= 100,000 bytes)"
     cases = ET.parse(x).getroot().findall(".//testcase")
-    assert len(cases) == len(m["gates"]) and all(c.find("failure") is None for c in cases)
-    assert "ethos-u55-128" in md.read_text() and "passed" in md.read_text()
+    assert len(cases) == len(v.gates) and all(c.find("failure") is None for c in cases)
+    assert "ethos-u55-128" in md.read_text() and "## tiny_int8.tflite: passed" in md.read_text()
 
 
 def test_failed_budget_exit_1_and_junit_failure(files, tmp_path):
@@ -72,23 +79,29 @@ def test_failed_budget_exit_1_and_junit_failure(files, tmp_path):
     assert r.exit_code == 1 and "tight/arena_bytes" in r.output
     failures = [c for c in ET.parse(x).getroot().iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failures] == ["arena_bytes"]
+    assert failures[0].find("failure").get("message").endswith("bytes of tensor arena (budget <= 64 bytes)")
 
 
 @pytest.mark.parametrize("task", ["litert_eval", "tflm_eval"])
-def test_runtime_crash_is_exit_3_and_other_checks_go_on(task, files, tmp_path, monkeypatch):
+def test_runtime_crash_is_exit_3_and_other_checks_go_on(task, files, tmp_path, monkeypatch, tiny_model, digits):
     monkeypatch.setenv("EDGEOPT_WORKER_CRASH", task)  # the child kills itself with SIGSEGV
     j = tmp_path / "v.json"
     r = invoke("validate", files["model"], "--data", "digits", "--profile", files["mcu"], "--json", j)
     assert r.exit_code == 3, r.output
     assert "SIGSEGV" in r.output
-    m = json.loads(j.read_text())["models"][0]
+    v = ValidationResult.from_dict(json.loads(j.read_text())["models"][0])
     runtime = "litert" if task == "litert_eval" else "tflm"
-    assert any(f"{runtime} crashed: killed by SIGSEGV" in c for c in m["crashed"])
-    assert m["latency"]["1"]["runs"] >= 50  # the latency check still ran
-    if task == "tflm_eval":
-        assert m["accuracy"] > 0.85  # and so did LiteRT
-        g = next(g for g in m["gates"] if g["gate"] == "tflm_runs")
-        assert g["status"] == "failed" and "SIGSEGV" in g["detail"]
+    assert not v.passed and [c.split(":")[0] for c in v.crashed] == [f"{runtime} crashed"]
+    assert "killed by SIGSEGV" in v.crashed[0]
+    assert v.measurements.latency["1"].runs >= 50  # the latency check still ran
+    if task == "tflm_eval":  # and so did LiteRT: int8 within 3 points of the Keras model
+        keras_acc = float(np.mean(np.argmax(predict(tiny_model, digits.x_test), -1) == digits.y_test))
+        assert abs(v.measurements.accuracy - keras_acc) <= 0.03
+        g = v.gate("my-mcu", "tflm_runs")
+        assert g.status is GateStatus.failed and "SIGSEGV" in g.detail
+        assert v.gate("my-mcu", "arena_bytes").status is GateStatus.not_evaluated
+    else:  # no LiteRT outputs: nothing to judge accuracy or finiteness on
+        assert v.measurements.accuracy is None and v.gate("my-mcu", "outputs_finite").status is GateStatus.not_evaluated
 
 
 def _corrupt(tmp_path, real: bytes) -> dict[str, bytes]:
