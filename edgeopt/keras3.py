@@ -23,6 +23,46 @@ TOLERANCE = 1e-5
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
 # Layers that carry Python code in the file: loading them runs that code.
 CODE_LAYERS = ("Lambda",)
+# Keras 3 operations (``x + 3.0``, ``keras.ops.maximum(x, 0.5)``: config entries whose module is
+# ``keras.src.ops.*``) -> the TensorFlow function tf-keras' TFOpLambda layer calls (what tf-keras itself
+# records for the same expression) and the names of that function's parameters, in Keras 3's order.
+# Keras 3 passes constants positionally (``args: [tensor, 3.0]``); tf-keras takes the first argument
+# as the layer input and the others as keywords.
+_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Add": ("math.add", ("x", "y")),
+    "Subtract": ("math.subtract", ("x", "y")),
+    "Multiply": ("math.multiply", ("x", "y")),
+    "Divide": ("math.truediv", ("x", "y")),
+    "TrueDivide": ("math.truediv", ("x", "y")),
+    "Maximum": ("math.maximum", ("x", "y")),
+    "Minimum": ("math.minimum", ("x", "y")),
+    "Power": ("math.pow", ("x", "y")),
+    "Negative": ("math.negative", ("x",)),
+    "Absolute": ("math.abs", ("x",)),
+    "Abs": ("math.abs", ("x",)),
+    "Sqrt": ("math.sqrt", ("x",)),
+    "Square": ("math.square", ("x",)),
+    "Exp": ("math.exp", ("x",)),
+    "Log": ("math.log", ("x",)),
+    "Tanh": ("math.tanh", ("x",)),
+    "Sigmoid": ("math.sigmoid", ("x",)),
+    "Relu": ("nn.relu", ("features",)),
+    "Relu6": ("nn.relu6", ("features",)),
+}
+# Keras 3 activations tf-keras lacks (or, for hard_sigmoid, defines differently: 0.2x + 0.5), as the
+# chain of TensorFlow ops Keras 3's TensorFlow backend runs for them, so outputs match bit for bit.
+# A step is (function, first argument, y): "in" is the activation's input, "prev" the previous step.
+_HARD_SIGMOID = [("math.add", "in", 3.0), ("nn.relu6", "prev", None), ("math.truediv", "prev", 6.0)]
+_HARD_SILU = [*_HARD_SIGMOID, ("math.multiply", "in", "prev")]
+_ACTIVATION_CHAINS: dict[str, list[tuple[str, str, Any]]] = {
+    "hard_sigmoid": _HARD_SIGMOID,
+    "hard_silu": _HARD_SILU,
+    "hard_swish": _HARD_SILU,
+    "relu6": [("nn.relu6", "in", None)],
+}
+_OP_CHAINS = {"HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu", "HardSwish": "hard_silu", "Relu6": "relu6"}
+# Same function under another name in tf-keras.
+_ACTIVATION_NAMES = {"silu": "swish"}
 # Keyword arguments every tf-keras layer takes (``Layer.__init__`` reads them from **kwargs).
 _BASE_LAYER_KWARGS = {
     "name",
@@ -215,6 +255,22 @@ class _Translator:
             cfg = {k: x for k, x in cfg.items() if k in accepted}
         return {"class_name": cls, "config": cfg}
 
+    def layers(self, entry: dict[str, Any], functional: bool) -> list[dict[str, Any]]:
+        """The tf-keras layer entries for one Keras 3 entry: one layer, or for a Keras 3 operation or
+        an activation tf-keras lacks, TFOpLambda layers (the last keeps the entry's name, so the layers
+        that use its output find it)."""
+        cls = entry["class_name"]
+        name = entry.get("config", {}).get("name", entry.get("name"))
+        where = f"{name} ({cls})"
+        module = entry.get("module") or ""
+        if module.startswith("keras.src.ops."):
+            return self._operation(entry, name, where, functional)
+        if cls == "Activation":
+            activation = entry["config"].get("activation")
+            if isinstance(activation, str) and activation in _ACTIVATION_CHAINS:
+                return self._chain(entry, name, where, _ACTIVATION_CHAINS[activation], functional)
+        return [self.layer(entry, functional)]
+
     def layer(self, entry: dict[str, Any], functional: bool) -> dict[str, Any]:
         from edgeopt._keras import keras
 
@@ -229,6 +285,8 @@ class _Translator:
                 self.problems.append(f"{where}: no tf-keras layer of that class")
                 return {"class_name": "InputLayer", "config": {"name": name}}
             cfg = self.obj(entry["config"], where)
+            if isinstance(cfg.get("activation"), str):
+                cfg["activation"] = _ACTIVATION_NAMES.get(cfg["activation"], cfg["activation"])
             if cls == "InputLayer" and "batch_shape" in cfg:
                 cfg["batch_input_shape"] = cfg.pop("batch_shape")
             if cls == "Lambda":  # _lambda writes tf-keras' own Lambda config
@@ -278,12 +336,77 @@ class _Translator:
         kw = self.obj(kwargs, where)
         return [[*t["config"]["keras_history"], kw] for t in tensors]
 
+    # ---- Keras 3 operations and activation chains -> TFOpLambda layers
+
+    def _operation(self, entry: dict[str, Any], name: str, where: str, functional: bool) -> list[dict[str, Any]]:
+        cls = entry["class_name"]
+        options = {k: v for k, v in entry["config"].items() if k != "name"}
+        if cls in _OP_CHAINS and not options:
+            return self._chain(entry, name, where, _ACTIVATION_CHAINS[_OP_CHAINS[cls]], functional)
+        if cls not in _OPS or options:
+            detail = f" with options {options}" if options else ""
+            self.problems.append(f"{where}: Keras 3 operation {cls}{detail} has no tf-keras equivalent")
+            return []
+        if not functional:
+            self.problems.append(f"{where}: a Keras 3 operation outside a functional model")
+            return []
+        function, params = _OPS[cls]
+        nodes = []
+        for node in entry.get("inbound_nodes", []):
+            args, kwargs = node.get("args", []), node.get("kwargs", {})
+            if len(args) > len(params) or kwargs or not _tensors(args):
+                self.problems.append(f"{where}: called with arguments {_describe(args)} {kwargs or ''}".rstrip())
+                return []
+            values = [self._argument(a, where) for a in args]
+            nodes.append(_op_node(values[0], dict(zip(params[1:], values[1:], strict=False))))
+        return [_op_layer(name, function, _dtype(entry), nodes)]
+
+    def _argument(self, v: Any, where: str) -> Any:
+        """A Keras 3 call argument as tf-keras writes it: a tensor as [layer, node, index], a constant as is."""
+        if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
+            return list(v["config"]["keras_history"])
+        if isinstance(v, bool | int | float) or (
+            isinstance(v, list) and all(isinstance(x, bool | int | float) for x in v)
+        ):
+            return v
+        self.problems.append(f"{where}: argument {_describe([v])} is neither a tensor nor a number")
+        return None
+
+    def _chain(
+        self, entry: dict[str, Any], name: str, where: str, steps: list[tuple[str, str, Any]], functional: bool
+    ) -> list[dict[str, Any]]:
+        """Layers computing ``steps`` on the entry's input, one TFOpLambda a step; the last one is ``name``."""
+        if not functional:
+            self.problems.append(
+                f"{where}: tf-keras has no such activation and a Sequential model cannot hold its ops; "
+                "rebuild the model as a functional one"
+            )
+            return []
+        names = [f"{name}_{i}_{fn.replace('.', '_')}" for i, (fn, _, _) in enumerate(steps[:-1])] + [name]
+        per_step: list[list[Any]] = [[] for _ in steps]
+        for k, node in enumerate(entry.get("inbound_nodes", [])):
+            args, kwargs = node.get("args", []), node.get("kwargs", {})
+            tensors = _tensors(args)
+            if len(args) != 1 or len(tensors) != 1 or _tensors(kwargs):
+                self.problems.append(f"{where}: called with arguments {_describe(args)}")
+                return []
+            refs = {"in": list(tensors[0]["config"]["keras_history"])}
+            for i, (_, first, y) in enumerate(steps):
+                refs["prev"] = [names[i - 1], k, 0] if i else None
+                extra = {} if y is None else {"y": refs[y] if isinstance(y, str) else y}
+                per_step[i].append(_op_node(refs[first], extra))
+        if entry["class_name"] == "Activation":
+            dtype = self.obj(entry["config"].get("dtype"), where) or "float32"
+        else:
+            dtype = _dtype(entry)
+        return [_op_layer(n, fn, dtype, nodes) for n, (fn, _, _), nodes in zip(names, steps, per_step, strict=True)]
+
     def model(self, entry: dict[str, Any]) -> dict[str, Any]:
         cls, cfg = entry["class_name"], entry["config"]
         if cls == "Sequential":
-            layers = [self.layer(e, functional=False) for e in cfg["layers"]]
+            layers = [x for e in cfg["layers"] for x in self.layers(e, functional=False)]
             return {"class_name": "Sequential", "config": {"name": cfg["name"], "layers": layers}}
-        layers = [self.layer(e, functional=True) for e in cfg["layers"]]
+        layers = [x for e in cfg["layers"] for x in self.layers(e, functional=True)]
         return {
             "class_name": "Functional",
             "config": {
@@ -293,6 +416,33 @@ class _Translator:
                 "output_layers": cfg["output_layers"],
             },
         }
+
+
+def _op_node(first: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """tf-keras node data of a TFOpLambda call: the first argument (a [layer, node, index] reference or
+    a constant), then the other arguments by name. Not nested in a list: TFOpLambda keeps its input's
+    structure, and a list around it would become an extra tensor axis."""
+    kwargs = {**kwargs, "name": None}
+    if isinstance(first, list) and len(first) == 3 and isinstance(first[0], str):
+        return [*first, kwargs]
+    return ["_CONSTANT_VALUE", -1, first, kwargs]
+
+
+def _op_layer(name: str, function: str, dtype: Any, nodes: list[list[Any]]) -> dict[str, Any]:
+    config = {"name": name, "trainable": True, "dtype": dtype, "function": function}
+    return {"class_name": "TFOpLambda", "name": name, "config": config, "inbound_nodes": nodes}
+
+
+def _dtype(entry: dict[str, Any]) -> str:
+    """The dtype a Keras 3 operation computes in: that of its first tensor argument."""
+    for node in entry.get("inbound_nodes", []):
+        for t in _tensors(node.get("args", [])):
+            return t["config"].get("dtype") or "float32"
+    return "float32"
+
+
+def _describe(args: list[Any]) -> str:
+    return "[" + ", ".join("<tensor>" if _tensors(a) else repr(a)[:40] for a in args) + "]"
 
 
 def _tensors(v: Any) -> list[dict[str, Any]]:
@@ -389,6 +539,8 @@ def _copy_weights(k3_model: Any, model: Any, path: Path) -> None:
     """Copy every layer's weights from the Keras 3 model to the tf-keras one, by layer name."""
     mismatched: list[str] = []
     for layer in _leaf_layers(model):
+        if not layer.weights:  # nothing to copy; TFOpLambda layers have no Keras 3 layer to look up
+            continue
         src = _find_layer(k3_model, layer.name)
         src_w, dst_w = src.get_weights(), layer.get_weights()
         if len(src_w) != len(dst_w) or any(a.shape != b.shape for a, b in zip(src_w, dst_w, strict=False)):

@@ -188,6 +188,75 @@ def test_lambda_is_refused_unless_unsafe(tmp_path):
         load_model(h5)
 
 
+# ---- operations with constants (hard-swish and friends) -----------------------------------------
+
+
+def hard_swish_net() -> object:
+    """Conv + hand-written hard-swish x * relu6(x + 3) / 6 (Keras 3 records ``x + 3.0`` as an Add
+    operation called with a constant), the same as Activation("hard_silu") and ops.hard_sigmoid, and
+    operations with the constant first (3 - x) or between two tensors."""
+    ops = keras.ops
+    i = keras.Input((12, 12, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="conv")(i)
+    hs = x * (L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0))  # MobileNetV3's hard_sigmoid, times x
+    a = L.Activation("hard_silu", name="act_hard_silu")(x)
+    b = ops.hard_sigmoid(a) / 6.0
+    c = 3.0 - ops.maximum(b, 0.25)
+    d = L.Add(name="merge")([hs, -c, ops.add(a, 1)])
+    o = L.Dense(4, name="head")(L.GlobalAveragePooling2D(name="gap")(d))
+    return keras.Model(i, o, name="hswish")
+
+
+def test_operations_with_constants_become_tf_op_layers(tmp_path):
+    keras.utils.set_random_seed(0)
+    k3 = hard_swish_net()
+    p = save_k3(k3, tmp_path / "hs.keras")
+    m = load_model(p)
+    functions = sorted(layer.get_config()["function"] for layer in m.layers if type(layer).__name__ == "TFOpLambda")
+    # x + 3.0, * (1/6), x * ...; hard_silu and hard_sigmoid expanded; / 6.0, 3.0 - ..., maximum, negative, add 1
+    assert functions.count("nn.relu6") == 2 and functions.count("math.truediv") == 3, functions
+    assert {"math.subtract", "math.maximum", "math.negative"} <= set(functions), functions
+    x = np.random.default_rng(3).uniform(-4, 4, (5, 12, 12, 3)).astype(np.float32)
+    want = np.asarray(k3(x, training=False))
+    assert np.max(np.abs(m(x, training=False).numpy() - want)) <= k3mod.TOLERANCE
+    # the translation is a plain tf-keras model: saved and read back without --unsafe, same outputs
+    again = load_model(save_model(m, tmp_path / "hs_tfk.keras"))
+    np.testing.assert_array_equal(again(x, training=False).numpy(), m(x, training=False).numpy())
+    # and it converts: the float32 .tflite computes the same function
+    from edgeopt import stages
+    from edgeopt.config import ConvertConfig
+    from edgeopt.runtimes.litert import LiteRTModel
+
+    tfl = stages.convert(m, ConvertConfig(quantization="float32")).tflite
+    np.testing.assert_allclose(LiteRTModel(tfl).predict(x), want, atol=1e-4)
+
+
+def test_operation_without_tf_keras_equivalent_is_named(tmp_path):
+    i = keras.Input((6, 4))
+    x = keras.ops.mean(L.Dense(4, name="d")(i), axis=1, keepdims=False)
+    y = keras.ops.cumsum(x, axis=-1)
+    p = save_k3(keras.Model(i, y), tmp_path / "m.keras")
+    with pytest.raises(
+        BadInput,
+        match=r"mean \(Mean\): Keras 3 operation Mean with options \{'axis': 1, 'keepdims': False\} has no tf-keras "
+        r"equivalent; cumsum \(Cumsum\): Keras 3 operation Cumsum with options",
+    ):
+        load_model(p)
+
+
+@pytest.mark.parametrize("preprocessing", [True, False])
+def test_mobilenet_v3_small_translates(preprocessing, tmp_path):
+    """Keras 3's MobileNetV3Small (hard-swish written as ops with constants; ~3 s each)."""
+    keras.utils.set_random_seed(0)
+    k3 = keras.applications.MobileNetV3Small(
+        input_shape=(96, 96, 3), weights=None, include_preprocessing=preprocessing, classes=10
+    )
+    m = load_model(save_k3(k3, tmp_path / "mnv3.keras"))  # refused if the outputs differ by more than TOLERANCE
+    assert k3mod.max_output_difference(k3, m) <= k3mod.TOLERANCE
+    kinds = {type(layer).__name__ for layer in m.layers}
+    assert "TFOpLambda" in kinds and m.count_params() == k3.count_params()
+
+
 def damaged_copy(src: Path, dst: Path, damage) -> Path:
     """A copy of the .keras zip ``src`` whose config.json was changed by ``damage(config)``."""
     import zipfile
