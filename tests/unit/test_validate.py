@@ -42,7 +42,7 @@ def test_int8_accuracy_within_3_points_of_keras(tiny_model, digits, keras_accura
     content = stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=digits).tflite
     m = stages.validate(content, digits, keras_model=tiny_model).measurements
     assert abs(m.accuracy - keras_accuracy) <= 0.03 and m.keras_accuracy == keras_accuracy
-    assert m.accuracy_drop_vs_keras == pytest.approx(keras_accuracy - m.accuracy)
+    assert m.accuracy_drop_vs_keras == round(keras_accuracy - m.accuracy, 12)  # no float noise in the JSON
     assert m.agreement >= 0.95
 
 
