@@ -50,7 +50,10 @@ def run_task(
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
             last = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()][-1:]
-            raise ChildFailed(runtime, "crashed", f"killed by {name}" + (f" ({last[0][:200]})" if last else ""))
+            detail = f"killed by {name}" + (f" ({last[0][:200]})" if last else "")
+            if proc.returncode == -signal.SIGABRT:
+                detail += "".join(f"; {cause}" for cause in _abort_causes(runtime, content))
+            raise ChildFailed(runtime, "crashed", detail)
         result_file = d / "result.json"
         if proc.returncode != 0 or not result_file.exists():
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -62,3 +65,15 @@ def run_task(
         if (d / "tap.npy").exists():
             result["tap"] = np.load(d / "tap.npy")
         return result, y
+
+
+def _abort_causes(runtime: str, content: bytes) -> list[str]:
+    """Why ``runtime`` aborts on this model, when the cause is a known one (kernels abort without a message)."""
+    from edgeopt.runtimes import diagnose
+
+    if runtime not in diagnose.SOFTMAX_MULTIPLIER_RUNTIMES:
+        return []
+    try:
+        return diagnose.known_aborts(content)
+    except Exception:  # noqa: BLE001 - a diagnosis must never hide the crash it explains
+        return []

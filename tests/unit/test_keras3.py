@@ -431,6 +431,41 @@ def test_keras3_architecture_through_every_stage(arch, tmp_path):
     assert v["outputs_finite"] and v["max_abs_output_diff"] < 0.05, v
 
 
+def test_reference_kernel_abort_on_tiny_logits_is_explained(tmp_path):
+    """Why the untrained MobileNetV2 above aborts the reference kernels: its logits span ~1e-6, the int8
+    Softmax input scale falls below 2^-26 and PreprocessSoftmaxScaling's check aborts. The same model
+    with logits of a normal size runs; the optimized kernels run both."""
+    from edgeopt import stages
+    from edgeopt.config import ConvertConfig
+    from edgeopt.data import Dataset
+    from edgeopt.runtimes.diagnose import known_aborts
+    from edgeopt.runtimes.isolate import ChildFailed, run_task
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (64, 16)).astype(np.float32)
+    i = tfk.Input((16,))
+    m = tfk.Model(i, tfk.layers.Dense(10, activation="softmax", name="logits")(i))
+    y = np.arange(64) % 10
+    calib = Dataset("random", "uniform noise", 0, x, y, x[:0], y[:0], x[:8], y[:8], [str(c) for c in range(10)])
+    results = {}
+    for factor in (1.0, 1e-6):
+        w, b = m.get_layer("logits").get_weights()
+        scaled = tfk.models.clone_model(m)
+        scaled.get_layer("logits").set_weights([w * factor, b * 0])
+        tfl = stages.convert(scaled, ConvertConfig(quantization="int8", calibration_samples=64), data=calib).tflite
+        causes = known_aborts(tfl)
+        try:
+            run_task("litert_eval", "litert-reference", tfl, x[:4], timeout=120, resolver="reference")
+            results[factor] = ("ran", causes)
+        except ChildFailed as e:
+            results[factor] = (str(e), causes)
+        run_task("litert_eval", "litert", tfl, x[:4], timeout=120)  # optimized kernels: no crash either way
+    assert results[1.0] == ("ran", [])
+    message, causes = results[1e-6]
+    assert message.startswith("litert-reference crashed: killed by SIGABRT"), message
+    assert len(causes) == 1 and "SOFTMAX input" in causes[0] and causes[0] in message, message
+
+
 def test_width_scaled_keeps_residual_branches_matching():
     """Channels tied by a residual Add scale together, or stay when tied to the input or an output."""
     from edgeopt import zoo
