@@ -1,0 +1,52 @@
+"""The ``edgeopt search`` command; ``register(app)`` adds it to a Typer app (the edgeopt CLI, or the one of
+``python -m edgeopt.search``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeopt.cli.errors import command
+from edgeopt.cli.options import QuietOpt
+
+
+@command
+def search_command(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file (YAML) with an optional search: block")],
+    trials: Annotated[
+        int | None,
+        typer.Option(help="trials this command adds to the study (Optuna's n_trials); default: search.trials"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes, one TensorFlow each, cores shared out")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="study database shared by machines, e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DB "
+            "(default: a SQLite file in build/search/<name>/)"
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="study name (default: the pipeline's name)")] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="stage cache folder, may be shared storage (default build/search/<name>/cache)"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="results folder (default search/<name>)")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search the pipeline's parameters for the best model under the device budgets (multi-objective Optuna).
+
+    Writes every trial (trials.csv, trials.json), the Pareto front (pareto.png, pareto.html) and best.yaml,
+    a complete pipeline file for `edgeopt export`. Exit 1 when no trial met every constraint."""
+    from edgeopt.search.study import search
+
+    result = search(pipeline, trials=trials, workers=workers, storage=storage, study_name=study, cache=cache, out=out)
+    typer.echo(
+        f"best: {result.best}  (all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``search`` to ``app``."""
+    app.command("search")(search_command)

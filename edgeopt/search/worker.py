@@ -1,0 +1,362 @@
+"""One search worker: one process, one TensorFlow, ``study.optimize`` over the trial function.
+
+A trial sets its parameters on the pipeline, runs the pipeline (stages shared with other trials through
+the content-addressed cache), stops early when the validation accuracy after a stage cannot reach the
+floor any more, then validates its .tflite on the *validation* split against the device profiles and
+returns the objective values; its gates and accuracy drop become Optuna constraints (feasible <= 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import EdgeoptError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker needs; plain values, so it crosses a 'spawn' process boundary."""
+
+    pipeline_path: str
+    storage_url: str
+    study_name: str
+    trials: int
+    root: str  # build/search/<name>: trial folders
+    cache_dir: str
+    teacher_accuracy: float
+    worker: int = 0
+    threads: int = 0  # TensorFlow intra-op threads; 0: TensorFlow's default
+    seed: int = 0
+    quiet_progress: bool = True
+
+
+class TrialError(Exception):
+    """A trial that could not finish (bad combination of values, a crash): recorded as failed, search goes on."""
+
+
+def set_threads(threads: int) -> None:
+    """Before TensorFlow starts: N workers on C cores get C // N threads each instead of C each."""
+    if threads > 0:
+        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def run_worker(job: WorkerJob) -> int:
+    """Run ``job.trials`` trials of the study (Optuna's ``n_trials``); returns how many this worker ran.
+    Raises StorageLost when the database goes away, KeyboardInterrupt on Ctrl-C (the interrupted trial is
+    queued to run again first on the next run)."""
+    set_threads(job.threads)
+    if job.threads > 0:
+        from edgeopt._keras import tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(job.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialized in this process (in-process worker): keep its setting
+            pass
+    import optuna
+
+    from edgeopt.pipeline.spec import load_pipeline
+    from edgeopt.search import storage as st
+    from edgeopt.search.space import SearchConfig, resolve_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pipeline = load_pipeline(job.pipeline_path)
+    search = pipeline.search or SearchConfig()
+    params = resolve_space(pipeline, search)
+    trial_fn = TrialFunction(job, pipeline, search, params)
+    storage = st.open_storage(
+        job.storage_url,
+        heartbeat_interval=search.heartbeat_interval,
+        grace_period=search.grace,
+        max_retry=search.max_retry,
+    )
+    try:
+        study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(job.seed))
+        study.optimize(
+            trial_fn,
+            n_trials=job.trials,
+            catch=(TrialError,),
+            callbacks=[trial_fn.after_trial],
+            gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        _requeue_interrupted(study, search.max_retry)
+        raise
+    except Exception as e:  # noqa: BLE001 - a database error becomes one clear line
+        lost = st.lost(e, job.storage_url)
+        if lost is not None:
+            raise lost from None
+        raise
+    return trial_fn.ran
+
+
+def make_sampler(seed: int) -> Any:
+    """TPE with constraints (Optuna 5 reads them from ``trial.set_constraint``). A few random trials first,
+    each worker with its own seed so that two workers do not start with the same trials."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
+
+
+def _requeue_interrupted(study: Any, max_retry: int) -> None:
+    """Ctrl-C failed this worker's running trial: queue it again so that a rerun resumes with it."""
+    import optuna
+
+    try:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if t.user_attrs.get("pid") == os.getpid() and t.user_attrs.get("error") == "interrupted (Ctrl-C)":
+                if not t.user_attrs.get("requeued"):
+                    study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, t)
+    except Exception:  # noqa: BLE001 - best effort on the way out; the study keeps the failed trial anyway
+        log.debug("could not queue the interrupted trial again", exc_info=True)
+
+
+class TrialFunction:
+    """The objective: ``(trial) -> [accuracy, size/speed objectives...]``."""
+
+    def __init__(self, job: WorkerJob, pipeline: Any, search: Any, params: list[Any]) -> None:
+        from edgeopt.search.objectives import accuracy_floor, resolve_profiles
+
+        self.job = job
+        self.pipeline = pipeline
+        self.search = search
+        self.params = params
+        self.profiles = resolve_profiles(pipeline, search)
+        self.floor = accuracy_floor(search, job.teacher_accuracy)
+        self.root = Path(job.root)
+        self.host = socket.gethostname()
+        self.ran = 0
+        self._data: Any = None
+
+    # -- the trial ---------------------------------------------------------------------------------
+
+    def __call__(self, trial: Any) -> list[float]:
+        import optuna
+
+        from edgeopt.search import space
+
+        started = time.time()
+        trial.set_user_attr("worker", self.job.worker)
+        trial.set_user_attr("host", self.host)
+        trial.set_user_attr("pid", os.getpid())
+        values = {p.name: space.round_value(self._suggest(trial, p)) for p in self.params}
+        self.ran += 1
+        try:
+            full = space.apply(self.pipeline, self.params, values, name=f"{self.pipeline.name}_best")
+            trial.set_user_attr("pipeline", full.model_dump(mode="json", exclude_unset=True))
+            run_cfg = space.trial_pipeline(full)
+            out = self.root / "trials" / f"{trial.number:04d}"
+            report = self._run(trial, run_cfg, out)
+            score = self._score(trial, report, out)
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", round(time.time() - started, 1))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            raise
+        except (EdgeoptError, RuntimeError, ValueError, OSError) as e:
+            if _is_db_error(e):
+                raise
+            trial.set_user_attr("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            trial.set_user_attr("seconds", round(time.time() - started, 1))
+            log.warning("trial %d failed: %s", trial.number, e)
+            raise TrialError(str(e)) from e
+        trial.set_user_attr("metrics", score.metrics)
+        trial.set_user_attr("failed_gates", score.failed_gates)
+        trial.set_user_attr("not_evaluated", score.not_evaluated)
+        trial.set_user_attr("feasible", score.feasible)
+        trial.set_user_attr("seconds", round(time.time() - started, 1))
+        for key, value in score.constraints.items():
+            trial.set_constraint(key, value)
+        return score.values
+
+    def _suggest(self, trial: Any, p: Any) -> Any:
+        if p.choices is not None:
+            return trial.suggest_categorical(p.name, list(p.choices))
+        r = p.range
+        if r.is_int:
+            return trial.suggest_int(p.name, int(r.low), int(r.high), step=int(r.step or 1), log=r.log)
+        dist = _float_dist(p)
+        return trial.suggest_float(p.name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+    def _run(self, trial: Any, run_cfg: Any, out: Path) -> Any:
+        """The pipeline up to the trial's .tflite; raises TrialPruned from ``on_stage`` when the validation
+        accuracy after a stage is below the floor by more than the remaining stages may win back."""
+        import optuna
+
+        from edgeopt.pipeline import run
+        from edgeopt.search.space import floor_margin, remaining_fine_tuning
+
+        stages: dict[str, Any] = {}
+
+        def on_stage(event: Any) -> None:
+            stages[f"{event.index:02d}_{event.stage}"] = {
+                "val_accuracy": event.val_accuracy,
+                "reused": event.reused,
+                "seconds": round(event.seconds, 2),
+            }
+            trial.set_user_attr("stages", stages)
+            if event.val_accuracy is None or self.floor is None:
+                return
+            left = remaining_fine_tuning(run_cfg, event.index)
+            need = self.floor - floor_margin(self.search, left)
+            if event.val_accuracy < need:
+                why = (
+                    f"after {event.stage}: validation accuracy {event.val_accuracy:.4f} < floor {self.floor:.4f}"
+                    f" - {self.search.recover_points:g} points x {left} remaining fine-tuning stage(s)"
+                )
+                trial.set_user_attr("pruned", why)
+                log.info("trial %d pruned %s", trial.number, why)
+                raise optuna.TrialPruned(why)
+
+        return run(run_cfg, out, cache_dir=self.job.cache_dir, on_stage=on_stage)
+
+    def _score(self, trial: Any, report: Any, out: Path) -> Any:
+        from edgeopt.search.objectives import score
+
+        art = _last_artifact(report.manifest)
+        tflite_path = out / art["path"]
+        tflite = tflite_path.read_bytes()
+        trial.set_user_attr("tflite", str(tflite_path))
+        trial.set_user_attr("quantization", art["quantization"])
+        validation = self._validate(tflite, out, art)
+        return score(tflite, validation, self.search, self.job.teacher_accuracy)
+
+    def _validate(self, tflite: bytes, out: Path, art: dict[str, Any]) -> dict[str, Any]:
+        """Validate on the validation split (the test split is kept for the chosen models), cached by the
+        .tflite, its Keras reference, the profiles and the settings."""
+        from edgeopt import stages
+        from edgeopt.artifacts import sha256_bytes, sha256_tree, write_json
+        from edgeopt.pipeline.cache import StageCache, cache_key
+        from edgeopt.pipeline.hashing import versions
+
+        ref_path = _reference_path(out, art, self.pipeline)
+        cfg = self._validate_config()
+        parts = {
+            "stage": "search-validate",
+            "split": "validation",
+            "tflite": sha256_bytes(tflite),
+            "keras": sha256_tree(ref_path) if ref_path is not None else None,
+            "profiles": [p.model_dump(mode="json") for p in self.profiles],
+            "config": cfg.model_dump(mode="json"),
+            "data": self.pipeline.data.model_dump(mode="json"),
+            "versions": versions(),
+        }
+        cache = StageCache(self.job.cache_dir)
+        key = cache_key(parts)
+        entry = cache.get(key)
+        if entry is None:
+            from edgeopt import calibrate
+            from edgeopt.artifacts import load_inference_model
+
+            data = self._dataset()
+            val = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
+            unsafe = self.pipeline.teacher.unsafe
+            keras_model = load_inference_model(ref_path, unsafe=unsafe) if ref_path is not None else None
+            result = stages.validate(
+                tflite,
+                val,
+                cfg,
+                keras_model=keras_model,
+                profiles=self.profiles,
+                calibration=calibrate.load() if self.profiles else None,
+                name=art["path"].split("/")[-1],
+            )
+            d = result.to_dict() if hasattr(result, "to_dict") else result.metrics
+            if d.get("crashed"):
+                raise RuntimeError("runtime crashed: " + "; ".join(d["crashed"]))
+            entry = cache.put(key, lambda f: {"output": write_json(f / "validation.json", d).name}, parts=parts)
+        import json
+
+        validation = json.loads((entry.folder / "validation.json").read_text())
+        (out / "validation_val.json").write_text(json.dumps(validation, indent=2))
+        return validation
+
+    def _validate_config(self) -> Any:
+        from edgeopt.config import ValidateConfig
+
+        steps = [s for s in self.pipeline.steps if s.stage == "validate"]
+        base = steps[-1].model_dump(exclude={"stage", "profiles", "profiles_for"}) if steps else {}
+        # Host latency only when a LiteRT profile needs it (Vela estimates its own); the accuracy gates
+        # of the file's validate step compare with the test-split baseline, which a trial never sees.
+        need_latency = any(p.runtime.value == "litert" for p in self.profiles)
+        base.update(latency=need_latency, max_accuracy_drop=None, max_samples=None)
+        return ValidateConfig(**base)
+
+    def _dataset(self) -> Any:
+        if self._data is None:
+            from edgeopt.data import load_dataset
+
+            self._data = load_dataset(self.pipeline.data)
+        return self._data
+
+    # -- progress ----------------------------------------------------------------------------------
+
+    def after_trial(self, study: Any, trial: Any) -> None:
+        from edgeopt.search.report import status_line
+
+        log.info("worker %d: trial %d %s; %s", self.job.worker, trial.number, _trial_summary(trial), status_line(study))
+
+
+def _float_dist(p: Any) -> Any:
+    from edgeopt.search.space import distributions
+
+    return distributions([p])[p.name]
+
+
+def _is_db_error(e: BaseException) -> bool:
+    try:
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, DBAPIError)
+
+
+def _last_artifact(manifest: Any) -> dict[str, Any]:
+    m = manifest if isinstance(manifest, dict) else manifest.model_dump(mode="json")
+    return m["artifacts"][-1]
+
+
+def _reference_path(out: Path, art: dict[str, Any], pipeline: Any) -> Path | None:
+    """The Keras model the .tflite was converted from (its stage folder's model, or the teacher)."""
+    stage = art.get("source_stage") or "teacher"
+    if stage == "teacher":
+        return Path(pipeline.teacher.path)
+    folder = out / stage
+    for name in ("model.keras", "saved_model"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _trial_summary(trial: Any) -> str:
+    state = trial.state.name.lower()
+    if state == "complete":
+        m = trial.user_attrs.get("metrics", {})
+        feas = "feasible" if trial.user_attrs.get("feasible") else "infeasible"
+        return f"done in {trial.user_attrs.get('seconds', 0):.0f} s ({feas}): " + ", ".join(
+            f"{k} {_fmt(v)}" for k, v in m.items() if k in ("accuracy", "gzip_bytes", "flash_bytes")
+        )
+    if state == "pruned":
+        return "pruned " + trial.user_attrs.get("pruned", "")
+    return f"{state}: {trial.user_attrs.get('error', '')}"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v < 1.5:
+        return f"{v:.4f}"
+    if isinstance(v, int | float):
+        return f"{v:,.0f}"
+    return str(v)
