@@ -11,9 +11,60 @@ import io
 from pathlib import Path
 from typing import Any
 
+from edgeopt.manifest import BundleManifest
+
+
+def _json(manifest: BundleManifest | dict[str, Any]) -> dict[str, Any]:
+    """The manifest as its JSON dict: the figures read stage metrics, which are plain dicts anyway."""
+    return manifest.to_json() if isinstance(manifest, BundleManifest) else manifest
+
 
 def _acc(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+
+def _points(v: Any) -> str:
+    """A drop in accuracy (a fraction) as signed percentage points; a gain shows as negative."""
+    return f"{100 * v:+.2f}" if isinstance(v, int | float) else "n/a"
+
+
+DROP_NOTE = (
+    "Top-1 on the test split through ai_edge_litert. Drop vs converted model: the top-1 of the Keras model"
+    " the .tflite was converted from minus the .tflite's (what conversion and quantization cost). Drop vs"
+    " teacher: the float32 teacher .tflite's top-1 (the baseline) minus the .tflite's (what the whole"
+    " pipeline cost). In percentage points; negative is a gain."
+)
+
+
+def _artifact_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """One row per .tflite (the baseline first): path, bytes, gzip bytes, top-1, drop vs the converted
+    Keras model (validation's ``accuracy_drop_vs_keras``), drop vs the teacher (the baseline)."""
+    validations: dict[str, Any] = {}
+    for s in manifest["stages"]:
+        if s["name"] == "validate":
+            validations.update(s["metrics"].get("artifacts", {}))
+    b = manifest.get("baseline")
+    rows = []
+    for a in ([b] if b else []) + manifest["artifacts"]:
+        v = validations.get(a["path"].rsplit("/", 1)[-1]) or {}
+        vs_keras = v.get("accuracy_drop_vs_keras")
+        if vs_keras is None and isinstance(v.get("keras_accuracy"), int | float) and a.get("accuracy") is not None:
+            vs_keras = v["keras_accuracy"] - a["accuracy"]
+        vs_teacher = 0.0 if a is b else a.get("accuracy_drop_vs_baseline")
+        rows.append(
+            [
+                f"{a['path']} ({a['quantization']})",
+                f"{a['bytes']:,}",
+                f"{a['gzip_bytes']:,}",
+                _acc(a.get("accuracy")),
+                _points(vs_keras),
+                _points(vs_teacher) if b else "n/a (no baseline)",
+            ]
+        )
+    return rows
+
+
+ARTIFACT_HEADER = ["artifact", "bytes", "gzip bytes", "top-1", "drop vs converted model", "drop vs teacher"]
 
 
 def _gate_rows(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -50,7 +101,9 @@ def _stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def model_card(manifest: dict[str, Any]) -> str:
+def model_card(manifest: BundleManifest | dict[str, Any]) -> str:
+    """``model_card.md``: what the model is, its data, metrics per stage, budgets and gates, known limits."""
+    manifest = _json(manifest)
     d = manifest["data"]
     cfg = manifest["config"]
     steps = " → ".join(
@@ -99,12 +152,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         "|---|---|---:|---|---:|---|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in _stage_rows(manifest)]
-    lines += ["", "| artifact | bytes | gzip bytes | top-1 |", "|---|---:|---:|---:|"]
+    lines += ["", DROP_NOTE, "", "| " + " | ".join(ARTIFACT_HEADER) + " |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(r) + " |" for r in _artifact_rows(manifest)]
     b = manifest.get("baseline")
-    for a in ([b] if b else []) + manifest["artifacts"]:
-        lines.append(
-            f"| {a['path']} ({a['quantization']}) | {a['bytes']:,} | {a['gzip_bytes']:,} | {_acc(a['accuracy'])} |"
-        )
     lines += ["", "## Budgets and gates", ""]
     gates = _gate_rows(manifest)
     if gates:
@@ -167,43 +217,132 @@ def _weights_gzip(path: Path) -> int | None:
         return None
 
 
-def _fig_accuracy_size(manifest: dict[str, Any], build_root: Path) -> str | None:
-    import matplotlib.pyplot as plt
+KERAS_KIND = "Keras: float32 weights, gzip-9 bytes"
+TFLITE_KIND = ".tflite: file gzip-9 bytes (LiteRT accuracy)"
 
-    pts = []  # (label, size, accuracy, kind)
+
+def _accuracy_points(manifest: dict[str, Any], build_root: Path) -> list[tuple[str, int, float, str]]:
+    """(label, size, top-1, kind) of every Keras stage output and every .tflite, the baseline first."""
+    pts = []
     for s in manifest["stages"]:
         if s["output"].endswith(".keras") and s["metrics"].get("accuracy") is not None:
             p = build_root / s["output"] if s["name"] != "teacher" else Path(s["output"])
             size = _weights_gzip(p)
             if size:
-                pts.append((s["name"], size, s["metrics"]["accuracy"], "Keras: float32 weights, gzip-9 bytes"))
+                pts.append((s["name"], size, s["metrics"]["accuracy"], KERAS_KIND))
     b = manifest.get("baseline")
     for a in ([b] if b else []) + manifest["artifacts"]:
         if a.get("accuracy") is not None:
-            label = "baseline" if a is b else f"{a['source_stage']} → {a['quantization']}"
-            pts.append((label, a["gzip_bytes"], a["accuracy"], ".tflite: file gzip-9 bytes (LiteRT accuracy)"))
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for kind, marker in (
-        ("Keras: float32 weights, gzip-9 bytes", "o"),
-        (".tflite: file gzip-9 bytes (LiteRT accuracy)", "s"),
-    ):
-        sel = [p for p in pts if p[3] == kind]
-        if sel:
-            ax.scatter([p[1] for p in sel], [p[2] for p in sel], marker=marker, label=kind)
-            for p in sel:
-                ax.annotate(p[0], (p[1], p[2]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
+            label = "baseline (teacher .tflite)" if a is b else f"{a['quantization']} (from {a['source_stage']})"
+            pts.append((label, a["gzip_bytes"], a["accuracy"], TFLITE_KIND))
+    return pts
+
+
+def place_labels(ax: Any, xy: list[tuple[float, float]], labels: list[str], *, fontsize: int = 8) -> list[Any]:
+    """Annotate each point without labels overlapping each other, the markers or the axes' edges.
+
+    A small repel in the manner of adjustText, deterministic: each label takes the first free spot
+    among eight directions around its point, at growing distances; a label pushed away from its point
+    gets a leader line. Points are handled left to right, so close points fan out."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.transData.transform
+    dpi_scale = fig.dpi / 72.0  # offset points -> pixels
+    markers = []
+    for x, y in xy:
+        px, py = to_px((x, y))
+        markers.append((px - 5, py - 5, px + 5, py + 5))
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[Any] = [None] * len(xy)
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        x0, y0, x1, y1 = box
+        if x0 < frame.x0 or x1 > frame.x1 or y0 < frame.y0 or y1 > frame.y1:
+            return False
+        return not any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed + markers)
+
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0)]
+    for i in sorted(range(len(xy)), key=lambda k: xy[k]):
+        ann = None
+        for dist in (6, 14, 24, 36, 50, 66):
+            for dx, dy in directions:
+                if ann is not None:
+                    ann.remove()
+                ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+                va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+                ann = ax.annotate(
+                    labels[i],
+                    xy[i],
+                    xytext=(dx * dist, dy * dist),
+                    textcoords="offset points",
+                    ha=ha,
+                    va=va,
+                    fontsize=fontsize,
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if dist > 14 else None,
+                )
+                bb = ann.get_window_extent(renderer)
+                box = (bb.x0 - 2 * dpi_scale, bb.y0 - dpi_scale, bb.x1 + 2 * dpi_scale, bb.y1 + dpi_scale)
+                if free(box):
+                    placed.append(box)
+                    out[i] = ann
+                    break
+            if out[i] is not None:
+                break
+        if out[i] is None:  # no free spot: keep the last try, which is far out and has a leader line
+            out[i] = ann
+            bb = ann.get_window_extent(renderer)
+            placed.append((bb.x0, bb.y0, bb.x1, bb.y1))
+    return out
+
+
+def _fig_accuracy_size(pts: list[tuple[str, int, float, str]]) -> str | None:
+    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    # Keras points as larger rings, so a .tflite square at the same spot (teacher and baseline) shows inside.
+    styles = (
+        (KERAS_KIND, {"marker": "o", "s": 70, "facecolors": "none", "edgecolors": "C0"}),
+        (TFLITE_KIND, {"marker": "s", "color": "C1"}),
+    )
+    for kind, style in styles:
+        sel = [p for p in pts if p[3] == kind]
+        if sel:
+            ax.scatter([p[1] for p in sel], [p[2] for p in sel], label=kind, zorder=3, **style)
+    ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overlap
+    # Room around the points so labels can sit beside the outermost ones.
+    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    ax.set_xlim(min(xs) / 1.8, max(xs) * 2.5)
+    span = max(max(ys) - min(ys), 0.01)
+    ax.set_ylim(min(ys) - 0.35 * span, max(ys) + 0.35 * span)
     ax.set_xlabel("size (bytes, gzip -9, log scale)")
     ax.set_ylabel("top-1 accuracy (test split)")
     ax.set_title("accuracy vs size, every stage and the baseline")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    # Numbers on the plot, names in the table under it: a label never hides another point's.
+    place_labels(ax, [(p[1], p[2]) for p in pts], [str(i) for i in range(1, len(pts) + 1)], fontsize=9)
     return _png(fig)
+
+
+def _legend_table(pts: list[tuple[str, int, float, str]], baseline_acc: float | None) -> str:
+    e = html.escape
+    rows = [
+        "<table><tr><th>#</th><th>model</th><th>what the size is</th><th>size (gzip -9 bytes)</th>"
+        "<th>top-1</th><th>drop vs teacher (points)</th></tr>"
+    ]
+    for i, (label, size, acc, kind) in enumerate(pts, start=1):
+        drop = _points(baseline_acc - acc) if baseline_acc is not None else "n/a (no baseline)"
+        rows.append(
+            f"<tr><td>{i}</td><td>{e(label)}</td><td>{e(kind)}</td><td>{size:,}</td><td>{_acc(acc)}</td>"
+            f"<td>{drop}</td></tr>"
+        )
+    return "".join(rows) + "</table>"
 
 
 def _fig_latency(manifest: dict[str, Any]) -> str | None:
@@ -254,13 +393,17 @@ def _fig_layers(manifest: dict[str, Any], stage: str, key: str, label: str) -> s
     return _png(fig)
 
 
-def html_report(manifest: dict[str, Any], build_root: Path) -> str:
+def html_report(manifest: BundleManifest | dict[str, Any], build_root: Path) -> str:
+    """``report.html``: one self-contained file, figures as base64 PNG."""
+    manifest = _json(manifest)
     import matplotlib
 
     matplotlib.use("Agg")
     e = html.escape
+    pts = _accuracy_points(manifest, build_root)
+    base_acc = (manifest.get("baseline") or {}).get("accuracy")
     figs = [
-        ("Accuracy vs size", _fig_accuracy_size(manifest, build_root)),
+        ("Accuracy vs size", _fig_accuracy_size(pts)),
         ("Latency distribution", _fig_latency(manifest)),
         ("Per-layer sparsity (prune)", _fig_layers(manifest, "prune", "sparsity", "sparsity")),
         (
@@ -292,11 +435,17 @@ def html_report(manifest: dict[str, Any], build_root: Path) -> str:
     )
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _stage_rows(manifest)]
     parts.append("</table>")
+    parts.append(f"<h2>Artifacts</h2><p>{e(DROP_NOTE)}</p><table><tr>")
+    parts += [f"<th>{e(h)}</th>" for h in ARTIFACT_HEADER] + ["</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _artifact_rows(manifest)]
+    parts.append("</table>")
     for title, png in figs:
         parts.append(f"<h2>{e(title)}</h2>")
         parts.append(
             f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>" if png else "<p>no data in this run</p>"
         )
+        if title == "Accuracy vs size" and png:
+            parts.append(_legend_table(pts, base_acc))
     parts.append("<h2>Gates</h2>")
     rows = _gate_rows(manifest)
     if rows:

@@ -1,7 +1,8 @@
 """Metadata entries inside a .tflite: the flatbuffer's ``Model.metadata`` list, each a name and a buffer.
 
-edgeopt embeds its manifest as the entry ``edgeopt_manifest`` (UTF-8 JSON). Interpreters ignore
-metadata entries, so the model loads and computes exactly as before; only the file's bytes change.
+edgeopt embeds its manifest as the entry ``edgeopt_manifest`` (UTF-8 JSON) in the Android asset and
+only a reference to the bundle manifest, ``edgeopt_manifest_ref``, in the MCU image. Interpreters
+ignore metadata entries, so the model loads and computes exactly as before; only the bytes change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from edgeopt.tflite import parse
 
 MANIFEST_ENTRY = "edgeopt_manifest"
+MANIFEST_REF_ENTRY = "edgeopt_manifest_ref"
 
 
 class _AlignedBuilder(flatbuffers.Builder):
@@ -49,6 +51,12 @@ def read_all(content: bytes) -> dict[str, bytes]:
 def read_manifest(content: bytes) -> dict[str, Any] | None:
     """The embedded edgeopt manifest, or None when the model has none."""
     raw = read_all(content).get(MANIFEST_ENTRY)
+    return json.loads(raw.decode()) if raw is not None else None
+
+
+def read_manifest_ref(content: bytes) -> dict[str, Any] | None:
+    """The embedded reference to a bundle manifest (MCU images), or None when the model has none."""
+    raw = read_all(content).get(MANIFEST_REF_ENTRY)
     return json.loads(raw.decode()) if raw is not None else None
 
 
