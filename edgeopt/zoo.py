@@ -70,11 +70,145 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int) -> Any:
     )
 
 
+# ---- MLPerf Tiny reference architectures -----------------------------------------------------------
+# Layer for layer as in mlcommons/tiny benchmark/training/*/ (keras_model.py, vww_model.py), so the
+# published parameter and MAC counts of the reference .tflite files hold for them (REFERENCE_COUNTS,
+# tests/unit/test_zoo.py). Only the layers matter here: weights are random, training is edgeopt's.
+
+
+def _conv_bn(x: Any, filters: int, kernel: Any, strides: Any = 1, *, relu: bool = True, name: str) -> Any:
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    x = L.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        kernel_initializer="he_normal",
+        kernel_regularizer=keras.regularizers.l2(1e-4),
+        name=name,
+    )(x)
+    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    return L.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def _resnet8(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """MLPerf Tiny image classification (CIFAR-10, 32x32x3): a ResNet-v1 stem and three residual
+    stacks of 16/32/64 filters, the last two downsampling with a strided 1x1 shortcut; about 78k
+    parameters and 12.5M MACs."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    inputs = keras.Input(input_shape, name="input")
+    x = _conv_bn(inputs, 16, 3, name="stem")
+    for stack, filters in enumerate((16, 32, 64), start=1):
+        strides = 1 if stack == 1 else 2
+        y = _conv_bn(x, filters, 3, strides, name=f"s{stack}_conv1")
+        y = _conv_bn(y, filters, 3, relu=False, name=f"s{stack}_conv2")
+        if stack > 1:  # the identity path must change shape with the stride
+            x = L.Conv2D(
+                filters,
+                1,
+                strides=2,
+                padding="same",
+                kernel_initializer="he_normal",
+                kernel_regularizer=keras.regularizers.l2(1e-4),
+                name=f"s{stack}_shortcut",
+            )(x)
+        x = L.Add(name=f"s{stack}_add")([x, y])
+        x = L.Activation("relu", name=f"s{stack}_relu")(x)
+    x = L.AveragePooling2D(pool_size=int(min(x.shape[1:3])), name="pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(num_classes, activation="softmax", kernel_initializer="he_normal", name="logits")(x)
+    return keras.Model(inputs, out, name="resnet8")
+
+
+def _ds_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """MLPerf Tiny keyword spotting ("DS-CNN small", 49x10x1 MFCC features, 12 classes): a 10x4
+    strided conv and four depthwise-separable blocks of 64 filters; about 23k parameters and 2.7M MACs."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    if len(input_shape) != 3:
+        raise BadInput(f"ds_cnn needs (time, features, channels) inputs, like (49, 10, 1) (got {input_shape})")
+    reg = keras.regularizers.l2(1e-4)
+    inputs = keras.Input(input_shape, name="input")
+    x = L.Conv2D(64, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg, name="conv1")(inputs)
+    x = L.BatchNormalization(name="conv1_bn")(x)
+    x = L.Activation("relu", name="conv1_relu")(x)
+    x = L.Dropout(0.2, name="dropout1")(x)
+    for i in range(1, 5):
+        x = L.DepthwiseConv2D((3, 3), padding="same", kernel_regularizer=reg, name=f"dw{i}")(x)
+        x = L.BatchNormalization(name=f"dw{i}_bn")(x)
+        x = L.Activation("relu", name=f"dw{i}_relu")(x)
+        x = L.Conv2D(64, (1, 1), padding="same", kernel_regularizer=reg, name=f"pw{i}")(x)
+        x = L.BatchNormalization(name=f"pw{i}_bn")(x)
+        x = L.Activation("relu", name=f"pw{i}_relu")(x)
+    x = L.Dropout(0.4, name="dropout2")(x)
+    # The reference pools over (input / 2) rounded down, which is the whole (ceil) feature map but its
+    # last row for odd sizes; kept so the counts match.
+    x = L.AveragePooling2D(pool_size=(max(1, input_shape[0] // 2), max(1, input_shape[1] // 2)), name="pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, out, name="ds_cnn")
+
+
+def _mobilenet_v1_025(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """MLPerf Tiny visual wake words (96x96x3, person / no person): Keras' MobileNetV1 at width 0.25,
+    random weights; about 0.21M parameters and 7.5M MACs."""
+    from edgeopt._keras import keras
+
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or min(input_shape[:2]) < 32:
+        raise BadInput(f"mobilenet_v1_025 needs (height, width, 1 or 3) inputs of at least 32x32 (got {input_shape})")
+    model = keras.applications.MobileNet(
+        input_shape=input_shape, alpha=0.25, weights=None, classes=num_classes, classifier_activation="softmax"
+    )
+    model._name = "mobilenet_v1_025"
+    return model
+
+
+def _fc_autoencoder(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """MLPerf Tiny anomaly detection (ToyADMOS, 640 log-mel inputs): a dense autoencoder
+    128-128-128-128-8-128-128-128-128 with BatchNorm and ReLU, reconstructing its input; about 0.27M
+    parameters and 0.26M MACs. ``num_classes`` is not used: the output has the input's size."""
+    from edgeopt._keras import keras
+
+    L = keras.layers
+    if len(input_shape) != 1:
+        raise BadInput(f"fc_autoencoder needs flat inputs, like (640,) (got {input_shape})")
+    inputs = keras.Input(input_shape, name="input")
+    x = inputs
+    for i, units in enumerate((128, 128, 128, 128, 8, 128, 128, 128, 128), start=1):
+        x = L.Dense(units, name=f"fc{i}")(x)
+        x = L.BatchNormalization(name=f"fc{i}_bn")(x)
+        x = L.Activation("relu", name=f"fc{i}_relu")(x)
+    out = L.Dense(input_shape[0], name="reconstruction")(x)
+    return keras.Model(inputs, out, name="fc_autoencoder")
+
+
+# Parameters and MACs of MLPerf Tiny's reference models, counted by edgeopt.tflite.inspect on the
+# reference .tflite files of github.com/mlcommons/tiny (benchmark/training/*/trained_models/, master at
+# 1afd2c9): pretrainedResnet_quant.tflite, kws_ref_model.tflite, vww_96_int8.tflite, ad01_int8.tflite.
+# MACs are those of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED plus one per output element of
+# ADD and AVERAGE_POOL_2D (edgeopt.tflite._macs); parameters are the constant tensors' elements.
+REFERENCE_COUNTS: dict[str, dict[str, Any]] = {
+    "resnet8": {"input_shape": (32, 32, 3), "classes": 10, "params": 77_708, "macs": 12_530_368},
+    "ds_cnn": {"input_shape": (49, 10, 1), "classes": 12, "params": 22_606, "macs": 2_656_832},
+    "mobilenet_v1_025": {"input_shape": (96, 96, 3), "classes": 2, "params": 210_852, "macs": 7_489_920},
+    "fc_autoencoder": {"input_shape": (640,), "classes": 640, "params": 265_864, "macs": 264_192},
+}
+
+
 ZOO: dict[str, Callable[[tuple[int, ...], int], Any]] = {
     "fashion_cnn": _fashion_cnn,
     "fashion_cnn_small": _fashion_cnn_small,
     "tiny_cnn": _tiny_cnn,
     "mlp_300_100": _mlp,
+    "resnet8": _resnet8,
+    "ds_cnn": _ds_cnn,
+    "mobilenet_v1_025": _mobilenet_v1_025,
+    "fc_autoencoder": _fc_autoencoder,
 }
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from edgeopt import zoo
@@ -52,3 +53,43 @@ def test_width_scaled_refuses_subclassed():
     m(keras.Input((4,)))
     with pytest.raises(BadInput, match="subclassed"):
         zoo.width_scaled(m, 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.REFERENCE_COUNTS))
+def test_mlperf_tiny_architectures_match_the_published_reference_counts(name):
+    """Parameters and MACs of the converted float model equal those of MLPerf Tiny's reference .tflite
+    (mlcommons/tiny trained_models, counted by the same edgeopt.tflite.inspect): MACs exactly, parameters
+    within 0.01% (Keras' MobileNet head reshapes with a SHAPE/STRIDED_SLICE/PACK chain whose two
+    constants the reference's Flatten does not have)."""
+    from edgeopt.config import ConvertConfig
+    from edgeopt.stages.convert import convert
+    from edgeopt.tflite import inspect
+
+    ref = zoo.REFERENCE_COUNTS[name]
+    m = zoo.build(name, ref["input_shape"], ref["classes"])
+    # Fresh layers have equal zero biases, which the converter stores once; distinct values keep every
+    # tensor, as in the trained reference.
+    rng = np.random.default_rng(0)
+    m.set_weights([w + rng.uniform(0.5, 1.0, w.shape).astype(w.dtype) for w in m.get_weights()])
+    s = inspect(convert(m, ConvertConfig(quantization="float32")).tflite)
+    assert s["macs"] == ref["macs"]
+    assert abs(s["params"] - ref["params"]) <= ref["params"] * 1e-4
+    assert m.output_shape == (None, ref["classes"])
+
+
+def test_mlperf_tiny_architectures_refuse_inputs_they_cannot_take():
+    with pytest.raises(BadInput, match="ds_cnn needs .*49, 10, 1"):
+        zoo.build("ds_cnn", (490,), 12)
+    with pytest.raises(BadInput, match="fc_autoencoder needs flat inputs"):
+        zoo.build("fc_autoencoder", (32, 20), 2)
+    with pytest.raises(BadInput, match="at least 32x32"):
+        zoo.build("mobilenet_v1_025", (28, 28, 1), 10)
+
+
+def test_resnet8_residual_stacks_scale_together():
+    m = zoo.build("resnet8", (32, 32, 3), 10)
+    assert [m.get_layer(f"s{i}_conv2").filters for i in (1, 2, 3)] == [16, 32, 64]
+    s = zoo.width_scaled(m, 0.5)
+    # stack 1's add ties it to the stem; stacks 2 and 3 are tied to their shortcuts: all halve together
+    assert [s.get_layer(n).filters for n in ("stem", "s1_conv2", "s2_shortcut", "s3_conv2")] == [8, 8, 16, 32]
+    assert s.get_layer("logits").units == 10
