@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,18 +67,21 @@ def export(
     *,
     build_dir: str | Path | None = None,
     force: bool = False,
+    cache_dir: str | Path | None = None,
+    on_stage: Callable[[Any], None] | None = None,
 ) -> ExportResult:
-    """Run ``config`` (a ``PipelineConfig``; stages cached in ``build_dir``, default ``build/<name>``)
-    and write the bundle to ``out`` (default ``dist/<name>``). Raises GateFailed / RuntimeCrash after
-    writing the failed bundle to ``<out>.failed`` when a gate failed or a runtime crashed; any other
-    error leaves no bundle."""
+    """Run ``config`` (a ``PipelineConfig``; stages in ``build_dir``, default ``build/<name>``) and write
+    the bundle to ``out`` (default ``dist/<name>``). Raises GateFailed / RuntimeCrash after writing the
+    failed bundle to ``<out>.failed`` when a gate failed or a runtime crashed; any other error leaves
+    no bundle. ``force``, ``cache_dir`` and ``on_stage`` go to ``edgeopt.pipeline.run``."""
     from edgeopt import pipeline
 
     target = Path(out) if out is not None else Path("dist") / config.name
     build_root = Path(build_dir) if build_dir is not None else Path("build") / config.name
     error: EdgeoptError | None = None
     try:
-        run = as_run_manifest(pipeline.run(config, build_root, force=force).manifest)
+        report = pipeline.run(config, build_root, force=force, cache_dir=cache_dir, on_stage=on_stage)
+        run = as_run_manifest(report.manifest)
     except (GateFailed, RuntimeCrash) as e:
         mpath = build_root / "manifest.json"
         if not mpath.is_file():
