@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -45,6 +45,11 @@ class _Handler(RichHandler):
             highlighter=NullHighlighter(),
             rich_tracebacks=False,
         )
+
+    def render(self, *, record: logging.LogRecord, traceback: Any, message_renderable: Any) -> Any:
+        # The message alone: RichHandler's grid of time/level/path columns pads every line to the
+        # console's width, which leaves trailing blanks in log files and CI output.
+        return message_renderable if traceback is None else Group(message_renderable, traceback)
 
     def render_message(self, record: logging.LogRecord, message: str) -> Any:
         text = super().render_message(record, message)
