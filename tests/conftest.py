@@ -1,4 +1,5 @@
-"""Shared fixtures: scikit-learn's digits (bundled, no download) and a tiny trained CNN on it."""
+"""Shared fixtures: scikit-learn's digits (bundled, no download) and a tiny trained CNN on it; every
+test runs without the host's latency calibration."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt import ui
 from edgeopt.config import DataConfig, TrainConfig
 from edgeopt.data import Dataset, find_fashion_mnist, load_dataset
 
-ui.set_quiet(True)
+# The latency calibration lives in ~/.cache/edgeopt/calibration.json unless this variable names another
+# file (edgeopt.calibrate.default_path). A stale file there would change which latency gates are
+# evaluated, so tests never see it: the variable points at a file that does not exist, in-process and
+# in every subprocess (the CLI in a child, runtime workers), which inherit the environment.
+CALIBRATION_ENV = "EDGEOPT_CALIBRATION"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_host_calibration(tmp_path_factory: pytest.TempPathFactory):
+    """For session- and module-scoped fixtures, which run before any function-scoped one."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(CALIBRATION_ENV, str(tmp_path_factory.mktemp("calibration") / "calibration.json"))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def isolated_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A calibration path of this test's own, with no file yet (``edgeopt calibrate`` without ``--out``
+    writes there, and no other test sees it)."""
+    path = tmp_path_factory.mktemp("calibration") / "calibration.json"
+    monkeypatch.setenv(CALIBRATION_ENV, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

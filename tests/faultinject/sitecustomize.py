@@ -1,0 +1,109 @@
+"""Fault injection for edgeopt's child processes, for tests only; production code has no hook for it.
+
+Python imports ``sitecustomize`` at start-up from ``sys.path``, so a test that puts this folder on
+the ``PYTHONPATH`` of the processes it starts reaches every child edgeopt starts from them: the
+runtime workers (``python -m edgeopt.runtimes.worker JOB_DIR``) and Vela (the ``vela`` script).
+``EDGEOPT_FAULT`` says which child does what, e.g. ``litert_bench:hang,tflm_eval:segv,vela:abort``:
+
+- the target is a worker task (the ``task`` of the job's ``job.json``) or ``vela``;
+- the action is ``hang`` (sleep, deaf to SIGTERM and SIGINT, like a wedged native call), ``segv``,
+  ``abort`` or ``kill`` (the process sends itself that signal) or ``exit`` (exit code 70, no result).
+
+The fault fires before the child runs any edgeopt code: the parent only sees the child's exit (or
+its silence), so where inside the child it happens changes nothing the tests check, and the
+injection does not depend on the worker's internals. With ``EDGEOPT_FAULT_LOG=DIR`` every fault that
+fires first writes ``DIR/<target>-<pid>.json``, so a test can tell that its fault really happened and
+which process to look for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HANG_LIMIT_S = 900.0  # a hung child outlives a test run that forgot to kill it by at most this long
+
+
+def _chain() -> None:
+    """Run the sitecustomize this one shadows, if the interpreter has one further down the path."""
+    here = Path(__file__).resolve().parent
+    for entry in sys.path:
+        try:
+            candidate = Path(entry or ".").resolve() / "sitecustomize.py"
+        except OSError:
+            continue
+        if candidate.parent != here and candidate.is_file():
+            code = compile(candidate.read_bytes(), str(candidate), "exec")
+            exec(code, {"__name__": "sitecustomize", "__file__": str(candidate)})
+            return
+
+
+def parse(spec: str) -> dict[str, str]:
+    """``"a:hang, b:segv"`` -> ``{"a": "hang", "b": "segv"}``."""
+    out: dict[str, str] = {}
+    for item in spec.replace(";", ",").split(","):
+        if item.strip():
+            target, _, action = item.strip().partition(":")
+            out[target.strip()] = action.strip()
+    return out
+
+
+def target(argv: list[str]) -> str | None:
+    """Which child this process is: a worker task name, ``vela``, or None for any other process."""
+    if "-m" in argv:
+        i = argv.index("-m")
+        if argv[i + 1 : i + 2] == ["edgeopt.runtimes.worker"] and len(argv) > i + 2:
+            try:
+                return str(json.loads((Path(argv[i + 2]) / "job.json").read_text())["task"])
+            except (OSError, ValueError, KeyError):
+                return None
+    if len(argv) > 1 and Path(argv[1]).name == "vela":
+        return "vela"
+    if "-c" in argv and "ethosu.vela" in " ".join(argv[argv.index("-c") + 1 :][:1]):
+        return "vela"
+    return None
+
+
+def fire(name: str, action: str) -> None:
+    import signal
+
+    log_dir = os.environ.get("EDGEOPT_FAULT_LOG")
+    if log_dir:
+        record = {"target": name, "action": action, "pid": os.getpid()}
+        (Path(log_dir) / f"{name}-{os.getpid()}.json").write_text(json.dumps(record))
+    if action == "hang":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        end = time.monotonic() + HANG_LIMIT_S
+        while time.monotonic() < end:
+            time.sleep(1.0)
+        os._exit(71)
+    if action == "exit":
+        os._exit(70)
+    sig = {"segv": signal.SIGSEGV, "abort": signal.SIGABRT, "kill": signal.SIGKILL}.get(action)
+    if sig is None:
+        sys.stderr.write(f"faultinject: unknown action {action!r} for {name} (hang, segv, abort, kill, exit)\n")
+        os._exit(64)
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a real signal, but no core file in the cwd
+    os.kill(os.getpid(), sig)
+    time.sleep(5)  # the signal is delivered before this returns
+    os._exit(72)
+
+
+def _main() -> None:
+    _chain()
+    spec = os.environ.get("EDGEOPT_FAULT")
+    if not spec:
+        return
+    name = target(list(getattr(sys, "orig_argv", sys.argv)))
+    action = parse(spec).get(name) if name else None
+    if action:
+        fire(name, action)  # type: ignore[arg-type]
+
+
+_main()
