@@ -330,7 +330,8 @@ def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: s
 
 def trial_pipeline(pipeline: Any) -> Any:
     """What a trial runs: the steps up to the last convert, without the other convert steps, the validate
-    steps and the baseline (a trial validates its one .tflite itself, on the validation split)."""
+    steps and the baseline (a trial validates its one .tflite itself, on the validation split), with the
+    stage guard set to go on."""
     from edgeopt.pipeline.spec import PipelineConfig
 
     raw = pipeline.model_dump(mode="json", exclude_unset=True)
@@ -341,6 +342,13 @@ def trial_pipeline(pipeline: Any) -> Any:
     ]
     raw["baseline"] = None
     raw.pop("search", None)
+    if "on_regression" in PipelineConfig.model_fields:
+        # The stage guard's keep_best would swap a bad stage's output for its input: the trial would then
+        # measure other parameters than it reports. A trial keeps what its parameters make; the accuracy
+        # floor (early stop) and the constraints judge it.
+        raw["on_regression"] = "continue"
+        for s in raw["steps"]:
+            s.pop("on_regression", None)
     return PipelineConfig.model_validate(raw)
 
 
