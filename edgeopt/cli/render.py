@@ -115,9 +115,12 @@ def session(quiet: bool) -> Iterator[None]:
     global _quiet
     logger = logging.getLogger(LIBRARY_LOGGER)
     handler = _Handler()
-    saved_level, saved_quiet = logger.level, _quiet
+    saved_level, saved_propagate, saved_quiet = logger.level, logger.propagate, _quiet
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    # A library that calls logging.info() gives the root logger a plain handler (basicConfig), which
+    # would print every edgeopt line a second time.
+    logger.propagate = False
     reporter = None if quiet else RichReporter(console)
     saved_reporter = progress.set_reporter(reporter)
     _quiet = quiet
@@ -129,6 +132,7 @@ def session(quiet: bool) -> Iterator[None]:
         progress.set_reporter(saved_reporter)
         logger.removeHandler(handler)
         logger.setLevel(saved_level)
+        logger.propagate = saved_propagate
         _quiet = saved_quiet
 
 

@@ -147,3 +147,26 @@ def test_yaml_typo_exit_2(tmp_path):
 def test_wrong_choice_is_usage_error(tiny_model_path, tmp_path):
     r = invoke("convert", tiny_model_path, "--out", tmp_path / "x.tflite", "--quantization", "int4")
     assert r.exit_code == 2 and "int4" in r.output
+
+
+def test_run_shows_each_stage_and_the_artifacts(tmp_path):
+    """`run` draws a table per stage from the runner's on_stage events, the runner's log lines, and the
+    artifacts table; the second run reuses the cached stage and says so."""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(
+        f"name: tiny\nseed: 3\ndata: digits\n"
+        f"teacher: {{path: {tmp_path / 't.keras'}, train: {{zoo: tiny_cnn, epochs: 1}}}}\n"
+        "steps:\n  - {stage: convert, quantization: float32}\n"
+        "  - {stage: validate, latency: false, cross_check: false}\n"
+    )
+    r = invoke("run", p, "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "step 1/2: convert" in r.output and "step 2/2: validate" in r.output  # library log lines
+    assert "gzip_bytes" in r.output  # the convert step's table
+    assert "model_float32.tflite" in r.output and "accuracy 0." in r.output  # the validate step's table
+    assert "tiny: artifacts in" in r.output and "manifest:" in r.output
+    again = invoke("run", p, "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.output
+    assert "reused 01_convert" in again.output
+    quiet = invoke("run", p, "--out", tmp_path / "b", "-q")
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output
