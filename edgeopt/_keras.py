@@ -30,7 +30,7 @@ try:
         import tensorflow as tf
         import tf_keras as keras
 except Exception:
-    print("\n".join(_import_log), file=__import__("sys").stderr)
+    logging.getLogger(__name__).error("importing TensorFlow failed; it wrote:\n%s", "\n".join(_import_log))
     raise
 
 try:  # absl logs converter chatter at WARNING level
