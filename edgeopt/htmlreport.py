@@ -166,10 +166,10 @@ def model_card(manifest: BundleManifest | dict[str, Any]) -> str:
     else:
         lines.append("No validate step: no gate was evaluated.")
     v = manifest["validation"]
-    lines += [
-        "",
-        f"Overall: {'all gates passed' if v['passed'] else 'FAILED: ' + '; '.join(v['failed_gates'] + v['crashed'])}.",
-    ]
+    problems = v["failed_gates"] + v["crashed"]
+    if v.get("strict"):  # a strict run fails on gates it could not evaluate
+        problems += [f"not evaluated: {g}" for g in v.get("not_evaluated") or []]
+    lines += ["", f"Overall: {'all gates passed' if v['passed'] else 'FAILED: ' + '; '.join(problems)}."]
     lines += ["", "## Known limits", ""]
     limits = [
         f"Accuracy is measured on the test split of `{d.get('name')}` only ({d.get('test'):,} examples);"

@@ -69,18 +69,20 @@ def export(
     force: bool = False,
     cache_dir: str | Path | None = None,
     on_stage: Callable[[Any], None] | None = None,
+    strict: bool = True,
 ) -> ExportResult:
     """Run ``config`` (a ``PipelineConfig``; stages in ``build_dir``, default ``build/<name>``) and write
     the bundle to ``out`` (default ``dist/<name>``). Raises GateFailed / RuntimeCrash after writing the
     failed bundle to ``<out>.failed`` when a gate failed or a runtime crashed; any other error leaves
-    no bundle. ``force``, ``cache_dir`` and ``on_stage`` go to ``edgeopt.pipeline.run``."""
+    no bundle. ``force``, ``cache_dir``, ``on_stage`` and ``strict`` go to ``edgeopt.pipeline.run``:
+    a release is strict by default, so a gate that could not be evaluated fails it too."""
     from edgeopt import pipeline
 
     target = Path(out) if out is not None else Path("dist") / config.name
     build_root = Path(build_dir) if build_dir is not None else Path("build") / config.name
     error: EdgeoptError | None = None
     try:
-        report = pipeline.run(config, build_root, force=force, cache_dir=cache_dir, on_stage=on_stage)
+        report = pipeline.run(config, build_root, force=force, cache_dir=cache_dir, on_stage=on_stage, strict=strict)
         run = as_run_manifest(report.manifest)
     except (GateFailed, RuntimeCrash) as e:
         mpath = build_root / "manifest.json"
