@@ -54,7 +54,9 @@ DataOpt = Annotated[str, opt(DataConfig, "name", "--data", config_default=False)
 SeedOpt = Annotated[int, opt(DataConfig, "seed", config_default=False)]
 MaxTrainOpt = Annotated[int | None, opt(DataConfig, "max_train")]
 MaxTestOpt = Annotated[int | None, opt(DataConfig, "max_test")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, log lines or summary tables")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="warnings and errors only: no progress bars, info lines or summary tables")
+]
 UnsafeOpt = Annotated[
     bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
 ]
