@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,14 @@ def _measure(name: str, content: bytes, data: Any, seconds: float, how: str) -> 
     }
 
 
-def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | Path = "bench") -> dict[str, Any]:
+def run_bench(
+    pipeline: str | Path = "pipelines/fashion_mnist.yaml",
+    out: str | Path = "bench",
+    *,
+    on_stage: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every row and write ``out/results.md`` and ``results.json``; ``on_stage`` goes to the
+    pipeline run (``edgeopt.pipeline.run``), e.g. for the CLI's per-stage tables."""
     from edgeopt.pipeline import ensure_teacher
     from edgeopt.pipeline import run as run_pipeline
 
@@ -85,7 +93,7 @@ def run_bench(pipeline: str | Path = "pipelines/fashion_mnist.yaml", out: str | 
     t = time.time()
     root = Path("build") / cfg.name  # the pipeline's own folder: `make export` reuses these stages
     try:
-        run_pipeline(cfg, root)
+        run_pipeline(cfg, root, on_stage=on_stage)
     except GateFailed as e:  # the table is still worth having; the gates are in the manifest
         log.warning("the pipeline's validation gates failed: %s", e)
     manifest = json.loads((root / "manifest.json").read_text())

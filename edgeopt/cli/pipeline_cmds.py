@@ -67,7 +67,7 @@ def bench(
     """The pipeline vs the float32 teacher, int8 PTQ and the tfmot pruning tutorial, in one table."""
     from edgeopt.bench import run_bench
 
-    run_bench(pipeline, out)
+    run_bench(pipeline, out, **with_stage_summaries(run_bench))
     render.text_file(out / "results.md")
 
 
