@@ -378,7 +378,7 @@ def distributions(params: list[Param]) -> dict[str, Any]:
             else:
                 high = r.high
                 if r.step is not None:  # Optuna wants high on the grid
-                    high = r.low + math.floor((r.high - r.low) / r.step + 1e-9) * r.step
+                    high = round(r.low + math.floor((r.high - r.low) / r.step + 1e-9) * r.step, 10)
                 out[p.name] = FloatDistribution(float(r.low), float(high), step=r.step, log=r.log)
     return out
 
