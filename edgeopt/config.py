@@ -250,6 +250,22 @@ class VelaConfig(_Config):
     sram_bytes: int | None = Field(None, gt=0, description="budget for the SRAM Vela plans to use")
 
 
+class McuCore(StrEnum):
+    """Cortex-M cores with a latency model (edgeopt.mcu_latency)."""
+
+    cortex_m4 = "cortex-m4"
+    cortex_m33 = "cortex-m33"
+    cortex_m7 = "cortex-m7"
+
+
+class McuConfig(_Config):
+    """The CPU of an MCU board: its latency gate is estimated from the model's MACs (edgeopt.mcu_latency)."""
+
+    core: McuCore
+    clock_hz: float = Field(gt=0, description="CPU clock the estimate's cycles are divided by")
+    source: str = Field(description="where the core and clock come from (datasheet, board)")
+
+
 class DeviceProfile(_Config):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -261,6 +277,7 @@ class DeviceProfile(_Config):
     builtin_ops_only: bool = True
     reference: DeviceReference | None = None
     vela: VelaConfig | None = None
+    mcu: McuConfig | None = None
 
 
 def format_validation_error(
