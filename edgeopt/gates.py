@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from edgeopt import mcu_latency
 from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
 from edgeopt.validation import CrossCheck, Gate, GateStatus, Measurements
 
@@ -265,8 +266,9 @@ def cross_check_gate(profile: str, cross: CrossCheck | None, failures: dict[str,
 def latency_gate(
     p: DeviceProfile, m: Measurements, failures: dict[str, str], calibration: dict[str, Any] | None
 ) -> Gate | None:
-    """p90 latency on the device: Vela's cycle estimate for Ethos-U, the host p90 scaled by the
-    calibration factor for LiteRT phones; never a host figure passed off as a device one."""
+    """p90 latency on the device: Vela's cycle estimate for Ethos-U, the MAC-based estimate for a
+    Cortex-M CPU (``mcu:``), the host p90 scaled by the calibration factor for LiteRT phones; never a
+    host figure passed off as a device one."""
     budget = p.budgets.latency_p90_ms
     if budget is None:
         return None
@@ -278,13 +280,16 @@ def latency_gate(
         g = budget_gate(p.name, gate, v["estimated_ms"], budget, "ms", "")
         assert g is not None
         return g.model_copy(update={"detail": g.detail + f"; estimate: {v['method']}", "method": v["method"]})
+    if p.mcu is not None:
+        return mcu_latency_gate(p, m)
     if p.runtime is not Runtime.litert:
         return _gate(
             p.name,
             gate,
             N,
             "no published reference latency for this device to scale host figures with; "
-            "only Ethos-U profiles (vela:) and LiteRT profiles with a reference can be estimated",
+            "only Ethos-U profiles (vela:), Cortex-M profiles (mcu: core and clock) and LiteRT profiles "
+            "with a reference can be estimated",
             budget=budget,
             unit="ms",
         )
@@ -314,6 +319,28 @@ def latency_gate(
         f"{cal['source']})"
     )
     return g.model_copy(update={"detail": g.detail + f"; {method}", "method": method})
+
+
+def mcu_latency_gate(p: DeviceProfile, m: Measurements) -> Gate:
+    """A Cortex-M CPU's latency, estimated from the model's MACs per op class for CMSIS-NN int8 kernels
+    (edgeopt.mcu_latency); the estimate covers int8 models only."""
+    assert p.mcu is not None and p.budgets.latency_p90_ms is not None
+    budget, s = p.budgets.latency_p90_ms, m.structure
+    # int16x8 models have int8 weights too; their int64 biases tell them apart (16-bit kernels are slower).
+    prec = "int16x8" if "int64" in s["constant_dtypes"] else precision_of(s)
+    if prec != "int8":
+        return _gate(
+            p.name,
+            "latency_p90_ms",
+            N,
+            f"the {p.mcu.core.value} estimate covers int8 models (CMSIS-NN int8 kernels); this one is {prec}",
+            budget=budget,
+            unit="ms",
+        )
+    est = mcu_latency.estimate(s, p.mcu.core.value, p.mcu.clock_hz)
+    g = budget_gate(p.name, "latency_p90_ms", est.ms, budget, "ms", "")
+    assert g is not None
+    return g.model_copy(update={"detail": g.detail + f"; {est.method}", "method": est.method})
 
 
 def tflm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> list[Gate | None]:
