@@ -89,7 +89,8 @@ def ensure(profiles: list[DeviceProfile], path: str | Path | None = None) -> dic
         "no latency calibration for %s on this host: measuring MobileNet 1.0 224 now (about 40 s, once per host)",
         ", ".join(p.name for p in missing),
     )
-    return calibrate(list(todo.values()), out=path, auto=True)
+    calibrate(list(todo.values()), out=path, auto=True)
+    return load(path)  # as stored, so a later run's cache key sees the same calibration
 
 
 def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:

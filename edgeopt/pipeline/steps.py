@@ -312,6 +312,7 @@ class ValidateStep(Step):
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
+        from edgeopt.validation import ValidationResult
 
         profiles = self._profiles(state)
         calibration = self._calibration(state)
@@ -332,22 +333,13 @@ class ValidateStep(Step):
                     calibration=calibration,
                     name=art.name,
                 )
-                art.validation = v.to_dict() if hasattr(v, "to_dict") else v.metrics
+                art.validation = v.to_dict()
                 seconds += v.seconds
             results[art.name] = art.validation
-        failed = [
-            f"{name}: {g['profile']}/{g['gate']} ({g['detail']})"
-            for name, v in results.items()
-            for g in v["gates"]
-            if g["status"] == "failed"
-        ]
-        crashed = [f"{name}: {c}" for name, v in results.items() for c in v["crashed"]]
-        not_evaluated = [
-            f"{name}: {g['profile']}/{g['gate']} ({g['detail']})"
-            for name, v in results.items()
-            for g in v["gates"]
-            if g["status"] == "not evaluated"
-        ]
+        typed = {name: ValidationResult.from_dict(v) for name, v in results.items()}
+        failed = [f"{name}: {g.key} ({g.detail})" for name, v in typed.items() for g in v.failed_gates]
+        not_evaluated = [f"{name}: {g.key} ({g.detail})" for name, v in typed.items() for g in v.not_evaluated]
+        crashed = [f"{name}: {c}" for name, v in typed.items() for c in v.crashed]
         metrics = {"artifacts": results, "failed": failed, "not_evaluated": not_evaluated, "crashed": crashed}
         return stages.StageResult(self.name, metrics=metrics, seconds=seconds)
 

@@ -96,16 +96,28 @@ def validate(
     profiles: list[DeviceProfile] | None = None,
     calibration: dict[str, Any] | None = None,
     name: str = "model",
+    labels: list[str] | None = None,
 ) -> ValidationResult:
     """Check ``tflite`` against ``data``'s test split and the budgets of ``profiles``.
+
+    The model's outputs follow its labels (``labels``, else the ``labels`` of its embedded edgeopt
+    manifest): data whose class names are the same set in another order is mapped by name, and a
+    different set is BadInput naming both lists; nothing is scored against another order in silence.
 
     The result lists every gate; ``passed`` is False when one failed, ``crashed`` names runtimes that
     crashed or hung. The caller decides what a failure means (``result.raise_for_status()``).
     BadInput when the bytes are not a .tflite or the data does not fit its input.
     """
+    from edgeopt.data import align_labels, labels_from_tflite
+
     config = config or ValidateConfig()
     profiles = profiles or []
     structure = tfl.inspect(tflite, name)  # a corrupt file stops here, before any interpreter
+    data = align_labels(
+        data,
+        labels if labels is not None else labels_from_tflite(tflite),
+        source=f"{name}'s labels" if labels is not None else f"{name}'s embedded manifest",
+    )
     out_detail = structure["outputs"][0]
     x, y = data.x_test, data.y_test
     if config.max_samples is not None:

@@ -99,8 +99,9 @@ def test_library_run_returns_report(first_run, tmp_path):
     shutil.copy(tmp / "teacher.keras", tmp_path / "teacher.keras")
     cfg = load_pipeline(_pipeline(tmp_path, steps=[{"stage": "convert", "quantization": "dynamic"}]))
     report = run(cfg, tmp_path / "out")
-    assert report.passed and report.manifest["artifacts"][0]["quantization"] == "dynamic"
-    assert report.manifest["stages"][0]["metrics"]["trained"] is False
+    assert report.passed and report.manifest.artifacts[0].quantization == "dynamic"
+    assert report.manifest.stages[0].metrics["trained"] is False
+    assert report.manifest.to_json() == json.loads((tmp_path / "out" / "manifest.json").read_text())
 
 
 @pytest.mark.slow
@@ -361,3 +362,33 @@ def test_strict_fails_a_gate_that_was_not_evaluated(keyed, tmp_path):
         run(cfg, tmp_path / "k" / "build", strict=True)
     m = json.loads((tmp_path / "k" / "build" / "manifest.json").read_text())
     assert m["passed"] is False and m["strict"] is True
+
+
+def test_phone_latency_gate_calibrates_itself_once(tiny_model_path, tmp_path, monkeypatch):
+    """No calibration stored for this host: the first validation against a phone profile measures it
+    (about 40 s), labels it automatic and evaluates the latency gate; the second run reuses it."""
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    cal = tmp_path / "calibration.json"
+    monkeypatch.setenv("EDGEOPT_CALIBRATION", str(cal))
+    (tmp_path / "k").mkdir()
+    shutil.copy(tiny_model_path, tmp_path / "k" / "teacher.keras")
+    raw = _small(tmp_path / "k", data="digits")
+    raw["steps"] = [
+        {"stage": "convert", "quantization": "int8"},
+        {"stage": "validate", "profiles": ["pixel4-cpu4"]},
+    ]
+    cfg = PipelineConfig.model_validate(raw)
+    run(cfg, tmp_path / "k" / "build", strict=True)
+    stored = json.loads(cal.read_text())
+    assert stored["auto"] is True and stored["host"]["fingerprint"]
+    factor = stored["profiles"]["pixel4-cpu4"]["int8"]
+    assert factor["factor"] == pytest.approx(factor["device_ms"] / factor["host_p50_ms"])
+    m = json.loads((tmp_path / "k" / "build" / "manifest.json").read_text())
+    gate = next(g for g in m["artifacts"][0]["gates"] if g["gate"] == "latency_p90_ms")
+    assert gate["status"] in ("passed", "failed") and "estimate" in gate["detail"]
+    assert m["not_evaluated"] == [] and m["strict"] is True
+    before = cal.stat().st_mtime_ns
+    events = []
+    run(cfg, tmp_path / "k" / "build", strict=True, on_stage=events.append)
+    assert cal.stat().st_mtime_ns == before and all(e.reused for e in events)
