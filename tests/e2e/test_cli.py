@@ -170,3 +170,43 @@ def test_run_shows_each_stage_and_the_artifacts(tmp_path):
     assert "reused 01_convert" in again.output
     quiet = invoke("run", p, "--out", tmp_path / "b", "-q")
     assert quiet.exit_code == 0 and quiet.output == "", quiet.output
+
+
+def test_every_option_has_help_and_config_flags_take_the_field_description():
+    """A flag that fills a config field is documented once, by the field's description (a field a
+    subclass overrides, like PruneConfig.epochs, by the description where it was declared first)."""
+    import typer
+
+    from edgeopt import config
+    from edgeopt.cli.options import OPTION_FIELDS
+
+    def description(cls, field: str) -> str:
+        declared = [k for k in reversed(cls.__mro__) if field in k.__dict__.get("__annotations__", {})]
+        return next(d for k in declared + [cls] if (d := k.model_fields[field].description))
+
+    configs = {
+        "train": config.TrainConfig,
+        "prune": config.PruneConfig,
+        "cluster": config.ClusterConfig,
+        "distill": config.DistillConfig,
+        "qat": config.QATConfig,
+        "convert": config.ConvertConfig,
+        "validate": config.ValidateConfig,
+    }
+    commands = typer.main.get_command(app).commands
+    checked = 0
+    for name, cls in configs.items():
+        for param in commands[name].params:
+            assert param.help, f"edgeopt {name} {param.opts}: no help"
+            field = OPTION_FIELDS.get(param.name, param.name)
+            if param.name == "data" and name != "convert":  # convert's --data is calibration data only
+                owner, field = config.DataConfig, "name"
+            elif field in cls.model_fields:
+                owner = cls
+            elif field in config.DataConfig.model_fields:
+                owner = config.DataConfig
+            else:
+                continue
+            assert param.help.startswith(description(owner, field)), (name, param.name, param.help)
+            checked += 1
+    assert checked == 77, checked  # update when a flag is added: every config-backed flag is checked
