@@ -45,12 +45,14 @@ def cannot_measure(o: Objective, profile: Any) -> str | None:
     """Why ``profile`` cannot give objective ``o`` (None when it can)."""
     if o.metric is Metric.arena_bytes and profile.runtime.value != "tflm":
         return f"profile {profile.name} runs {profile.runtime.value}, not TFLite Micro: it has no tensor arena"
-    if o.metric is Metric.latency_ms and profile.vela is None:
+    if o.metric is Metric.latency_ms and profile.vela is None and getattr(profile, "mcu", None) is None:
         if profile.runtime.value != "litert" or profile.reference is None:
             return (
-                f"profile {profile.name} has no latency estimate (needs a Vela section or a LiteRT profile with a "
-                "published reference latency)"
+                f"profile {profile.name} has no latency estimate (needs a Vela section, an mcu section or a LiteRT "
+                "profile with a published reference latency)"
             )
+    if o.metric is Metric.latency_ms and profile.budgets.latency_p90_ms is None:
+        return f"profile {profile.name} has no latency budget, so no latency gate measures it"
     return None
 
 

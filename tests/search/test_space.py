@@ -81,9 +81,14 @@ def test_bad_space(tmp_path, spec, message):
 
 
 def test_objective_the_profile_cannot_measure(pipe):
-    s = space.SearchConfig(objectives=["accuracy", "latency_ms@cortex-m7-512k"])
-    with pytest.raises(BadInput, match="latency_ms@cortex-m7-512k: profile cortex-m7-512k has no latency estimate"):
-        objectives.resolve_profiles(pipe, s)
+    from edgeopt.config import DeviceProfile
+    from edgeopt.profiles import load_profile
+
+    o = space.SearchConfig(objectives=["accuracy", "latency_ms@x"]).parsed_objectives()[1]
+    board = DeviceProfile(name="bare-board", runtime="tflm", budgets={"latency_p90_ms": 50})
+    assert "bare-board has no latency estimate" in objectives.cannot_measure(o, board)
+    # a Cortex-M profile with an mcu: section is estimated from its MACs (edgeopt.mcu_latency)
+    assert objectives.cannot_measure(o, load_profile("cortex-m7-512k")) is None
     s = space.SearchConfig(objectives=["accuracy", "arena_bytes@pixel4-cpu4"])
     with pytest.raises(BadInput, match="pixel4-cpu4 runs litert, not TFLite Micro"):
         objectives.resolve_profiles(pipe, s)
