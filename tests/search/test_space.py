@@ -84,7 +84,7 @@ def test_objective_the_profile_cannot_measure(pipe):
     from edgeopt.config import DeviceProfile
     from edgeopt.profiles import load_profile
 
-    o = space.SearchConfig(objectives=["accuracy", "latency_ms@x"]).parsed_objectives()[1]
+    o = space.SearchConfig(objectives=["accuracy", "latency_ms@x"]).parsed_objectives[1]
     board = DeviceProfile(name="bare-board", runtime="tflm", budgets={"latency_p90_ms": 50})
     assert "bare-board has no latency estimate" in objectives.cannot_measure(o, board)
     # a Cortex-M profile with an mcu: section is estimated from its MACs (edgeopt.mcu_latency)
