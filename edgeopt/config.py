@@ -31,6 +31,10 @@ class Quantization(StrEnum):
     float16 = "float16"
     int8 = "int8"
     int16x8 = "int16x8"
+    # through ai-edge-quantizer on the float32 .tflite (edgeopt.stages.aeq)
+    weight_int8 = "weight-int8"  # int8 weights dequantized to float: smaller file, float compute
+    int8_aeq = "int8-aeq"  # static int8 weights and activations, AEQ's calibration
+    int4 = "int4"  # int4 weights (conv per channel, dense per tensor: TFLite Micro runs it), int8 activations
 
 
 class IOType(StrEnum):
@@ -178,6 +182,8 @@ class ConvertConfig(_Config):
         allowed = {
             Quantization.int8: {IOType.int8, IOType.uint8, IOType.float32},
             Quantization.int16x8: {IOType.int16, IOType.float32},
+            Quantization.int8_aeq: {IOType.int8},  # AEQ's static recipes quantize inputs and outputs
+            Quantization.int4: {IOType.int8},
         }.get(self.quantization, {IOType.float32})
         if self.io_type is not None and self.io_type not in allowed:
             names = ", ".join(sorted(a.value for a in allowed))
@@ -190,9 +196,12 @@ class ConvertConfig(_Config):
     def resolved_io_type(self) -> IOType:
         if self.io_type is not None:
             return self.io_type
-        return {Quantization.int8: IOType.int8, Quantization.int16x8: IOType.int16}.get(
-            self.quantization, IOType.float32
-        )
+        return {
+            Quantization.int8: IOType.int8,
+            Quantization.int16x8: IOType.int16,
+            Quantization.int8_aeq: IOType.int8,
+            Quantization.int4: IOType.int8,
+        }.get(self.quantization, IOType.float32)
 
 
 class ValidateConfig(_Config):

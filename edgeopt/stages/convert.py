@@ -1,4 +1,5 @@
-"""Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8)."""
+"""Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8; weight-int8,
+int8-aeq and int4 through ai-edge-quantizer on the float32 .tflite, edgeopt.stages.aeq)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ def convert(
     int16x8 need ``data`` for calibration."""
     config = config or ConvertConfig()
     q = config.quantization
+    from edgeopt.stages import aeq
+
+    if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then ai-edge-quantizer's recipe on its bytes
+        if q is not Quantization.weight_int8 and data is None:
+            raise BadInput(f"{q.value} quantization needs calibration data (--data)")
+        f32 = convert(model, ConvertConfig(quantization=Quantization.float32), data=data, seed=seed)
+        r = aeq.quantize(f32.tflite, q, data=data, calibration_samples=config.calibration_samples, seed=seed)
+        r.metrics.update(keras_params=f32.metrics["keras_params"], allow_float_fallback=config.allow_float_fallback)
+        r.seconds += f32.seconds
+        return r
     needs_data = q in (Quantization.int8, Quantization.int16x8)
     if needs_data and data is None:
         raise BadInput(f"{q.value} quantization needs calibration data (--data)")
