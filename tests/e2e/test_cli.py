@@ -145,8 +145,8 @@ def test_yaml_typo_exit_2(tmp_path):
 
 
 def test_wrong_choice_is_usage_error(tiny_model_path, tmp_path):
-    r = invoke("convert", tiny_model_path, "--out", tmp_path / "x.tflite", "--quantization", "int4")
-    assert r.exit_code == 2 and "int4" in r.output
+    r = invoke("convert", tiny_model_path, "--out", tmp_path / "x.tflite", "--quantization", "int3")
+    assert r.exit_code == 2 and "int3" in r.output
 
 
 def test_run_shows_each_stage_and_the_artifacts(tmp_path):

@@ -46,8 +46,8 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         (["prune", "missing.keras", "--data", "digits", "--out", "out.keras"], "missing.keras: no such file"),
         (
-            ["convert", "missing.keras", "--out", "out.tflite", "--quantization", "int4"],
-            "'int4' is not one of 'float32', 'dynamic', 'float16', 'int8', 'int16x8'",
+            ["convert", "missing.keras", "--out", "out.tflite", "--quantization", "int3"],
+            "Invalid value for '--quantization': 'int3' is not one of 'float32', 'dynamic',",
         ),
         (["convert", "missing.keras", "--out", "out.tflite", "--bogus"], "No such option: --bogus"),
         (["validate", "missing.tflite", "--data", "digits"], "missing.tflite: no such file"),
