@@ -51,8 +51,8 @@ class _Config(BaseModel):
 class DataConfig(_Config):
     """A named dataset: ``fashion_mnist``, ``digits``, ``npz:PATH`` or ``image_dir:PATH``."""
 
-    name: str = "fashion_mnist"
-    seed: int = 0
+    name: str = Field("fashion_mnist", description="fashion_mnist, digits, npz:PATH or image_dir:PATH")
+    seed: int = Field(0, description="seed for splits, initialisation and shuffling")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     max_train: int | None = Field(None, ge=1, description="use at most this many training examples")
     max_test: int | None = Field(None, ge=1, description="use at most this many test examples")
@@ -71,28 +71,30 @@ class LRSchedule(StrEnum):
 
 
 class _Training(_Config):
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(2, ge=0, description="training epochs")
+    batch_size: int = Field(128, ge=1, description="batch size")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     lr_schedule: LRSchedule = Field(LRSchedule.constant, description="cosine: decay to 0 over all steps")
 
 
 class TrainConfig(_Training):
-    zoo: str = "fashion_cnn"
+    zoo: str = Field("fashion_cnn", description="zoo model name (edgeopt.zoo)")
     epochs: int = Field(12, ge=1)
 
 
 class PruneConfig(_Training):
-    final_sparsity: float = Field(0.8, ge=0.0, lt=1.0)
-    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
-    schedule: Schedule = Schedule.polynomial
-    begin_step: int = Field(0, ge=0)
-    end_step: int | None = Field(None, ge=1, description="default: the last step of the last epoch")
-    frequency: int = Field(100, ge=1)
+    final_sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="fraction of kernel weights set to zero")
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity at the begin step")
+    schedule: Schedule = Field(Schedule.polynomial, description="polynomial (decay) or constant")
+    begin_step: int = Field(0, ge=0, description="first pruning step")
+    end_step: int | None = Field(None, ge=1, description="last pruning step (default: 3/4 of training)")
+    frequency: int = Field(
+        100, ge=1, description="steps between mask updates, lowered when not given so at least 10 happen"
+    )
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
     m_by_n: str | None = Field(None, description="structured sparsity, e.g. 2:4")
-    skip_layers: list[str] = Field(default_factory=list)
+    skip_layers: list[str] = Field(default_factory=list, description="leave this layer alone (repeatable)")
     dense_share: float = Field(
         0.0,
         ge=0.0,
@@ -123,12 +125,12 @@ class PruneConfig(_Training):
 
 
 class ClusterConfig(_Training):
-    clusters: int = Field(16, ge=2)
-    init: ClusterInit = ClusterInit.kmeans_plus_plus
+    clusters: int = Field(16, ge=2, description="distinct values per kernel")
+    init: ClusterInit = Field(ClusterInit.kmeans_plus_plus, description="centroid initialisation")
     epochs: int = Field(2, ge=0)
     learning_rate: float = Field(1e-4, gt=0)
     preserve_sparsity: bool | None = Field(None, description="default: on when the input model is sparse")
-    skip_layers: list[str] = Field(default_factory=list)
+    skip_layers: list[str] = Field(default_factory=list, description="leave this layer alone (repeatable)")
     dense_share: float = Field(
         0.0,
         ge=0.0,
@@ -140,12 +142,14 @@ class ClusterConfig(_Training):
 
 class DistillConfig(_Training):
     student: str | None = Field(None, description="a zoo model name")
-    student_file: Path | None = None
-    width: float | None = Field(None, gt=0.0, le=1.0)
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.1, ge=0.0, le=1.0)
+    student_file: Path | None = Field(None, description="student architecture from a model file")
+    width: float | None = Field(
+        None, gt=0.0, le=1.0, description="student = teacher with this fraction of filters/units"
+    )
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T")
+    alpha: float = Field(0.1, ge=0.0, le=1.0, description="weight of the hard-label loss")
     epochs: int = Field(10, ge=1)
-    compare_scratch: bool = False
+    compare_scratch: bool = Field(False, description="also train the student without the teacher")
 
     @model_validator(mode="after")
     def _one_student(self) -> DistillConfig:
@@ -172,10 +176,10 @@ class QATConfig(_Training):
 
 
 class ConvertConfig(_Config):
-    quantization: Quantization = Quantization.int8
-    calibration_samples: int = Field(200, ge=1)
+    quantization: Quantization = Field(Quantization.int8, description="post-training quantization")
+    calibration_samples: int = Field(200, ge=1, description="representative examples for calibration")
     io_type: IOType | None = Field(None, description="default: int8 for int8, int16 for int16x8, else float32")
-    allow_float_fallback: bool = False
+    allow_float_fallback: bool = Field(False, description="keep ops that cannot be quantized in float")
 
     @model_validator(mode="after")
     def _io(self) -> ConvertConfig:
@@ -214,7 +218,7 @@ class ValidateConfig(_Config):
     max_step_diff: int = Field(
         1, ge=0, description="quantization steps two runtimes' integer outputs (or logits) may differ by"
     )
-    timeout_s: float = Field(600.0, gt=0, description="per runtime run in its child process")
+    timeout_s: float = Field(600.0, gt=0, description="seconds each runtime may take in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")
     batch_size: int = Field(256, ge=1)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="gate: fail below this top-1 accuracy")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import BadInput
-from edgeopt.ui import captured_stderr
+from edgeopt.progress import captured_stderr
 
 NAME = "litert"
 
