@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeopt import mcu_latency
 from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
+from edgeopt.runtimes import tflm as tflm_rt
 from edgeopt.validation import CrossCheck, Gate, GateStatus, Measurements
 
 GLOBAL = "-"  # the profile name of gates that come from the validate config, not from a device profile
@@ -348,12 +349,23 @@ def tflm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> l
     t, name = m.tflm, p.name
     if t is None:
         why = failures.get("tflm:tflm_eval", "TFLite Micro did not run")
-        return [
-            _gate(name, "tflm_runs", F, why),
-            _gate(name, "arena_bytes", N, why, budget=p.budgets.arena_bytes, unit="bytes")
-            if p.budgets.arena_bytes
-            else None,
-        ]
+        budget = p.budgets.arena_bytes
+        # the arena search gave up at its largest arena: a lower bound that already fails any MCU budget
+        over = tflm_rt.arena_exceeded(why)
+        arena = (
+            _gate(name, "arena_bytes", N, why, budget=budget, unit="bytes")
+            if over is None or budget is None or over < budget
+            else _gate(
+                name,
+                "arena_bytes",
+                F,
+                f"needs more than {fmt(over, 'bytes')} of tensor arena (budget <= {fmt(budget, 'bytes')})",
+                over,
+                budget,
+                "bytes",
+            )
+        )
+        return [_gate(name, "tflm_runs", F, why), arena if budget else None]
     gates: list[Gate | None] = [_gate(name, "tflm_runs", P, "every op supported by TFLite Micro")]
     if t.agree is not None and t.vs_litert is not None:
         gates.append(

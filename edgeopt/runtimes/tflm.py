@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 NAME = "tflm"
+
+# The arena search starts at START_ARENA and doubles it up to MAX_ARENA: a model that needs far more
+# than its profile's budget (EfficientNetB0 at 96x96: ~1 MB) still gets a figure ("needs N bytes,
+# budget M") instead of "failed to allocate".
+START_ARENA = 8 << 20
+MAX_ARENA = 64 << 20
+# Lines TFLite Micro prints (MicroPrintf) when an op of the model has no kernel or a kernel refuses its
+# tensors: such a model cannot run with any arena, so the search stops at once.
+_CANNOT_RUN = re.compile(
+    r"Didn't find op|Failed to get registration|Missing registration|not supported|Unsupported|"
+    r"Hybrid models|Dynamic tensors",
+    re.IGNORECASE,
+)
+_EXCEEDED_RE = re.compile(r"TFLite Micro needs more than (\d+) bytes of tensor arena")
+
+
+class CannotRun(RuntimeError):
+    """An op of the model cannot run in TFLite Micro (the message names it), whatever the arena."""
+
+
+class ArenaExceeded(RuntimeError):
+    """The model needs more than ``limit`` bytes of tensor arena (the largest arena tried)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"TFLite Micro needs more than {limit} bytes of tensor arena: TFLM failed to allocate tensors in that arena"
+        )
+        self.limit = limit
+
+
+def arena_exceeded(message: str) -> int | None:
+    """The arena (bytes) a failure message says the model needs more than, or None (for gates, which
+    see the failure only as the text the worker reported)."""
+    m = _EXCEEDED_RE.search(message)
+    return int(m.group(1)) if m else None
 
 
 def version() -> str:
@@ -44,16 +80,37 @@ def _fits(content: bytes, sample: np.ndarray, arena: int) -> bool:
         return False
 
 
-def min_arena(content: bytes, sample: np.ndarray, *, limit: int = 8 << 20, step: int = 16) -> int:
-    """The smallest tensor arena (bytes, to ``step``) with which the model allocates and runs."""
-    if not _fits(content, sample, limit):
-        # Find out why with a generous arena: an unsupported op is the usual reason.
-        try:
-            _interpreter(content, limit)
-        except (RuntimeError, ValueError) as e:
-            raise RuntimeError(f"TFLite Micro cannot run the model: {str(e).strip()[:300]}") from None
-        raise RuntimeError(f"TFLite Micro needs more than {limit} bytes of arena")
-    lo, hi = 0, limit
+def _why_not(content: bytes, sample: np.ndarray, arena: int) -> str | None:
+    """What TFLite Micro printed when the model failed with ``arena`` bytes, if it names an op that
+    cannot run (None: the arena was too small, or nothing was said)."""
+    from edgeopt.progress import captured_stderr
+
+    with captured_stderr() as lines:
+        ok = _fits(content, sample, arena)
+    if ok:
+        return None
+    said = [ln.strip() for ln in lines if ln.strip()]
+    bad = [ln for ln in said if _CANNOT_RUN.search(ln)]
+    return "; ".join(dict.fromkeys(bad))[:400] if bad else None
+
+
+def min_arena(
+    content: bytes, sample: np.ndarray, *, limit: int = MAX_ARENA, start: int = START_ARENA, step: int = 16
+) -> int:
+    """The smallest tensor arena (bytes, to ``step``) with which the model allocates and runs, at most
+    ``limit``.
+
+    The search tries ``start`` first and doubles it up to ``limit`` while the model does not fit, so a
+    model far over a microcontroller's budget still gets its figure, then bisects. CannotRun when an
+    op has no kernel (no arena helps), ArenaExceeded when ``limit`` bytes are not enough."""
+    lo, hi = 0, min(start, limit)
+    while not _fits(content, sample, hi):
+        why = _why_not(content, sample, hi)
+        if why:
+            raise CannotRun(f"TFLite Micro cannot run the model: {why}")
+        if hi >= limit:
+            raise ArenaExceeded(hi)
+        lo, hi = hi, min(hi * 2, limit)
     while hi - lo > step:
         mid = (lo + hi) // 2
         if _fits(content, sample, mid):
@@ -63,10 +120,27 @@ def min_arena(content: bytes, sample: np.ndarray, *, limit: int = 8 << 20, step:
     return hi
 
 
-def run(content: bytes, x: np.ndarray, arena: int, tap: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _preserving(content: bytes, arena: int, limit: int) -> Any:
+    """An interpreter that keeps every tensor (so one can be read after ``invoke``). Its arena holds
+    all tensors at once, often far more than 4x the planned arena (EfficientNetB0 at 96x96): double it
+    from ``4 * arena`` until the allocation succeeds."""
+    size = arena * 4
+    while True:
+        try:
+            return _interpreter(content, size, preserve=True)
+        except RuntimeError:
+            if size >= limit:
+                raise ArenaExceeded(size) from None
+            size = min(size * 2, limit)
+
+
+def run(
+    content: bytes, x: np.ndarray, arena: int, tap: int | None = None, *, limit: int = MAX_ARENA
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw outputs (output tensor dtype) for every example, one at a time as on a device; with
-    ``tap``, also that tensor's raw values (run with all tensors preserved and a 4x arena)."""
-    it = _interpreter(content, arena * 4 if tap is not None else arena, preserve=tap is not None)
+    ``tap``, also that tensor's raw values (run with all tensors preserved, in an arena grown until
+    they fit)."""
+    it = _preserving(content, arena, max(limit, arena)) if tap is not None else _interpreter(content, arena)
     detail = it.get_input_details(0)
     outs, tapped = [], []
     for i in range(len(x)):

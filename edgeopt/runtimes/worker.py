@@ -68,11 +68,17 @@ def litert_bench(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[di
 
 
 def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """TFLite Micro: the smallest arena that allocates and runs (binary search), then raw outputs."""
-    from edgeopt.runtimes.tflm import min_arena, run
+    """TFLite Micro: the smallest arena that allocates and runs (``arena_limit`` at most, by default
+    64 MiB: the search doubles from 8 MiB, then bisects), then raw outputs. When the tapped run (every
+    tensor kept) does not fit the limit, the outputs come from a plain run and no tap is written."""
+    from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, min_arena, run
 
-    arena = min_arena(content, x[:1], limit=int(job.get("arena_limit", 8 << 20)))
-    out, tapped = run(content, x, arena, tap=job.get("tap"))
+    limit = int(job.get("arena_limit", MAX_ARENA))
+    arena = min_arena(content, x[:1], limit=limit)
+    try:
+        out, tapped = run(content, x, arena, tap=job.get("tap"), limit=limit)
+    except ArenaExceeded:
+        out, tapped = run(content, x, arena)
     if tapped is not None:
         np.save(Path(job["dir"]) / "tap.npy", tapped)
     return {"arena_bytes": arena}, out
