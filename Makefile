@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIPELINE ?= pipelines/fashion_mnist.yaml
 
-.PHONY: install data export test test-slow bench calibrate lint clean
+.PHONY: install data export test test-slow bench search-bench arch-table calibrate lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,16 @@ test-slow: install data
 # The default pipeline side by side with int8 PTQ and the tfmot tutorial; writes bench/results.{md,json}.
 bench: install data
 	$(BIN)/edgeopt bench pipelines/fashion_mnist.yaml --out bench
+
+# Not part of `make test` (about an hour on 2 cores): the search against the hand-tuned default pipeline on
+# Fashion-MNIST, and against the fixed recipe on digits. Writes bench/search/results.{md,json} and Pareto plots.
+search-bench: install data
+	$(BIN)/python -m edgeopt.search.bench --out bench/search
+
+# Not part of `make test`: Keras 3 MobileNetV2/V3, EfficientNetB0 and the MLPerf Tiny reference models
+# converted to int8 and validated in strict mode on pixel4-cpu4 and cortex-m7-512k.
+arch-table: install
+	$(BIN)/python -m edgeopt.archtable --out bench/architectures
 
 # Measures MobileNet 1.0 224 here and stores host-to-device latency factors for the phone profiles.
 calibrate: install

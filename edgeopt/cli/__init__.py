@@ -46,6 +46,10 @@ for _fn, _name in (
 ):
     app.command(_name)(_fn)
 
+from edgeopt.search.cli import register as _register_search  # noqa: E402 - after the stage commands in --help
+
+_register_search(app)
+
 
 def main() -> None:
     """Console script entry point (``edgeopt = "edgeopt.cli:main"``).

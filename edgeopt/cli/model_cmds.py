@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,6 +16,7 @@ from edgeopt.cli.options import (
     MaxTestOpt,
     QuietOpt,
     SeedOpt,
+    StrictOpt,
     UnsafeOpt,
     build_config,
     check_out,
@@ -73,6 +74,14 @@ def validate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     junit: Annotated[Path | None, typer.Option(help="write JUnit XML: one testcase per gate and profile")] = None,
     markdown: Annotated[Path | None, typer.Option(help="write a Markdown summary")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="the model's class names in output order, one a line (default: the .tflite's embedded manifest); "
+            "the data's classes are mapped to them by name"
+        ),
+    ] = None,
+    strict: StrictOpt = False,
     seed: SeedOpt = 0,
     max_test: MaxTestOpt = None,
     unsafe: UnsafeOpt = False,
@@ -80,11 +89,14 @@ def validate(
 ) -> None:
     """Check a .tflite: structure, accuracy in LiteRT, kernel cross-check, latency, device budgets.
 
-    Exit 0 when every gate of every profile passed, 1 when one failed, 2 for bad input, 3 when a runtime crashed.
+    Exit 0 when every gate of every profile passed, 1 when one failed (or, with --strict, could not be
+    evaluated), 2 for bad input, 3 when a runtime crashed. A phone profile's latency calibration is
+    measured once per host when none is stored.
     """
     from edgeopt import calibrate as cal
     from edgeopt import report, stages
     from edgeopt.artifacts import load_inference_model
+    from edgeopt.data import read_labels_file
     from edgeopt.profiles import load_profile
 
     cfg = build_config(ValidateConfig, locals())
@@ -92,10 +104,12 @@ def validate(
     content = read_tflite(model)
     ref = load_inference_model(keras, unsafe=unsafe) if keras else None
     ds = load_data(data, seed, max_test=max_test)
+    names = read_labels_file(labels) if labels else None
+    calib = cal.load(calibration) if calibration else cal.ensure(profiles)
     result = stages.validate(
-        content, ds, cfg, keras_model=ref, profiles=profiles, calibration=cal.load(calibration), name=model.name
+        content, ds, cfg, keras_model=ref, profiles=profiles, calibration=calib, name=model.name, labels=names
     )
-    m = {"path": str(model), "seconds": result.seconds, **validation_dict(result)}
+    m = {"path": str(model), "seconds": result.seconds, **result.to_dict()}
     if json_out:
         report.write_json_report(json_out, [m])
     if junit:
@@ -103,28 +117,7 @@ def validate(
     if markdown:
         report.write_markdown(markdown, [m])
     render.validation(m)
-    raise_for_status(result, m)
-
-
-def validation_dict(result: Any) -> dict[str, Any]:
-    """What ``stages.validate`` returned, as the JSON dict reports take: a typed ``ValidationResult``
-    (``to_dict``) or the older ``StageResult`` (``metrics``)."""
-    to_dict = getattr(result, "to_dict", None)
-    return dict(to_dict()) if callable(to_dict) else dict(result.metrics)
-
-
-def raise_for_status(result: Any, m: dict[str, Any]) -> None:
-    """RuntimeCrash (exit 3) when a runtime crashed, GateFailed (exit 1) when a gate failed."""
-    if callable(getattr(result, "raise_for_status", None)):
-        result.raise_for_status()
-        return
-    from edgeopt.errors import GateFailed, RuntimeCrash
-
-    if m["crashed"]:
-        raise RuntimeCrash("runtime crashed: " + "; ".join(m["crashed"]))
-    if not m["passed"]:
-        failed = [f"{g['profile']}/{g['gate']}" for g in m["gates"] if g["status"] == "failed"]
-        raise GateFailed(f"{len(failed)} gate(s) failed: " + (", ".join(failed) or "non-finite outputs"))
+    result.raise_for_status(strict=strict)
 
 
 @command

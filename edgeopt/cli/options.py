@@ -57,6 +57,10 @@ MaxTestOpt = Annotated[int | None, opt(DataConfig, "max_test")]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="warnings and errors only: no progress bars, info lines or summary tables")
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict/--no-strict", help="a gate that could not be evaluated fails too, with how to evaluate it"),
+]
 UnsafeOpt = Annotated[
     bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
 ]

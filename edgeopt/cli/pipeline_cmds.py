@@ -2,40 +2,31 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from edgeopt.cli import render
 from edgeopt.cli.errors import command
-from edgeopt.cli.options import QuietOpt, load_data
+from edgeopt.cli.options import QuietOpt, StrictOpt, load_data
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline file (YAML)")]
-
-
-def with_stage_summaries(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """``kwargs`` plus ``on_stage=render.stage_summary`` when ``fn`` takes it (the pipeline runner does;
-    an older one, or a wrapper that does not pass it on yet, runs without per-stage tables)."""
-    if "on_stage" in inspect.signature(fn).parameters:
-        kwargs["on_stage"] = render.stage_summary
-    return kwargs
 
 
 @command
 def run(
     pipeline: PipelineArg,
     out: Annotated[Path | None, typer.Option(help="output folder (default build/<pipeline name>)")] = None,
+    strict: StrictOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a pipeline file: every stage, then manifest.json."""
-    from edgeopt.config import load_pipeline
     from edgeopt.pipeline import run as run_pipeline
+    from edgeopt.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(pipeline)
-    report = run_pipeline(cfg, out, **with_stage_summaries(run_pipeline))
+    report = run_pipeline(cfg, out, strict=strict, on_stage=render.stage_summary)
     render.run(render.as_dict(report.manifest), report.out_dir)
 
 
@@ -47,14 +38,20 @@ def export(
     force: Annotated[
         bool, typer.Option("--force", help="run every stage again instead of reusing cached ones")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict/--no-strict", help="a gate that could not be evaluated fails the release (default: strict)"
+        ),
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a pipeline and write a release bundle: Android assets, MCU C sources, manifest, model card, report."""
-    from edgeopt.config import load_pipeline
     from edgeopt.export import export as export_bundle
+    from edgeopt.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(pipeline)
-    result = export_bundle(cfg, out, **with_stage_summaries(export_bundle, build_dir=build, force=force))
+    result = export_bundle(cfg, out, build_dir=build, force=force, strict=strict, on_stage=render.stage_summary)
     render.bundle(result)
 
 
@@ -67,7 +64,7 @@ def bench(
     """The pipeline vs the float32 teacher, int8 PTQ and the tfmot pruning tutorial, in one table."""
     from edgeopt.bench import run_bench
 
-    run_bench(pipeline, out, **with_stage_summaries(run_bench))
+    run_bench(pipeline, out, on_stage=render.stage_summary)
     render.text_file(out / "results.md")
 
 
