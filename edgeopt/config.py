@@ -223,7 +223,10 @@ class ValidateConfig(_Config):
     batch_size: int = Field(256, ge=1)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="gate: fail below this top-1 accuracy")
     max_accuracy_drop: float | None = Field(
-        None, ge=0.0, description="gate: fail when top-1 drops more than this many points below the baseline"
+        None,
+        ge=0.0,
+        description="gate (the release budget): fail when top-1 on the test split in LiteRT is more than this "
+        "many points below the teacher's (the pipeline's float32 baseline)",
     )
 
 

@@ -181,7 +181,7 @@ def accuracy_gates(
             config.max_accuracy_drop,
             "points",
             litert_fail if m.accuracy is None else NO_BASELINE,
-            describe=lambda d: _drop_words(d, "the baseline", baseline_accuracy, m.accuracy),
+            describe=lambda d: _drop_words(d, "the teacher (float32 baseline)", baseline_accuracy, m.accuracy),
         )
     )
     return [g for g in gates if g is not None]

@@ -51,9 +51,9 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 def test_wrong_enum_lists_allowed_values(tmp_path):
     with pytest.raises(BadInput) as e:
-        load_pipeline(write(tmp_path, GOOD.replace("quantization: int8", "quantization: int4")))
+        load_pipeline(write(tmp_path, GOOD.replace("quantization: int8", "quantization: int3")))
     msg = str(e.value)
-    assert "steps[1].quantization" in msg and "'int8'" in msg and "'float16'" in msg and "int4" in msg
+    assert "steps[1].quantization" in msg and "'int8'" in msg and "'int4'" in msg and "(got 'int3')" in msg
 
 
 def test_unknown_stage(tmp_path):

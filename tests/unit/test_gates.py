@@ -160,12 +160,12 @@ def test_max_accuracy_drop_vs_baseline(budget, status):
     (g,) = gates.accuracy_gates(measured(accuracy=0.9212), ValidateConfig(max_accuracy_drop=budget), 0.9300, {})
     assert g.gate == "max_accuracy_drop" and g.status is status and g.unit == "points"
     assert g.measured == pytest.approx(0.88)
-    assert g.detail == f"0.88 points below the baseline (0.9300 -> 0.9212) (budget <= {budget:.2f} points)"
+    assert g.detail == f"0.88 points below the teacher (float32 baseline) (0.9300 -> 0.9212) (budget <= {budget:.2f} points)"
 
 
 def test_max_accuracy_drop_better_than_baseline_reads_above():
     (g,) = gates.accuracy_gates(measured(accuracy=0.94), ValidateConfig(max_accuracy_drop=0.5), 0.93, {})
-    assert g.status is P and g.detail.startswith("1.00 points above the baseline (0.9300 -> 0.9400)")
+    assert g.status is P and g.detail.startswith("1.00 points above the teacher (float32 baseline) (0.9300 -> 0.9400)")
 
 
 def test_max_accuracy_drop_without_baseline_says_how_to_get_one():
@@ -410,7 +410,7 @@ def test_every_detail_reads_well():
     assert len(gs) == 2 + 11 + 8 + 4  # config, mcu, npu, phone
     for g in gs:
         assert g.detail and "None" not in g.detail and not re.search(r"\d\.\d{7,}", g.detail), g
-    assert one(gs, "max_accuracy_drop").detail.startswith("1.00 points below the baseline (0.8912 -> 0.8812)")
+    assert one(gs, "max_accuracy_drop").detail.startswith("1.00 points below the teacher (float32 baseline) (0.8912 -> 0.8812)")
 
 
 # ---- ValidationResult: verdict, errors, exit codes, dicts ------------------------------------------
