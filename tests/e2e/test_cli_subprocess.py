@@ -123,7 +123,7 @@ def test_library_imports_and_runs_without_rich(tmp_path: Path) -> None:
     code = """
 import sys
 sys.modules["rich"] = None  # any `import rich...` now raises ImportError
-import edgeopt.stages, edgeopt.calibrate, edgeopt.bench, edgeopt.data, edgeopt.ui
+import edgeopt.stages, edgeopt.calibrate, edgeopt.bench, edgeopt.data
 from edgeopt import progress
 from edgeopt.config import TrainConfig
 from edgeopt.data import load_dataset
@@ -140,9 +140,9 @@ print("ok", r.metrics["epochs"])
 
 
 def test_light_modules_do_not_import_rich_or_tensorflow() -> None:
-    """The progress interface, the ui shim and the configs are cheap to import: no rich, no TensorFlow."""
+    """The progress interface and the configs are cheap to import: no rich, no TensorFlow."""
     code = (
-        "import sys, edgeopt.progress, edgeopt.ui, edgeopt.config\n"
+        "import sys, edgeopt.progress, edgeopt.config\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'tensorflow', 'tf_keras'}))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
