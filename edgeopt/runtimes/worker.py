@@ -5,15 +5,12 @@ every run happens here, in a separate process the parent watches with a timeout.
 holds ``job.json`` (task and arguments), ``model.tflite`` and ``x.npy``; the child writes
 ``result.json`` and, for evaluations, ``y.npy``. This module imports no TensorFlow.
 
-Fault injection for tests: ``EDGEOPT_WORKER_CRASH=<task>`` makes the child kill itself with SIGSEGV
-when it starts that task (a fair stand-in for a runtime that segfaults).
+It has no test hook: tests make it hang or crash from outside (``tests/faultinject``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -91,8 +88,6 @@ def main(job_dir: str) -> int:
     d = Path(job_dir)
     job = json.loads((d / "job.json").read_text()) | {"dir": str(d)}
     task = job["task"]
-    if os.environ.get("EDGEOPT_WORKER_CRASH") == task:
-        os.kill(os.getpid(), signal.SIGSEGV)
     content = (d / "model.tflite").read_bytes()
     x = np.load(d / "x.npy") if (d / "x.npy").exists() else np.zeros((1,), np.float32)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from edgeopt.cli import app
 from edgeopt.stages._common import predict
 from edgeopt.validation import GateStatus, ValidationResult
+from tests.faultinject import fault_env, fired
 
 runner = CliRunner()
 
@@ -84,10 +86,15 @@ def test_failed_budget_exit_1_and_junit_failure(files, tmp_path):
 
 @pytest.mark.parametrize("task", ["litert_eval", "tflm_eval"])
 def test_runtime_crash_is_exit_3_and_other_checks_go_on(task, files, tmp_path, monkeypatch, tiny_model, digits):
-    monkeypatch.setenv("EDGEOPT_WORKER_CRASH", task)  # the child kills itself with SIGSEGV
+    log = tmp_path / "faults"
+    log.mkdir()
+    for k, v in fault_env(f"{task}:segv", log).items():  # the worker of that task gets a real SIGSEGV
+        if os.environ.get(k) != v:
+            monkeypatch.setenv(k, v)
     j = tmp_path / "v.json"
     r = invoke("validate", files["model"], "--data", "digits", "--profile", files["mcu"], "--json", j)
     assert r.exit_code == 3, r.output
+    assert [(f["target"], f["action"]) for f in fired(log)] == [(task, "segv")]  # once, in that child only
     assert "SIGSEGV" in r.output
     v = ValidationResult.from_dict(json.loads(j.read_text())["models"][0])
     runtime = "litert" if task == "litert_eval" else "tflm"
