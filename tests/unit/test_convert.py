@@ -33,8 +33,17 @@ def test_dynamic_and_float16_weights(tiny_model):
 def test_int8_is_full_integer(tiny_model, digits):
     r = stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=digits)
     assert {t["dtype"] for t in _weights(r.tflite)} == {"int8"}
-    io = r.metrics["inputs"][0], r.metrics["outputs"][0]
-    assert all(t["dtype"] == "int8" and t["scale"] > 0 for t in io)
+    inp, out = r.metrics["inputs"][0], r.metrics["outputs"][0]
+    assert inp["dtype"] == out["dtype"] == "int8"
+    # The input range is the calibration data's (widened to hold 0) over the 256 int8 steps.
+    rep = digits.representative(200)
+    lo, hi = min(float(rep.min()), 0.0), max(float(rep.max()), 0.0)
+    assert (lo, hi) == (0.0, 1.0)  # digits pixels are 0..16 scaled by 1/16
+    assert inp["scale"] == pytest.approx((hi - lo) / 255, rel=1e-6) and inp["zero_point"] == round(
+        -128 - lo / inp["scale"]
+    )
+    # Softmax outputs lie in [0, 1]: TFLite fixes their int8 scale at 1/256 and the zero point at -128.
+    assert (out["scale"], out["zero_point"]) == (pytest.approx(1 / 256, rel=1e-6), -128)
     assert r.metrics["float_ops"] == [] and r.metrics["calibration_samples"] == 200
     # the int8 model answers like the Keras model
     v = stages.validate(r.tflite, digits, keras_model=tiny_model)
