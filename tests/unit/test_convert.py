@@ -39,9 +39,8 @@ def test_int8_is_full_integer(tiny_model, digits):
     rep = digits.representative(200)
     lo, hi = min(float(rep.min()), 0.0), max(float(rep.max()), 0.0)
     assert (lo, hi) == (0.0, 1.0)  # digits pixels are 0..16 scaled by 1/16
-    assert inp["scale"] == pytest.approx((hi - lo) / 255, rel=1e-6) and inp["zero_point"] == round(
-        -128 - lo / inp["scale"]
-    )
+    assert inp["scale"] == pytest.approx((hi - lo) / 255, rel=1e-6)
+    assert inp["zero_point"] == round(-128 - lo / inp["scale"])
     # Softmax outputs lie in [0, 1]: TFLite fixes their int8 scale at 1/256 and the zero point at -128.
     assert (out["scale"], out["zero_point"]) == (pytest.approx(1 / 256, rel=1e-6), -128)
     assert r.metrics["float_ops"] == [] and r.metrics["calibration_samples"] == 200
