@@ -25,13 +25,19 @@ def test_help_lists_every_stage():
         assert cmd in r.output
 
 
-def test_stage_chain_writes_models_and_metrics(tiny_model_path, tmp_path):
+def test_stage_chain_writes_models_and_metrics(tiny_model, tiny_model_path, tmp_path):
+    from edgeopt.artifacts import load_model
+
     pruned, clustered, student = tmp_path / "p.keras", tmp_path / "c.keras", tmp_path / "s.keras"
     r = invoke(
         "distill", tiny_model_path, "--data", "digits", "--out", student, "--width", "0.5", "--epochs", "2", "--quiet"
     )
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "s.keras.json").read_text())["student_params"] > 0
+    d = json.loads((tmp_path / "s.keras.json").read_text())
+    # the counts are those of the files, and half the width leaves well under half the parameters
+    assert d["student_params"] == sum(w.size for w in load_model(student).get_weights())
+    assert d["teacher_params"] == sum(w.size for w in tiny_model.get_weights())
+    assert d["student_params"] < d["teacher_params"] / 2
     r = invoke(
         "prune",
         tiny_model_path,
