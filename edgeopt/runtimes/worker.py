@@ -71,14 +71,15 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, min_arena, run
 
     limit = int(job.get("arena_limit", MAX_ARENA))
-    arena = min_arena(content, x[:1], limit=limit)
+    crashes: list[int] = []  # arena sizes whose try crashed TFLite Micro (counted as too small)
+    arena = min_arena(content, x[:1], limit=limit, crashes=crashes)
     try:
         out, tapped = run(content, x, arena, tap=job.get("tap"), limit=limit)
     except ArenaExceeded:
         out, tapped = run(content, x, arena)
     if tapped is not None:
         np.save(Path(job["dir"]) / "tap.npy", tapped)
-    return {"arena_bytes": arena}, out
+    return {"arena_bytes": arena} | ({"arena_tries_crashed": crashes} if crashes else {}), out
 
 
 TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval}

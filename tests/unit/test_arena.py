@@ -123,3 +123,24 @@ def test_op_without_a_kernel_is_named_without_a_search():
     content = stages.convert(keras.Model(i, tf.math.top_k(i, k=3).values), ConvertConfig(quantization="float32"))
     with pytest.raises(tflm.CannotRun, match="Didn't find op for builtin opcode 'TOPK_V2'"):
         tflm.min_arena(content.tflite, np.zeros((1, 8), np.float32))
+
+
+def test_an_arena_try_that_crashes_tflite_micro_counts_as_too_small():
+    """MLPerf Tiny's FC autoencoder (random weights, int8): TFLite Micro dies by SIGSEGV ("All temp
+    buffers must be freed before calling ResetTempAllocations()") on an arena 16 bytes short instead of
+    failing cleanly. Every try runs in a forked child, so the search survives it, counts the size as
+    too small and reports it; the figure found runs."""
+    from edgeopt import zoo
+
+    set_seed(0)
+    model = zoo.build("fc_autoencoder", (640,), 640)
+    xs = np.random.default_rng(0).uniform(-1, 1, (40, 640)).astype(np.float32)
+    y = np.zeros(40, np.int64)
+    data = Dataset("random", "uniform noise", 0, xs[:32], y[:32], xs[:0], y[:0], xs[32:], y[32:], ["0"])
+    content = stages.convert(model, ConvertConfig(quantization="int8", calibration_samples=32), data=data).tflite
+    out, raw = run_task("tflm_eval", "tflm", content, xs[32:])
+    arena, crashed = out["arena_bytes"], out.get("arena_tries_crashed", [])
+    assert raw.shape == (8, 640) and crashed and max(crashed) < arena
+    short = tflm.probe(content, xs[:1], arena - 16)
+    assert not short.fits
+    assert tflm.probe(content, xs[:1], arena).fits
