@@ -32,6 +32,16 @@ class CannotRun(RuntimeError):
     """An op of the model cannot run in TFLite Micro (the message names it), whatever the arena."""
 
 
+class ProbeCrashed(RuntimeError):
+    """TFLite Micro died by ``signal`` on an arena that was not shown to be too small (no larger arena
+    had run): the model crashes the runtime, whatever the arena (e.g. the int8 SOFTMAX abort)."""
+
+    def __init__(self, signal: int, arena: int, said: list[str]) -> None:
+        last = f" ({said[-1][:200]})" if said else ""
+        super().__init__(f"TFLite Micro died by signal {signal} with a {arena}-byte arena{last}")
+        self.signal, self.arena, self.said = signal, arena, said
+
+
 class ArenaExceeded(RuntimeError):
     """The model needs more than ``limit`` bytes of tensor arena (the largest arena tried)."""
 
@@ -138,8 +148,10 @@ def min_arena(
 
     The search tries ``start`` first and doubles it up to ``limit`` while the model does not fit, so a
     model far over a microcontroller's budget still gets its figure, then bisects; every try runs in a
-    forked child (``probe``), and the sizes whose try crashed are appended to ``crashes``. CannotRun
-    when an op has no kernel (no arena helps), ArenaExceeded when ``limit`` bytes are not enough."""
+    forked child (``probe``). A try that crashes below a size that ran counts as too small and is
+    appended to ``crashes``; one that crashes before any size ran is ProbeCrashed (the model crashes
+    the runtime). CannotRun when an op has no kernel (no arena helps), ArenaExceeded when ``limit``
+    bytes are not enough."""
     crashes = crashes if crashes is not None else []
 
     def fits(size: int) -> Probe:
@@ -150,6 +162,8 @@ def min_arena(
 
     lo, hi = 0, min(start, limit)
     while not (p := fits(hi)).fits:
+        if p.signal:
+            raise ProbeCrashed(p.signal, hi, p.said)
         if p.cannot_run:
             raise CannotRun(f"TFLite Micro cannot run the model: {p.cannot_run}")
         if hi >= limit:

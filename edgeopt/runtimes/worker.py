@@ -11,6 +11,8 @@ It has no test hook: tests make it hang or crash from outside (``tests/faultinje
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -68,11 +70,18 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     """TFLite Micro: the smallest arena that allocates and runs (``arena_limit`` at most, by default
     64 MiB: the search doubles from 8 MiB, then bisects), then raw outputs. When the tapped run (every
     tensor kept) does not fit the limit, the outputs come from a plain run and no tap is written."""
-    from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, min_arena, run
+    from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
 
     limit = int(job.get("arena_limit", MAX_ARENA))
     crashes: list[int] = []  # arena sizes whose try crashed TFLite Micro (counted as too small)
-    arena = min_arena(content, x[:1], limit=limit, crashes=crashes)
+    try:
+        arena = min_arena(content, x[:1], limit=limit, crashes=crashes)
+    except ProbeCrashed as e:  # die the way the forked try died, so the parent reports (and explains) the crash
+        sys.stderr.write("\n".join(e.said[-3:]) + "\n")
+        sys.stderr.flush()
+        signal.signal(e.signal, signal.SIG_DFL)
+        os.kill(os.getpid(), e.signal)
+        raise
     try:
         out, tapped = run(content, x, arena, tap=job.get("tap"), limit=limit)
     except ArenaExceeded:

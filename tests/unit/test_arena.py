@@ -144,3 +144,23 @@ def test_an_arena_try_that_crashes_tflite_micro_counts_as_too_small():
     short = tflm.probe(content, xs[:1], arena - 16)
     assert not short.fits
     assert tflm.probe(content, xs[:1], arena).fits
+
+
+def test_a_model_that_crashes_tflite_micro_at_any_arena_is_a_crash_not_a_size():
+    """An int8 SOFTMAX on logits that span ~1e-5 aborts TFLite Micro while preparing (the untrained
+    MobileNet case): the first try dies before any size ran, so the worker dies by the same signal and
+    the crash is reported with its cause, not searched up to 64 MiB and called too big."""
+    set_seed(0)
+    i = keras.Input((16,))
+    m = keras.Model(i, keras.layers.Dense(10, activation="softmax", name="logits")(i))
+    w, b = m.get_layer("logits").get_weights()
+    m.get_layer("logits").set_weights([w * 1e-6, b * 0])
+    xs = np.random.default_rng(0).uniform(-1, 1, (40, 16)).astype(np.float32)
+    y = np.arange(40) % 10
+    data = Dataset("random", "uniform noise", 0, xs[:32], y[:32], xs[:0], y[:0], xs[32:], y[32:], list("0123456789"))
+    content = stages.convert(m, ConvertConfig(quantization="int8", calibration_samples=32), data=data).tflite
+    with pytest.raises(ChildFailed) as e:
+        run_task("tflm_eval", "tflm", content, xs[32:])
+    assert e.value.crashed and e.value.detail.startswith("killed by SIGABRT"), str(e.value)
+    assert "SOFTMAX input" in e.value.detail and "PreprocessSoftmaxScaling" in e.value.detail
+    assert tflm.arena_exceeded(str(e.value)) is None
