@@ -447,7 +447,10 @@ def render(table: dict[str, Any]) -> str:
         "agreement gates judge the conversion. With random weights most classifiers' logits span ~1e-5 "
         "(`logits span`: the int8 range of the final SOFTMAX's input), so their int8 probabilities are all "
         "equal and the argmax is class 0: the agreement gates fail on ties. `agreement: logits` reads the "
-        "argmax on the int8 logits instead (LiteRT), which shows whether the conversion kept the float model's class.",
+        "argmax on the int8 logits instead (LiteRT), which shows whether the conversion kept the float model's class. "
+        "Either agreement is informative only when the Keras model picks more than one class on the random inputs "
+        "(`Keras classes`): an untrained model often picks one class for every input (or its float32 "
+        "probabilities tie too), and then 1.000 only says that both sides pick that class.",
         f"- `edgeopt.stages.validate` in strict mode (`raise_for_status(strict=True)`) on "
         f"{', '.join(f'`{p}`' for p in table.get('profiles', PROFILES))}; each model in its own child process, "
         "every runtime in a child of that. Latency on `pixel4-cpu4` is the host p90 (LiteRT, XNNPACK, 4 threads) "
@@ -457,9 +460,9 @@ def render(table: dict[str, Any]) -> str:
         "",
         "## Models",
         "",
-        "| model | source | input | params | MACs | .tflite | agreement: outputs | agreement: logits | logits span "
-        "| convert | validate | strict verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | source | input | params | MACs | .tflite | Keras classes | agreement: outputs | agreement: logits "
+        "| logits span | convert | validate | strict verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         v = r.get("validation") or {}
@@ -470,7 +473,8 @@ def render(table: dict[str, Any]) -> str:
         span = "" if lg.get("span") is None else f"{lg['span']:.2g}"
         lines.append(
             f"| {r['model']} | {r.get('source', '?')} | {shape} | {s.get('params', r.get('keras_params', 0)):,} | "
-            f"{s.get('macs', 0):,} | {s.get('bytes', 0):,} B | {'' if acc is None else f'{acc:.3f}'} | "
+            f"{s.get('macs', 0):,} | {s.get('bytes', 0):,} B | {r.get('distinct_labels', '')} | "
+            f"{'' if acc is None else f'{acc:.3f}'} | "
             f"{on_logits} | {span} | {r.get('convert_s', '')} s | {r.get('validate_s', '')} s | "
             f"{_esc(_verdict_words(r))} |"
         )
@@ -575,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per model")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child: measure this model
     ap.add_argument("--work", type=Path, default=None, help="keep each model's .keras and .tflite in this folder")
+    ap.add_argument("--render-only", action="store_true", help="rewrite results.md from the results.json in --out")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -582,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         from edgeopt.artifacts import write_json
 
         write_json(a.work / f"{a.one}.json", measure(a.one, a.work, samples=a.samples, calibration_path=a.calibration))
+        return 0
+    if a.render_only:
+        from edgeopt.artifacts import write_bytes
+
+        write_bytes(a.out / "results.md", render(json.loads((a.out / "results.json").read_text())).encode())
         return 0
     from edgeopt.errors import EdgeoptError
 

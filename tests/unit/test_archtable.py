@@ -61,6 +61,7 @@ def made_up_table() -> dict:
             g(M7, "tflm_runs", "passed"),
         ],
         logits={"scale": 9.7e-8, "span": 2.47e-5, "top1_agreement": 0.78125},
+        distinct_labels=3,
     )
     mnv2 = row(
         "mobilenet_v2_035_96",
@@ -159,6 +160,7 @@ def test_render_made_up_table():
         "22,606",
         "2,656,832",
         "42,544 B",
+        "3",
         "0.250",
         "0.781",
         "2.5e-05",
@@ -234,3 +236,11 @@ def test_table_on_two_small_architectures_judges_every_gate(tmp_path, isolated_c
         arena = next(x for x in gates if x["gate"] == "arena_bytes")
         assert arena["measured"] == v["tflm"]["arena_bytes"] and f"{arena['measured']:,} B" in md
         assert table_row(md, "Models", r["model"])[0] == r["model"]
+
+
+def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
+    from edgeopt.artifacts import write_json
+
+    write_json(tmp_path / "results.json", made_up_table())
+    assert archtable.main(["--out", str(tmp_path), "--render-only"]) == 0
+    assert (tmp_path / "results.md").read_text() == render(made_up_table())
