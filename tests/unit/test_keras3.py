@@ -121,7 +121,12 @@ def test_keras3_translation_has_same_weights_and_outputs(res_path):
             np.testing.assert_array_equal(a, b)
     x = np.random.default_rng(1).random((3, 32, 32, 3), dtype=np.float32) * 255
     np.testing.assert_allclose(m(x, training=False).numpy(), np.asarray(k3(x, training=False)), atol=1e-5)
-    assert m.get_layer("pw").kernel_regularizer is not None  # regularizers survive for fine-tuning
+    # regularizers survive for fine-tuning: the same class with the same factor, giving the same penalty
+    reg, k3_reg = m.get_layer("pw").kernel_regularizer, k3.get_layer("pw").kernel_regularizer
+    assert type(reg).__name__ == type(k3_reg).__name__ == "L2"
+    assert reg.get_config() == pytest.approx(k3_reg.get_config(), rel=1e-6)
+    kernel = m.get_layer("pw").get_weights()[0]
+    assert float(reg(kernel)) == pytest.approx(float(k3_reg(kernel)), rel=1e-5)
 
 
 def test_keras3_translation_that_differs_is_refused(res_path, monkeypatch):
@@ -182,7 +187,7 @@ def test_lambda_is_refused_unless_unsafe(tmp_path):
     saved = save_model(m, tmp_path / "lam_tfk.keras")
     with pytest.raises(BadInput, match="--unsafe"):
         load_model(saved)
-    assert load_model(saved, unsafe=True).get_layer("affine") is not None
+    np.testing.assert_allclose(load_model(saved, unsafe=True)(x).numpy(), m(x).numpy(), atol=1e-6)
     h5 = save_model(m, tmp_path / "lam_tfk.h5")
     with pytest.raises(BadInput, match=r"affine \(Lambda\).*--unsafe"):
         load_model(h5)
@@ -424,7 +429,8 @@ def test_keras3_architecture_through_every_stage(arch, tmp_path):
         r = invoke(*args)
         assert r.exit_code == 3 and "litert-reference crashed: killed by SIGABRT" in r.output, r.output
         v = json.loads((tmp_path / "v.json").read_text())["models"][0]
-        assert v["accuracy"] is not None and v["latency"]["1"]["runs"] > 0
+        # (16 examples: LiteRT's optimized kernels may answer at most one of them unlike Keras)
+        assert abs(v["accuracy"] - v["keras_accuracy"]) <= 1 / v["samples"] and v["latency"]["1"]["runs"] >= 50
         args.append("--no-cross-check")
     r = invoke(*args)
     assert r.exit_code == 0, r.output
@@ -445,11 +451,13 @@ def test_reference_kernel_abort_on_tiny_logits_is_explained(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (64, 16)).astype(np.float32)
     i = tfk.Input((16,))
-    m = tfk.Model(i, tfk.layers.Dense(10, activation="softmax", name="logits")(i))
+    init = tfk.initializers.GlorotUniform(seed=0)  # fixed weights: the logit range decides the outcome
+    m = tfk.Model(i, tfk.layers.Dense(10, activation="softmax", name="logits", kernel_initializer=init)(i))
     y = np.arange(64) % 10
     calib = Dataset("random", "uniform noise", 0, x, y, x[:0], y[:0], x[:8], y[:8], [str(c) for c in range(10)])
     results = {}
-    for factor in (1.0, 1e-6):
+    # 1e-7: the Softmax input scale lands at ~0.6 x 2^-26 (1e-6 gives ~1.0 x, too close to call)
+    for factor in (1.0, 1e-7):
         w, b = m.get_layer("logits").get_weights()
         scaled = tfk.models.clone_model(m)
         scaled.get_layer("logits").set_weights([w * factor, b * 0])
@@ -462,7 +470,7 @@ def test_reference_kernel_abort_on_tiny_logits_is_explained(tmp_path):
             results[factor] = (str(e), causes)
         run_task("litert_eval", "litert", tfl, x[:4], timeout=120)  # optimized kernels: no crash either way
     assert results[1.0] == ("ran", [])
-    message, causes = results[1e-6]
+    message, causes = results[1e-7]
     assert message.startswith("litert-reference crashed: killed by SIGABRT"), message
     assert len(causes) == 1 and "SOFTMAX input" in causes[0] and causes[0] in message, message
 
@@ -493,6 +501,7 @@ def test_tf_keras_saved_model_folder_feeds_training_stages(tiny_model, tmp_path)
     folder = tmp_path / "tfk_saved"
     tiny_model.save(folder, save_format="tf")
     m = load_model(folder)
-    assert isinstance(m, tfk.Model) and m.get_layer("conv1") is not None
+    assert isinstance(m, tfk.Model)
+    assert [layer.name for layer in m.layers] == [layer.name for layer in tiny_model.layers]
     x = np.random.default_rng(0).random((4, *tiny_model.input_shape[1:]), dtype=np.float32)
     np.testing.assert_allclose(m.predict(x, verbose=0), tiny_model.predict(x, verbose=0), atol=1e-6)
