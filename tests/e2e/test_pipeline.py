@@ -51,9 +51,14 @@ def test_manifest(first_run):
     assert m["stages"][0]["metrics"]["trained"] is True  # the teacher was missing, so it was trained
     arts = {a["quantization"]: a for a in m["artifacts"]}
     assert set(arts) == {"int8", "float16"}
+    validated = m["stages"][-1]["metrics"]["artifacts"]
     for a in arts.values():
         f = tmp / "build" / a["path"]
-        assert f.is_file() and f.stat().st_size == a["bytes"] and a["accuracy"] is not None
+        assert f.is_file() and f.stat().st_size == a["bytes"]
+        # the accuracy is the validate stage's, within 3 points of the Keras model it was converted from
+        assert a["accuracy"] == validated[f.name]["accuracy"]
+        source = next(s for s in m["stages"] if s["output"].split("/")[0] == a["source_stage"])
+        assert abs(a["accuracy"] - source["metrics"]["accuracy"]) <= 0.03, (a["source_stage"], a["accuracy"])
         assert a["gzip_bytes"] < a["bytes"] and len(a["sha256"]) == 64
     assert arts["int8"]["inputs"][0]["dtype"] == "int8"
     assert (tmp / "build" / "05_qat" / "saved_model" / "saved_model.pb").is_file()
@@ -66,7 +71,9 @@ def test_manifest(first_run):
     assert {g["profile"] for g in int8["gates"]} == {"-", "cortex-m7-512k", "my-board"}
     arena = next(g for g in int8["gates"] if g["profile"] == "my-board" and g["gate"] == "arena_bytes")
     assert arena["status"] == "passed" and 0 < arena["measured"] <= 65536
-    assert int8["latency"]["1"]["p50_ms"] > 0 and int8["speedup_vs_baseline_p50_1thread"] > 0
+    base_p50 = m["baseline"]["latency"]["1"]["p50_ms"]
+    assert int8["speedup_vs_baseline_p50_1thread"] == pytest.approx(base_p50 / int8["latency"]["1"]["p50_ms"])
+    assert validated[Path(int8["path"]).name]["latency"]["1"]["runs"] >= 50
     assert (tmp / "build" / "07_validate" / "junit.xml").is_file()
     assert "cortex-m7-512k" in (tmp / "build" / "07_validate" / "report.md").read_text()
     assert m["passed"] is True
