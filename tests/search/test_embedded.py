@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import optuna
 import yaml
 
-from tests.search.conftest import env, search_cmd, write_pipeline
+from edgeopt.artifacts import gzip_size
+from edgeopt.profiles import load_profile
+from tests.search.conftest import PIPELINE, env, search_cmd, write_pipeline
 
 
 def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_pipeline(tmp_path)
+    started = time.monotonic()
     r = subprocess.run(
         search_cmd(path, "--trials", "6", "--workers", "2"),
         cwd=tmp_path,
@@ -24,6 +30,7 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
         text=True,
         timeout=900,
     )
+    elapsed = time.monotonic() - started
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "search" / "digits_search"
     assert {p.name for p in out.iterdir()} >= {"trials.csv", "trials.json", "pareto.png", "pareto.html", "best.yaml"}
@@ -31,22 +38,38 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     rows = summary["trials"]
     assert len(rows) == 6 and [r["trial"] for r in rows] == list(range(6))
     assert {r["worker"] for r in rows} == {0, 1}, "both local workers ran trials"
-    assert all(r["host"] and r["seconds"] is not None for r in rows)
+    assert all(r["host"] == socket.gethostname() for r in rows)
+    # Each worker runs its trials one after the other, inside the search's own wall time.
+    for worker in (0, 1):
+        assert 0 <= sum(r["seconds"] for r in rows if r["worker"] == worker) <= elapsed, rows
     with open(out / "trials.csv") as fh:
         assert [int(r["trial"]) for r in csv.DictReader(fh)] == list(range(6))
     done = [r for r in rows if r["state"] == "complete"]
     assert done, [r["pruned"] or r["error"] for r in rows]
-    for r in done:  # a complete trial has its objectives and a verdict, feasible or not
-        assert 0 < r["accuracy"] <= 1 and r["gzip_bytes"] < r["flash_bytes"] and r["arena_bytes@cortex-m7-512k"] > 0
-        assert isinstance(r["feasible"], bool)
-    for r in rows:
-        if r["state"] == "pruned":
-            assert r["pruned"].startswith("after ")
     # The study is the SQLite file under build/, and holds the same trials.
     study = optuna.load_study(
         study_name="digits_search", storage=f"sqlite:///{tmp_path}/build/search/digits_search/study.db"
     )
     assert len(study.trials) == 6
+    trials = {t.number: t for t in study.trials}
+
+    budget = load_profile("cortex-m7-512k").budgets.arena_bytes
+    max_drop = PIPELINE["search"]["max_accuracy_drop"]
+    for r in done:  # a complete trial has its objectives and a verdict, feasible or not
+        tflite_path = Path(trials[r["trial"]].user_attrs["tflite"])
+        tflite = tflite_path.read_bytes()
+        validation = json.loads((tflite_path.parents[1] / "validation_val.json").read_text())
+        assert r["accuracy"] == validation["accuracy"] and 0 < r["accuracy"] <= 1
+        assert r["flash_bytes"] == len(tflite) and r["gzip_bytes"] == gzip_size(tflite) < len(tflite)
+        # the arena objective is the arena TFLite Micro needed in the trial's validation, within the budget
+        # unless the trial failed that gate
+        arena = r["arena_bytes@cortex-m7-512k"]
+        assert arena == validation["tflm"]["arena_bytes"]
+        assert (arena <= budget) == ("cortex-m7-512k/arena_bytes" not in r["failed_gates"]), r
+        assert r["feasible"] is (r["failed_gates"] == "" and r["accuracy_drop_points"] <= max_drop), r
+    for r in rows:
+        if r["state"] == "pruned":
+            assert r["pruned"].startswith("after ")
 
     chosen = summary["chosen"]
     front = [r for r in rows if r["pareto"]]
@@ -56,7 +79,12 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     assert pick["flash_bytes"] == min(r["flash_bytes"] for r in feasible), (
         "rule: the smallest flash that meets all budgets"
     )
-    assert all(r["test_accuracy"] is not None for r in front), "the test split is measured for the front"
+    # the test split is measured for the front: a top-1 near the trial's validation accuracy. On digits the
+    # validation split has 144 images, so its top-1 has a standard error of about 3 points (measured: 86.1%
+    # on validation, 91.9% on test); 10 points is over three of them.
+    assert all(0 < r["test_accuracy"] <= 1 and abs(r["test_accuracy"] - r["accuracy"]) <= 0.1 for r in front), [
+        (r["trial"], r["accuracy"], r["test_accuracy"]) for r in front
+    ]
     assert all(r["test_accuracy"] is None for r in rows if not r["pareto"]), "and only for the front"
     html = (out / "pareto.html").read_text()
     assert "Pareto front" in html and "data:image/png;base64," in html
