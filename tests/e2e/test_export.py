@@ -14,9 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edgeopt import metadata, stages
-from edgeopt.artifacts import sha256_bytes
+from edgeopt import metadata, stages, tflite
+from edgeopt.artifacts import load_model, sha256_bytes
 from edgeopt.cli import app
+from edgeopt.data import load_dataset
 from edgeopt.manifest import BundleManifest, RunManifest
 
 PIPELINE = {
@@ -125,13 +126,29 @@ def test_bundle_layout_and_manifest(first):
 
     build_art = m["artifacts"][-1]
     built = (tmp / "build" / build_art["path"]).read_bytes()
+    # int8 input: the data's range (widened to hold 0) over 255 steps; digits pixels are 0..16 scaled by 1/16
+    pixels = load_dataset("digits").x_train
+    lo, hi = min(float(pixels.min()), 0.0), max(float(pixels.max()), 0.0)
+    assert (lo, hi) == (0.0, 1.0)
+    # MACs at batch 1 counted from the Keras teacher's layers (pruning and clustering keep the shapes)
+    teacher = load_model(tmp / "teacher.keras")
+    keras_macs = sum(
+        int(np.prod(layer.output_shape[1:])) * int(np.prod(layer.kernel.shape[:-1]))
+        if type(layer).__name__ == "Conv2D"
+        else int(np.prod(layer.kernel.shape))
+        for layer in teacher.layers
+        if type(layer).__name__ in ("Conv2D", "Dense")
+    )
     shipped = {"android": (b / "android/assets/tiny.tflite").read_bytes(), "mcu": _c_array(b / "mcu/tiny_model.c")}
     assert [x["role"] for x in m["models"]] == ["android", "mcu"]
     for model in m["models"]:
         assert model["sha256"] == sha256_bytes(shipped[model["role"]]) and model["bytes"] == len(shipped[model["role"]])
         assert model["sha256_before_embedding"] == sha256_bytes(built) == build_art["sha256"]
-        assert model["inputs"][0]["dtype"] == "int8" and model["inputs"][0]["scale"] > 0
-        assert "CONV_2D" in model["ops"] and model["macs"] > 0
+        inp = model["inputs"][0]
+        assert inp["dtype"] == "int8" and inp["scale"] == pytest.approx((hi - lo) / 255, rel=1e-6)
+        assert inp["zero_point"] == round(-128 - lo / inp["scale"])
+        assert "CONV_2D" in model["ops"] and model["macs"] == tflite.inspect(built)["macs"] == keras_macs
+        assert model["params"] == tflite.inspect(built)["params"]
         assert {g["gate"] for g in model["validation"]["my-board"]} >= {"arena_bytes", "model_bytes", "tflm_runs"}
     files = {f["path"]: f for f in m["files"]}
     assert "manifest.json" not in files
@@ -221,8 +238,9 @@ int main(void) {
   if (memcmp(tiny_model + 4, "TFL3", 4)) { puts("identifier"); bad = 1; }
   sha256_hex(tiny_model, tiny_model_len, hex);
   if (strcmp(hex, TINY_MODEL_SHA256)) { printf("sha256 %s\n", hex); bad = 1; }
-  if (TINY_ARENA_BYTES <= 0 || TINY_INPUT_SCALE <= 0.0f || TINY_INPUT_ELEMENTS != 64u) { puts("constants"); bad = 1; }
-  printf("%u %d %s\n", (unsigned)TINY_ARENA_BYTES, TINY_INPUT_ZERO_POINT, hex);
+  if (TINY_INPUT_ELEMENTS != 64u) { puts("constants"); bad = 1; }
+  /* the other constants go back to the test, which compares them with the manifest */
+  printf("%u %d %.9g %s\n", (unsigned)TINY_ARENA_BYTES, TINY_INPUT_ZERO_POINT, (double)TINY_INPUT_SCALE, hex);
   return bad;
 }
 """
@@ -246,13 +264,14 @@ def test_mcu_sources_compile_and_match(first, tmp_path):
     mcu = src / "dist" / "tiny" / "mcu"
     r = _compile_and_run(mcu, tmp_path)
     assert r.returncode == 0, r.stdout
-    arena, zp, digest = r.stdout.split()
+    arena, zp, scale, digest = r.stdout.split()
     model = next(x for x in m["models"] if x["role"] == "mcu")
     assert digest == model["sha256"] == sha256_bytes(_c_array(mcu / "tiny_model.c"))
     assert digest != sha256_bytes((src / "dist/tiny/android/assets/tiny.tflite").read_bytes())  # lean image
     gate = next(g for g in model["validation"]["my-board"] if g["gate"] == "arena_bytes")
     assert int(arena) == gate["measured"] == model["arena"]["bytes"]
     assert int(zp) == model["inputs"][0]["zero_point"]
+    assert float(scale) == pytest.approx(model["inputs"][0]["scale"], rel=1e-7)  # float32 in C
 
     # The checker must notice one changed byte in the array (same length, so it still compiles).
     broken = tmp_path / "broken"
@@ -269,7 +288,6 @@ def test_mcu_sources_compile_and_match(first, tmp_path):
 def test_embedded_manifest_round_trips_and_model_computes_the_same(first):
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeopt.data import load_dataset
     from edgeopt.export import embedded_manifest
     from edgeopt.runtimes import tflm
 
@@ -322,7 +340,6 @@ def test_mcu_image_is_the_converter_bytes_plus_a_small_reference(first):
     instead of the full manifest, and both interpreters compute exactly what the converter's bytes do."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeopt.data import load_dataset
     from edgeopt.runtimes import tflm
 
     tmp, m = first
@@ -377,11 +394,8 @@ def test_inspect_reads_any_tflite(first):
     out = json.loads(r.stdout)
     assert out["sha256"] == m["models"][0]["sha256"] and out["bytes"] == shipped.stat().st_size
     assert out["edgeopt_manifest"] == metadata.read_manifest(shipped.read_bytes())
-    assert (
-        out["macs"] > 0
-        and out["params"] > 0
-        and out["inputs"][0]["zero_point"] == m["models"][0]["inputs"][0]["zero_point"]
-    )
+    assert out["macs"] == m["models"][0]["macs"] and out["params"] == m["models"][0]["params"]
+    assert out["inputs"] == m["models"][0]["inputs"] and out["outputs"] == m["models"][0]["outputs"]
     # A .tflite edgeopt did not embed anything into: structure, the converter's metadata, no manifest.
     r = CliRunner().invoke(app, ["inspect", str(tmp / "build" / m["artifacts"][-1]["path"]), "--json"])
     out = json.loads(r.stdout)
