@@ -142,32 +142,8 @@ def run(
     for step in steps:
         if step.index:
             log.info("step %d/%d: %s", step.index, len(config.steps), step.name)
-        parts = {"stage": step.name, "config": step.config, "inputs": step.key_inputs(state), **context}
-        key = cache_key(parts)
-        entry = None if force else cache.get(key)
         folder = root / step.folder_name
-        if entry is not None:
-            _materialize(entry.folder, folder)
-            info = entry.info
-            result = step.load(folder, info)
-            reused_names.append(step.folder_name)
-            log.info("  reused %s (inputs, config, seed, data and versions unchanged)", step.folder_name)
-        else:
-            result = step.execute(state)
-            val = _val_info(result.model, data) if step.makes_model else {}
-            if step.cacheable(result):
-                entry = cache.put(
-                    key,
-                    lambda d, s=step, r=result, v=val: {**s.persist(r, d), "seconds": round(r.seconds, 3), **v},
-                    parts=parts,
-                    replace=force,
-                )
-                _materialize(entry.folder, folder)
-                info = entry.info
-            else:  # e.g. a validation in which a runtime crashed: written for inspection, never reused
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir(parents=True)
-                info = {**step.persist(result, folder), "seconds": round(result.seconds, 3), **val}
+        result, info, reused = _execute_or_reuse(step, state, cache, context, folder, force=force)
         guard = _guard(config, step, correct, _unpack(info)) if step.makes_model else None
         if guard is not None and guard["action"] == "failed":
             raise GateFailed(f"stage guard: {step.folder_name} {guard['detail']} (on_regression: fail)")
@@ -175,35 +151,13 @@ def run(
             log.warning("stage guard: %s %s; its input goes on (keep_best)", step.folder_name, guard["detail"])
         else:
             step.apply(state, result, folder, info)
-            if step.makes_model:
-                correct = _unpack(info)
-        out = folder / info["output"]
-        record = {
-            "name": step.name,
-            "output": str(out.relative_to(root)),
-            "sha256": sha256_tree(out),
-            "seconds": round(float(info["seconds"]), 3),
-            "reused": step.folder_name in reused_names,
-            "metrics": result.metrics,
-        }
-        if step.makes_model:
-            record["val_accuracy"] = info.get("val_accuracy")
-        if guard is not None:
-            record["guard"] = guard
-        records.append(record)
+            correct = _unpack(info) if step.makes_model else correct
+        reused_names += [step.folder_name] if reused else []
+        records.append(_record(step, result, info, folder, root, reused, guard))
         if on_stage is not None:
-            on_stage(
-                StageEvent(
-                    step.index,
-                    step.name,
-                    folder,
-                    result.metrics,
-                    step.folder_name in reused_names,
-                    float(info["seconds"]),
-                    info.get("val_accuracy") if step.makes_model else None,
-                    step.summary(result.metrics),
-                )
-            )
+            val = info.get("val_accuracy") if step.makes_model else None
+            summary = step.summary(result.metrics)
+            on_stage(StageEvent(step.index, step.name, folder, result.metrics, reused, info["seconds"], val, summary))
 
     manifest = _manifest(config, state, records, reused_names, vers, time.time() - started, strict)
     write_json(manifest_path, manifest)
@@ -218,6 +172,55 @@ def run(
             + "; ".join(state.not_evaluated)
         )
     return report
+
+
+def _execute_or_reuse(
+    step: Step, state: RunState, cache: StageCache, context: dict[str, Any], folder: Path, *, force: bool
+) -> tuple[Any, dict[str, Any], bool]:
+    """The step's result and its cache entry's info, from the cache when its key has an entry, else by
+    running it (and storing the entry); the outputs end up in ``folder`` either way."""
+    parts = {"stage": step.name, "config": step.config, "inputs": step.key_inputs(state), **context}
+    key = cache_key(parts)
+    entry = None if force else cache.get(key)
+    if entry is not None:
+        _materialize(entry.folder, folder)
+        log.info("  reused %s (inputs, config, seed, data and versions unchanged)", step.folder_name)
+        return step.load(folder, entry.info), entry.info, True
+    result = step.execute(state)
+    extra = {"seconds": round(result.seconds, 3), **(_val_info(result.model, state.data) if step.makes_model else {})}
+    if not step.cacheable(result):  # e.g. a validation in which a runtime crashed: kept for inspection only
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return result, {**step.persist(result, folder), **extra}, False
+    entry = cache.put(key, lambda d: {**step.persist(result, d), **extra}, parts=parts, replace=force)
+    _materialize(entry.folder, folder)
+    return result, entry.info, False
+
+
+def _record(
+    step: Step,
+    result: Any,
+    info: dict[str, Any],
+    folder: Path,
+    root: Path,
+    reused: bool,
+    guard: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's record of one step. ``seconds`` is how long it took when it ran (earlier if reused)."""
+    out = folder / info["output"]
+    record = {
+        "name": step.name,
+        "output": str(out.relative_to(root)),
+        "sha256": sha256_tree(out),
+        "seconds": round(float(info["seconds"]), 3),
+        "reused": reused,
+        "metrics": result.metrics,
+    }
+    if step.makes_model:
+        record["val_accuracy"] = info.get("val_accuracy")
+    if guard is not None:
+        record["guard"] = guard
+    return record
 
 
 def _val_correct(model: Any, data: Any) -> np.ndarray | None:

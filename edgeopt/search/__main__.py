@@ -1,25 +1,16 @@
-"""``python -m edgeopt.search PIPELINE ...``: the search command on its own (what tests and remote
-machines without the console script run); same options and exit codes as ``edgeopt search``."""
+"""``python -m edgeopt.search PIPELINE ...``: ``edgeopt search PIPELINE ...`` without the console script
+(what tests and remote machines without it run); the same command, options and exit codes."""
 
 from __future__ import annotations
 
 import sys
 
-import typer
-
-from edgeopt.search.cli import register
-
 
 def main() -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """edgeopt search."""
+    from edgeopt.cli import main as cli_main  # the CLI registers the search command itself
 
     sys.argv.insert(1, "search")
-    app(prog_name="python -m edgeopt.search")
+    cli_main()
 
 
 if __name__ == "__main__":
