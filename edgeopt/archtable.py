@@ -40,6 +40,9 @@ SAMPLES = 32  # validation inputs per model (few: the reference kernels and TFLi
 CALIBRATION_SAMPLES = 32  # random inputs for the int8 calibration
 REPRO = "bench/repro/softmax_scale_abort.py"
 REPRO_LINK = "../repro/softmax_scale_abort.py"  # from bench/architectures/results.md
+REPRO_SUM = "bench/repro/softmax_sum_abort.py"
+REPRO_SUM_LINK = "../repro/softmax_sum_abort.py"
+SOFTMAX_SUM_LIMIT = 512  # the reference int8 Softmax aborts once the sum of exp(logit - max) reaches this
 
 
 @dataclass(frozen=True)
@@ -263,11 +266,15 @@ def logits_agreement(content: bytes, structure: dict[str, Any], data: Any) -> di
         r, _ = run_task("litert_eval", "litert", content, data.x_test, tap=lg["index"])
     except ChildFailed as e:
         return {"scale": lg["scale"], "error": str(e)}
-    pred = np.argmax(r["tap"].reshape(len(data.x_test), -1), axis=-1)
+    q = r["tap"].reshape(len(data.x_test), -1).astype(np.float64)
+    pred = np.argmax(q, axis=-1)
+    # what the reference int8 Softmax accumulates (beta 1, Keras' default): it aborts at 512 or more
+    sums = np.exp(lg["scale"] * (q - q.max(axis=-1, keepdims=True))).sum(axis=-1)
     return {
         "scale": lg["scale"],
         "span": lg["scale"] * 255,
         "top1_agreement": float(np.mean(pred == data.y_test)),
+        "max_sum_of_exps": float(sums.max()),
         "method": "argmax of the int8 logits (LiteRT, optimized kernels) vs the Keras model's argmax",
     }
 
@@ -364,10 +371,23 @@ def _versions() -> dict[str, str]:
 _SOFTMAX_BUG = "PreprocessSoftmaxScaling"
 
 
-def crash_cause(detail: str) -> str:
-    """The named runtime bug behind a crash message, with its reproduction; else says it is unknown."""
+def sum_abort(row: dict[str, Any] | None) -> bool:
+    """Whether the row's int8 logits, on its own inputs, reach the sum of exps that aborts the reference
+    int8 Softmax in Eval (bench/repro/softmax_sum_abort.py)."""
+    lg = (row or {}).get("logits") or {}
+    return (lg.get("max_sum_of_exps") or 0) >= SOFTMAX_SUM_LIMIT
+
+
+def crash_cause(detail: str, row: dict[str, Any] | None = None) -> str:
+    """The named runtime bug behind a crash message (and the row's measurements), with its
+    reproduction; else says it is unknown."""
     if _SOFTMAX_BUG in detail:
         return f"int8 SOFTMAX input scale below 2^-26/beta aborts the reference Softmax ([repro]({REPRO_LINK}))"
+    if "SIGABRT" in detail and sum_abort(row):
+        return (
+            f"int8 SOFTMAX over >= {SOFTMAX_SUM_LIMIT} tied logits aborts the reference Softmax "
+            f"([repro]({REPRO_SUM_LINK}))"
+        )
     sig = re.search(r"killed by (SIG\w+)|hung", detail)
     return f"{sig.group(0) if sig else 'crash'}, cause not identified"
 
@@ -393,12 +413,12 @@ def _value(g: dict[str, Any]) -> str:
     return f"{m:.3f}" if isinstance(m, float) else f"{m:,}"
 
 
-def cell(g: dict[str, Any]) -> str:
+def cell(g: dict[str, Any], row: dict[str, Any] | None = None) -> str:
     """One gate in a table cell: its status and measured value, the op that cannot run, or the crash
-    with its named cause."""
+    with its named cause (``row``: the model's row, whose logits can name it)."""
     status, detail = g["status"], g.get("detail", "")
     if status == "failed" and (" crashed:" in detail or " hung:" in detail):
-        return f"**crashed**: {crash_cause(detail)}"
+        return f"**crashed**: {crash_cause(detail, row)}"
     if g["gate"] == "tflm_runs" and status == "failed":
         op = re.search(r"builtin opcode '(\w+)'", detail)
         if op:
@@ -499,7 +519,7 @@ def render(table: dict[str, Any]) -> str:
                 continue
             by = {g["gate"]: g for g in r["validation"]["gates"] if g["profile"] in (profile, "-")}
             lines.append(
-                f"| {r['model']} | " + " | ".join(_esc(cell(by[n])) if n in by else "" for n in gate_names) + " |"
+                f"| {r['model']} | " + " | ".join(_esc(cell(by[n], r)) if n in by else "" for n in gate_names) + " |"
             )
             explain += [
                 f"- {r['model']} / {n}: {by[n]['status']}: {_esc(by[n].get('detail', ''))}"
@@ -513,8 +533,17 @@ def render(table: dict[str, Any]) -> str:
     lines += ["", "## Crashes", ""]
     if not crashes:
         lines.append("No runtime crashed.")
+    by_model = {r["model"]: r for r in rows}
     for model, c in crashes:
         lines.append(f"- {model}: {_esc(c)}")
+        if "SIGABRT" in c and _SOFTMAX_BUG not in c and sum_abort(by_model[model]):
+            total = by_model[model]["logits"]["max_sum_of_exps"]
+            lines.append(
+                f"  - Named cause: on these inputs the int8 logits give a Softmax sum of exp(logit - max) up to "
+                f"{total:.0f} (>= {SOFTMAX_SUM_LIMIT}: near-uniform logits over many classes); the reference int8 "
+                "Softmax (LiteRT BUILTIN_REF, TFLite Micro) aborts in Eval once the sum reaches 512 (511 equal "
+                f"logits run, 512 abort). Reproduction: `python {REPRO_SUM}` (about 20 s, a Dense+softmax)."
+            )
         if _SOFTMAX_BUG in c:
             lines.append(
                 f"  - Named cause: the int8 SOFTMAX's input scale is at or below 2^-26/beta, so "
@@ -543,7 +572,7 @@ def _workaround(rows: list[dict[str, Any]]) -> list[str]:
         assert r is not None
         g = {(x["profile"], x["gate"]): x for x in r["validation"]["gates"]}
         cells = [
-            cell(g[k]) if k in g else "-"
+            cell(g[k], r) if k in g else "-"
             for k in (
                 ("cortex-m7-512k", "tflm_runs"),
                 ("cortex-m7-512k", "tflm_agreement"),

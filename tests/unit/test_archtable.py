@@ -244,3 +244,19 @@ def test_render_only_rewrites_the_markdown_from_the_json(tmp_path):
     write_json(tmp_path / "results.json", made_up_table())
     assert archtable.main(["--out", str(tmp_path), "--render-only"]) == 0
     assert (tmp_path / "results.md").read_text() == render(made_up_table())
+
+
+def test_an_unexplained_abort_is_named_from_the_measured_sum_of_exps():
+    """EfficientNetB0's case: SIGABRT with no diagnosis, but its int8 logits sum to ~1000 exps (>= 512)."""
+    crash = g(M7, "tflm_runs", "failed", detail="tflm crashed: killed by SIGABRT")
+    tied = {"logits": {"max_sum_of_exps": 999.7}}
+    assert cell(crash, tied) == (
+        "**crashed**: int8 SOFTMAX over >= 512 tied logits aborts the reference Softmax "
+        f"([repro]({archtable.REPRO_SUM_LINK}))"
+    )
+    assert cell(crash, {"logits": {"max_sum_of_exps": 511.0}}) == "**crashed**: killed by SIGABRT, cause not identified"
+    t = made_up_table()
+    eff = row("eff", [crash], crashed=["tflm crashed: killed by SIGABRT"], **tied)
+    t["rows"] = [eff]
+    md = render(t)
+    assert "sum of exp(logit - max) up to 1000 (>= 512" in md and f"`python {archtable.REPRO_SUM}`" in md
