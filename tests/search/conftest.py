@@ -96,7 +96,7 @@ class PostgresServer:
 
     def url(self, db: str) -> str:
         self._run(
-            "psql",
+            str(self.bindir / "psql"),
             "-h",
             "127.0.0.1",
             "-p",
@@ -122,13 +122,14 @@ def _free_port() -> int:
 
 
 def _pg_bindir() -> Path | None:
-    for name in ("pg_ctl", "initdb"):
-        if shutil.which(name) is None:
-            return None
-    bindir = Path(shutil.which("pg_ctl")).resolve().parent  # type: ignore[arg-type]
-    if not (bindir / "initdb").exists() or shutil.which("psql") is None:
-        return None
-    return bindir
+    """The folder of the server binaries: on the PATH, or where Debian's postgresql package puts them."""
+    found = shutil.which("pg_ctl")
+    candidates = [Path(found).resolve().parent] if found else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # newest major first
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists() and (bindir / "psql").exists():
+            return bindir
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +145,16 @@ def postgres() -> Iterator[PostgresServer]:
         server.start()
         deadline = time.monotonic() + 30
         while server._run(
-            "psql", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-c", "select 1", check=False
+            str(bindir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-c",
+            "select 1",
+            check=False,
         ).returncode:
             if time.monotonic() > deadline:
                 raise RuntimeError("PostgreSQL did not accept connections: " + (server.dir / "log").read_text()[-2000:])
