@@ -130,6 +130,16 @@ ARCHS: dict[str, Arch] = {
         ),
         Arch("efficientnet_b0_96", "EfficientNetB0/96", "keras3", _IMG96, 1000, _PIXELS, _k3("EfficientNetB0", _IMG96)),
         Arch(
+            "efficientnet_b0_96_logits",
+            "EfficientNetB0/96 without its final softmax",
+            "keras3",
+            _IMG96,
+            1000,
+            _PIXELS,
+            _k3("EfficientNetB0", _IMG96, classifier_activation=None),
+            "workaround: classifier_activation=None (outputs logits; argmax is the same class)",
+        ),
+        Arch(
             "mobilenet_v2_100_224", "MobileNetV2 1.0/224", "keras3", _IMG224, 1000, _TANH, _k3("MobileNetV2", _IMG224)
         ),
     )
@@ -452,6 +462,7 @@ def render(table: dict[str, Any]) -> str:
         f"Command: `{table.get('command') or 'python -m edgeopt.archtable --out bench/architectures'}`; "
         f"wall time {table.get('wall_seconds', 0):.0f} s on {table.get('host', 'this host')}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in table.get("versions", {}).items()) + ".",
+        *([table["note"]] if table.get("note") else []),
         "",
         "How the figures were obtained:",
         "- Weights are random (`weights=None`, nothing downloaded). `keras3` models are Keras 3 "
@@ -555,44 +566,49 @@ def render(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# (with softmax, without) pairs of the same untrained architecture: the workaround verdicts
+WORKAROUNDS = (
+    ("mobilenet_v2_035_96", "mobilenet_v2_035_96_logits", "MobileNetV2 0.35/96"),
+    ("efficientnet_b0_96", "efficientnet_b0_96_logits", "EfficientNetB0/96"),
+)
+
+
 def _workaround(rows: list[dict[str, Any]]) -> list[str]:
-    """The same untrained MobileNetV2 with and without its final softmax, on TFLite Micro."""
+    """Each untrained architecture with and without its final softmax, on TFLite Micro."""
     by = {r["model"]: r for r in rows}
-    pair = [by.get("mobilenet_v2_035_96"), by.get("mobilenet_v2_035_96_logits")]
-    if any(r is None or "validation" not in r for r in pair):
-        return []
-    out = [
-        "",
-        "## Workaround verdict: MobileNetV2 0.35/96 without its final softmax",
-        "",
-        "| model | cortex-m7-512k tflm_runs | tflm_agreement | arena_bytes | pixel4-cpu4 kernel_cross_check |",
-        "|---|---|---|---|---|",
-    ]
-    for r in pair:
-        assert r is not None
-        g = {(x["profile"], x["gate"]): x for x in r["validation"]["gates"]}
-        cells = [
-            cell(g[k], r) if k in g else "-"
-            for k in (
+    out: list[str] = []
+    for with_sm, without, title in WORKAROUNDS:
+        pair = [by.get(with_sm), by.get(without)]
+        if any(r is None or "validation" not in r for r in pair):
+            continue
+        out += [
+            "",
+            f"## Workaround verdict: {title} without its final softmax",
+            "",
+            "| model | cortex-m7-512k tflm_runs | tflm_agreement | arena_bytes | pixel4-cpu4 kernel_cross_check |",
+            "|---|---|---|---|---|",
+        ]
+        runs = []
+        for r in pair:
+            assert r is not None
+            g = {(x["profile"], x["gate"]): x for x in r["validation"]["gates"]}
+            keys = (
                 ("cortex-m7-512k", "tflm_runs"),
                 ("cortex-m7-512k", "tflm_agreement"),
                 ("cortex-m7-512k", "arena_bytes"),
                 ("pixel4-cpu4", "kernel_cross_check"),
             )
-        ]
-        out.append(f"| {r['model']} | " + " | ".join(_esc(c) for c in cells) + " |")
-    runs = [
-        next((x["status"] for x in r["validation"]["gates"] if x["gate"] == "tflm_runs"), None)
-        for r in pair
-        if r is not None
-    ]
-    if runs == ["failed", "passed"]:
-        out += [
-            "",
-            "Verdict: without the softmax (`classifier_activation=None`, argmax of the logits) TFLite Micro runs it.",
-        ]
-    else:
-        out += ["", f"Verdict: not confirmed (tflm_runs with softmax: {runs[0]}, without: {runs[1]})."]
+            cells = [cell(g[k], r) if k in g else "-" for k in keys]
+            out.append(f"| {r['model']} | " + " | ".join(_esc(c) for c in cells) + " |")
+            runs.append(g[keys[0]]["status"] if keys[0] in g else None)
+        if runs == ["failed", "passed"]:
+            out += [
+                "",
+                "Verdict: without the softmax (`classifier_activation=None`, argmax of the logits) TFLite Micro "
+                "runs it.",
+            ]
+        else:
+            out += ["", f"Verdict: not confirmed (tflm_runs with softmax: {runs[0]}, without: {runs[1]})."]
     return out
 
 
