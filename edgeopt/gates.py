@@ -125,9 +125,11 @@ def compare_detail(c: CrossCheck, what: str = "") -> str:
 
 
 def precision_of(structure: dict[str, Any]) -> str:
-    """int8 when the model computes in integers (int8 weights, no float32 weights), else float32."""
+    """int8 when the model computes in integers (int8 or int4 weights, no float32 weights), else float32.
+    int4 weights are unpacked to int8 by the kernels, so the model runs int8 arithmetic."""
     c = structure["constant_dtypes"]
-    return "int8" if c.get("int8") and not c.get("float32") and not c.get("float16") else "float32"
+    integer = c.get("int8") or c.get("int4")
+    return "int8" if integer and not c.get("float32") and not c.get("float16") else "float32"
 
 
 # ---- gates -------------------------------------------------------------------------------------

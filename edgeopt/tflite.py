@@ -17,6 +17,7 @@ _TYPES = {
     "FLOAT32": "float32",
     "FLOAT16": "float16",
     "INT8": "int8",
+    "INT4": "int4",
     "UINT8": "uint8",
     "INT16": "int16",
     "INT32": "int32",

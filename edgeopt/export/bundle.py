@@ -133,9 +133,10 @@ def _swap(tmp: Path, final: Path) -> None:
 
 
 def pick(artifacts: list[ArtifactRecord]) -> tuple[ArtifactRecord | None, ArtifactRecord | None]:
-    """(the model for Android, the int8 model for microcontrollers): the last int8 artifact for both,
-    else the last artifact for Android and none for microcontrollers."""
-    int8 = [a for a in artifacts if a.quantization == "int8"]
+    """(the model for Android, the integer model for microcontrollers): the last full-integer artifact
+    (int8, or int4 weights with int8 activations) for both, else the last artifact for Android and none
+    for microcontrollers."""
+    int8 = [a for a in artifacts if a.quantization in ("int8", "int4", "int8-aeq")]
     mcu_art = int8[-1] if int8 else None
     return (mcu_art or (artifacts[-1] if artifacts else None)), mcu_art
 

@@ -516,3 +516,11 @@ def test_reports_accept_records_and_dicts(tmp_path):
         and out["models"][0]["seconds"] == 1.5
         and out["models"][0]["gates"] == r.to_dict()["gates"]
     )
+
+
+def test_precision_counts_int4_weights_as_integer_compute():
+    from edgeopt.gates import precision_of
+
+    assert precision_of({"constant_dtypes": {"int4": 3, "int8": 4, "int32": 4}}) == "int8"
+    assert precision_of({"constant_dtypes": {"int4": 3, "int32": 4}}) == "int8"
+    assert precision_of({"constant_dtypes": {"int8": 3, "float32": 1}}) == "float32"  # weight-only: float compute
