@@ -258,7 +258,7 @@ def _guard(config: Any, step: Step, before: np.ndarray | None, after: np.ndarray
         return None
     policy = getattr(step.config, "on_regression", None)
     if policy is None:
-        policy = "continue" if step.name == "distill" else config.on_regression.value
+        policy = config.on_regression.value if step.fine_tunes else "continue"
     policy = getattr(policy, "value", policy)
     tol = getattr(step.config, "regression_tolerance", None)
     tol = config.regression_tolerance if tol is None else tol

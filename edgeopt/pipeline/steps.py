@@ -77,7 +77,10 @@ class Step:
     name: ClassVar[str]
     config_cls: ClassVar[type]
     output: ClassVar[str] = "model.keras"
-    makes_model: ClassVar[bool] = True
+    makes_model: ClassVar[bool] = True  # its output becomes the current model (a trial may drop such a step)
+    # It fine-tunes its input rather than training a new model: the stage guard judges it by default, and
+    # a search assumes it can win back some accuracy.
+    fine_tunes: ClassVar[bool] = True
 
     def __init__(self, config: Any, index: int) -> None:
         self.config = config
@@ -129,8 +132,12 @@ def _rows(metrics: dict[str, Any], keys: list[str]) -> list[tuple[str, Any]]:
 
 
 class DistillStep(Step):
+    """A new, smaller student: expected to lose some accuracy, so the stage guard leaves it alone unless
+    its step sets on_regression (the release gates judge it against the teacher)."""
+
     name = "distill"
     config_cls = DistillConfig
+    fine_tunes = False
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
@@ -210,6 +217,7 @@ class ConvertStep(Step):
     name = "convert"
     config_cls = ConvertConfig
     makes_model = False
+    fine_tunes = False
 
     @property
     def output(self) -> str:  # type: ignore[override]
@@ -286,6 +294,7 @@ class ValidateStep(Step):
     config_cls = ValidateConfig
     output = METRICS_FILE
     makes_model = False
+    fine_tunes = False
 
     def _profiles(self, state: RunState) -> list[Any]:
         from edgeopt.profiles import load_profile

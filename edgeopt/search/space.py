@@ -20,12 +20,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeopt.errors import BadInput
+from edgeopt.pipeline import registry
 
 # Stages that a trial may drop: the model-making ones. A pipeline always needs its convert step, and
 # validation is how a trial is judged.
-OPTIONAL_STAGES = ("distill", "prune", "cluster", "qat")
-# Stages whose output is a model: the trial checks the accuracy floor after each (``StageEvent.val_accuracy``).
-FINE_TUNING = ("prune", "cluster", "qat")
+OPTIONAL_STAGES = tuple(n for n, s in registry.STEPS.items() if s.makes_model)
+# Stages that fine-tune their input (Step.fine_tunes): each still to come may win back recover_points.
+FINE_TUNING = tuple(n for n, s in registry.STEPS.items() if s.fine_tunes)
 
 
 class Range(BaseModel):

@@ -140,17 +140,8 @@ def test_floor_rule():
 
 
 def test_cli_bad_input_is_exit_2_and_one_line(tmp_path):
-    import typer
-
+    from edgeopt.cli import app
     from edgeopt.search.__main__ import main  # noqa: F401 - the module must import
-    from edgeopt.search.cli import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        pass
 
     runner = CliRunner()
     path = write_pipeline(tmp_path, space={"prune.nope": [1]})

@@ -1,5 +1,4 @@
-"""The ``edgeopt search`` command; ``register(app)`` adds it to a Typer app (the edgeopt CLI, or the one of
-``python -m edgeopt.search``)."""
+"""The ``edgeopt search`` command (``python -m edgeopt.search`` runs the same through the edgeopt CLI)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from edgeopt.cli.options import QuietOpt
 
 
 @command
-def search_command(
+def search(
     pipeline: Annotated[Path, typer.Argument(help="pipeline file (YAML) with an optional search: block")],
     trials: Annotated[
         int | None,
@@ -45,8 +44,3 @@ def search_command(
     typer.echo(
         f"best: {result.best}  (all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'})"
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``search`` to ``app``."""
-    app.command("search")(search_command)
