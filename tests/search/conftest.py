@@ -38,7 +38,9 @@ PIPELINE = {
         {"stage": "validate", "profiles": ["cortex-m7-512k"], "max_step_diff": 2},
     ],
     "search": {
-        "space": {"prune.final_sparsity": [0.5, 0.8], "cluster.clusters": [8, None], "qat": [True, False]},
+        # Sparsities a 2-epoch prune survives: at 0.8 the student collapses to ~40%, and a worker whose
+        # trials all fall below the floor exits 1 (no feasible trial), which these tests do not study.
+        "space": {"prune.final_sparsity": [0.4, 0.5], "cluster.clusters": [8, None], "qat": [True, False]},
         "objectives": ["accuracy", "gzip_bytes", "arena_bytes@cortex-m7-512k"],
         "max_accuracy_drop": 15,
         "recover_points": 2.0,
