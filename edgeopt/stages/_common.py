@@ -146,9 +146,7 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
 
 def kernel_weights(layer: Any) -> int:
     """How many kernel weights (kernel, depthwise or pointwise kernel) a layer holds."""
-    return int(
-        sum(int(np.prod(w.shape)) for w in layer.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES)
-    )
+    return int(sum(int(np.prod(w.shape)) for w in layer.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES))
 
 
 def dense_by_share(layers: list[Any], share: float) -> dict[str, str]:

@@ -160,7 +160,8 @@ def test_max_accuracy_drop_vs_baseline(budget, status):
     (g,) = gates.accuracy_gates(measured(accuracy=0.9212), ValidateConfig(max_accuracy_drop=budget), 0.9300, {})
     assert g.gate == "max_accuracy_drop" and g.status is status and g.unit == "points"
     assert g.measured == pytest.approx(0.88)
-    assert g.detail == f"0.88 points below the teacher (float32 baseline) (0.9300 -> 0.9212) (budget <= {budget:.2f} points)"
+    want = f"0.88 points below the teacher (float32 baseline) (0.9300 -> 0.9212) (budget <= {budget:.2f} points)"
+    assert g.detail == want
 
 
 def test_max_accuracy_drop_better_than_baseline_reads_above():
@@ -410,7 +411,8 @@ def test_every_detail_reads_well():
     assert len(gs) == 2 + 11 + 8 + 4  # config, mcu, npu, phone
     for g in gs:
         assert g.detail and "None" not in g.detail and not re.search(r"\d\.\d{7,}", g.detail), g
-    assert one(gs, "max_accuracy_drop").detail.startswith("1.00 points below the teacher (float32 baseline) (0.8912 -> 0.8812)")
+    want = "1.00 points below the teacher (float32 baseline) (0.8912 -> 0.8812)"
+    assert one(gs, "max_accuracy_drop").detail.startswith(want)
 
 
 # ---- ValidationResult: verdict, errors, exit codes, dicts ------------------------------------------

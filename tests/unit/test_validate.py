@@ -67,7 +67,8 @@ def test_accuracy_drop_gate(f32, digits, f32_result):
     g = r.gate("-", "max_accuracy_drop")
     drop = round((1.0 - acc) * 100, 9)
     assert not r.passed and g.status is GateStatus.failed and g.measured == drop and g.unit == "points"
-    assert g.detail == f"{drop:.2f} points below the teacher (float32 baseline) (1.0000 -> {acc:.4f}) (budget <= 1.00 points)"
+    want = f"{drop:.2f} points below the teacher (float32 baseline) (1.0000 -> {acc:.4f}) (budget <= 1.00 points)"
+    assert g.detail == want
     same = stages.validate(f32, digits, ValidateConfig(max_accuracy_drop=0.0, **fast), baseline_accuracy=acc)
     g = same.gate("-", "max_accuracy_drop")
     assert g.status is GateStatus.passed and g.measured == 0.0 and g.detail.startswith("0.00 points below")
