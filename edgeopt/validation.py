@@ -8,7 +8,7 @@ report.html and bench read it); ``from_dict`` reads one back (cached results, JS
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,10 +133,6 @@ class ValidationResult(BaseModel):
     crashed: list[str] = Field(default_factory=list)  # runtimes that crashed or hung, with the signal
     failures: dict[str, str] = Field(default_factory=dict)  # "runtime:task" -> why its checks could not run
 
-    # The StageResult attributes old call sites read (stage, metrics, tflite); ``model`` is the name here.
-    stage: ClassVar[str] = "validate"
-    tflite: ClassVar[None] = None
-
     @property
     def passed(self) -> bool:
         """No runtime crashed, no gate failed and the outputs were not found non-finite."""
@@ -194,11 +190,6 @@ class ValidationResult(BaseModel):
             "failures": dict(self.failures),
             "passed": self.passed,
         }
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """``to_dict()``, for call sites written for the StageResult this replaces."""
-        return self.to_dict()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationResult:

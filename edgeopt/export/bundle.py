@@ -83,7 +83,7 @@ def export(
     error: EdgeoptError | None = None
     try:
         report = pipeline.run(config, build_root, force=force, cache_dir=cache_dir, on_stage=on_stage, strict=strict)
-        run = as_run_manifest(report.manifest)
+        run = report.manifest
     except (GateFailed, RuntimeCrash) as e:
         mpath = build_root / "manifest.json"
         if not mpath.is_file():
@@ -107,11 +107,6 @@ def export(
     else:
         raise type(error)(f"{error}; the bundle for inspection is in {final}")
     return ExportResult(final, manifest)
-
-
-def as_run_manifest(m: RunManifest | JSON) -> RunManifest:
-    """The typed run manifest, whether the pipeline returned it typed or as its JSON dict."""
-    return m if isinstance(m, RunManifest) else RunManifest.model_validate(m)
 
 
 def _swap(tmp: Path, final: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from edgeopt import hostinfo
 from edgeopt.artifacts import gzip_size, load_model, save_model, sha256_bytes, sha256_file, sha256_tree, write_json
 from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
+from edgeopt.manifest import RunManifest
 from edgeopt.pipeline import registry
 from edgeopt.pipeline.cache import StageCache, cache_key
 from edgeopt.pipeline.hashing import data_hash, model_hash, versions
@@ -56,12 +57,11 @@ class RunReport:
     """What a run produced: the manifest (also written to ``out_dir/manifest.json``)."""
 
     out_dir: Path
-    manifest: Any  # edgeopt.manifest.RunManifest, or its dict when that module is absent
+    manifest: RunManifest
 
     @property
     def passed(self) -> bool:
-        m = self.manifest
-        return bool(m["passed"] if isinstance(m, dict) else m.passed)
+        return self.manifest.passed
 
 
 def ensure_teacher(config: Any, data: Any) -> tuple[Any, dict[str, Any]]:
@@ -161,7 +161,7 @@ def run(
 
     manifest = _manifest(config, state, records, reused_names, vers, time.time() - started, strict)
     write_json(manifest_path, manifest)
-    report = RunReport(root, _typed(manifest))
+    report = RunReport(root, RunManifest.model_validate(manifest))
     if state.crashed:
         raise RuntimeCrash("runtime crashed: " + "; ".join(state.crashed))
     if state.failed_gates:
@@ -350,12 +350,3 @@ def _manifest(
             if rec["accuracy"] is not None and b["accuracy"] is not None:
                 rec["accuracy_drop_vs_baseline"] = b["accuracy"] - rec["accuracy"]
     return manifest
-
-
-def _typed(manifest: dict[str, Any]) -> Any:
-    """The manifest as the typed record of ``edgeopt.manifest`` (the dict until that module exists)."""
-    try:
-        from edgeopt.manifest import RunManifest
-    except ImportError:
-        return manifest
-    return RunManifest.model_validate(manifest)

@@ -27,12 +27,6 @@ import yaml
 log = logging.getLogger(__name__)
 
 
-def _int8(report: Any) -> dict[str, Any]:
-    m = report.manifest if isinstance(report.manifest, dict) else report.manifest.model_dump(mode="json")
-    art = [a for a in m["artifacts"] if a["quantization"] == "int8"][-1]
-    return {"manifest": m, "artifact": art}
-
-
 def _val_accuracy(tflite: bytes, data: Any) -> float:
     """The .tflite's top-1 on the validation split (what the search selects on)."""
     from edgeopt import stages
@@ -40,8 +34,7 @@ def _val_accuracy(tflite: bytes, data: Any) -> float:
 
     val = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
     v = stages.validate(tflite, val, ValidateConfig(latency=False, cross_check=False), name="fixed")
-    d = v.to_dict() if hasattr(v, "to_dict") else v.metrics
-    return float(d["accuracy"])
+    return float(v.measurements.accuracy)
 
 
 def run_fixed(pipeline_file: Path, build: Path, cache: Path) -> dict[str, Any]:

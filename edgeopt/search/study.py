@@ -319,12 +319,11 @@ def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
         if entry is None:
             data = data or load_dataset(prep.pipeline.data)
             v = stages.validate(tflite, data, ValidateConfig(latency=False, cross_check=False), name=path.name)
-            d = v.to_dict() if hasattr(v, "to_dict") else v.metrics
-            if d.get("accuracy") is None:
+            if v.measurements.accuracy is None:
                 continue
             entry = cache.put(
                 key,
-                lambda f, a=d["accuracy"]: {"output": _write(f / "test.json", {"accuracy": a}).name},
+                lambda f, a=v.measurements.accuracy: {"output": _write(f / "test.json", {"accuracy": a}).name},
                 parts=parts,
             )
         out[t.number] = float(json.loads((entry.folder / "test.json").read_text())["accuracy"])

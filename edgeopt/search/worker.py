@@ -274,9 +274,9 @@ class TrialFunction:
                 calibration=calibrate.load() if self.profiles else None,
                 name=art["path"].split("/")[-1],
             )
-            d = result.to_dict() if hasattr(result, "to_dict") else result.metrics
-            if d.get("crashed"):
-                raise RuntimeError("runtime crashed: " + "; ".join(d["crashed"]))
+            d = result.to_dict()
+            if result.crashed:
+                raise RuntimeError("runtime crashed: " + "; ".join(result.crashed))
             entry = cache.put(key, lambda f: {"output": write_json(f / "validation.json", d).name}, parts=parts)
         import json
 
@@ -325,8 +325,7 @@ def _is_db_error(e: BaseException) -> bool:
 
 
 def _last_artifact(manifest: Any) -> dict[str, Any]:
-    m = manifest if isinstance(manifest, dict) else manifest.model_dump(mode="json")
-    return m["artifacts"][-1]
+    return manifest.artifacts[-1].to_json()
 
 
 def _reference_path(out: Path, art: dict[str, Any], pipeline: Any) -> Path | None:

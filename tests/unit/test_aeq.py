@@ -16,7 +16,7 @@ from edgeopt.stages import aeq
 @pytest.fixture(scope="module")
 def float_accuracy(tiny_model, digits) -> float:
     f32 = stages.convert(tiny_model, ConvertConfig(quantization="float32")).tflite
-    return stages.validate(f32, digits, ValidateConfig(cross_check=False, latency=False)).metrics["accuracy"]
+    return stages.validate(f32, digits, ValidateConfig(cross_check=False, latency=False)).measurements.accuracy
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_int4_weights_and_int8_activations(int4, tiny_model, digits, float_accur
     int8 = stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=digits)
     assert int4.metrics["bytes"] < int8.metrics["bytes"] - 2000  # 4.5k weights at half a byte
     v = stages.validate(int4.tflite, digits, ValidateConfig(cross_check=False, latency=False), keras_model=tiny_model)
-    assert v.metrics["accuracy"] >= float_accuracy - 0.03, (v.metrics["accuracy"], float_accuracy)
+    assert v.measurements.accuracy >= float_accuracy - 0.03, (v.measurements.accuracy, float_accuracy)
 
 
 def test_int4_runs_in_tflite_micro(int4, tiny_model, digits):
@@ -56,7 +56,7 @@ def test_int4_runs_in_tflite_micro(int4, tiny_model, digits):
         keras_model=tiny_model,
         profiles=[load_profile("cortex-m7-512k")],
     )
-    tflm = v.metrics["tflm"]
+    tflm = v.to_dict()["tflm"]
     assert v.crashed == [] and tflm is not None, v.failures
     assert tflm["agree"] >= 0.99 and tflm["arena_bytes"] < 64 * 1024
 
@@ -69,7 +69,7 @@ def test_weight_int8_and_static_int8(tiny_model, digits, float_accuracy):
     assert set(_kernels(st).values()) == {("int8", 8), ("int8", 32), ("int8", 10)}
     assert st.metrics["inputs"][0]["dtype"] == "int8" and st.metrics["float_ops"] == []
     for r in (wo, st):
-        acc = stages.validate(r.tflite, digits, ValidateConfig(cross_check=False, latency=False)).metrics["accuracy"]
+        acc = stages.validate(r.tflite, digits, ValidateConfig(cross_check=False, latency=False)).measurements.accuracy
         assert abs(acc - float_accuracy) <= 0.02, (r.metrics["quantization"], acc, float_accuracy)
 
 

@@ -46,8 +46,8 @@ def test_int8_is_full_integer(tiny_model, digits):
     assert r.metrics["float_ops"] == [] and r.metrics["calibration_samples"] == 200
     # the int8 model answers like the Keras model
     v = stages.validate(r.tflite, digits, keras_model=tiny_model)
-    assert abs(v.metrics["accuracy"] - v.metrics["keras_accuracy"]) <= 0.03
-    assert v.metrics["agreement"] >= 0.95
+    assert abs(v.measurements.accuracy - v.measurements.keras_accuracy) <= 0.03
+    assert v.measurements.agreement >= 0.95
 
 
 def test_int8_uint8_and_float_io(tiny_model, digits):

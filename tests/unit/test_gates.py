@@ -495,7 +495,6 @@ def test_to_dict_keeps_the_stage_dict_shape_and_round_trips():
     assert json.loads(json.dumps(d)) == d
     back = ValidationResult.from_dict(json.loads(json.dumps(d)))
     assert back.to_dict() == d and back.gates == r.gates and back.measurements == r.measurements
-    assert r.metrics == d and r.stage == "validate"
 
 
 def test_unmeasured_fields_are_not_written():
