@@ -365,15 +365,11 @@ def build_table(
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from edgeopt.pipeline.hashing import versions
 
-    out = {}
-    for pkg in ("tensorflow", "tf-keras", "keras", "ai-edge-litert", "tflite-micro", "ethos-u-vela"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return versions(
+        ("tensorflow", "tf-keras", "keras", "ai-edge-litert", "tflite-micro", "ethos-u-vela"), "not installed"
+    )
 
 
 # ---- rendering (pure: made-up results are enough to test it) -------------------------------------

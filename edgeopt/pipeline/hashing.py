@@ -15,14 +15,15 @@ from edgeopt.artifacts import sha256_tree
 VERSIONED = ("edgeopt", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert")
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages that decide a stage's output bytes (part of every cache key)."""
+def versions(packages: tuple[str, ...] = VERSIONED, missing: str = "unknown") -> dict[str, str]:
+    """Installed versions of ``packages``; by default those that decide a stage's output bytes (part of
+    every cache key)."""
     out = {}
-    for name in VERSIONED:
+    for name in packages:
         try:
             out[name] = pkg_version(name)
         except PackageNotFoundError:
-            out[name] = "unknown"
+            out[name] = missing
     return out
 
 
