@@ -31,6 +31,7 @@ from typing import Any
 
 from edgeopt.artifacts import write_bytes, write_json
 from edgeopt.errors import GateFailed, RuntimeCrash
+from edgeopt.gates import precision_of
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,9 @@ NUMERIC = (
 # ---- measuring ---------------------------------------------------------------------------------
 
 
-def precision(structure: dict[str, Any]) -> str:
-    """The compute precision a device factor is chosen by: int8 when no op computes in float (int8 or
-    int4 weights with int8 activations), else float32 (weight-only quantization dequantizes to float)."""
-    c = structure["constant_dtypes"]
-    return "int8" if not structure["float_ops"] and not c.get("float32") and not c.get("float16") else "float32"
-
-
 def device_estimates(v: dict[str, Any], calibration: dict[str, Any] | None, profiles: list[Any]) -> dict[str, Any]:
     """``est_ms_<profile>``: host p50 at the profile's threads x the factor of the model's precision."""
-    prec = precision(v["structure"])
+    prec = precision_of(v["structure"])
     out: dict[str, Any] = {"precision": prec}
     for p in profiles:
         lat = v.get("latency", {}).get(str(p.threads))

@@ -125,11 +125,13 @@ def compare_detail(c: CrossCheck, what: str = "") -> str:
 
 
 def precision_of(structure: dict[str, Any]) -> str:
-    """int8 when the model computes in integers (int8 or int4 weights, no float32 weights), else float32.
-    int4 weights are unpacked to int8 by the kernels, so the model runs int8 arithmetic."""
+    """The compute precision a latency factor is chosen by: int8 when the model computes in integers
+    (int8 or int4 weights, which the kernels unpack to int8; no float weights; no op whose input is
+    float), else float32 (weight-only quantization dequantizes to float before each op)."""
     c = structure["constant_dtypes"]
     integer = c.get("int8") or c.get("int4")
-    return "int8" if integer and not c.get("float32") and not c.get("float16") else "float32"
+    floats = c.get("float32") or c.get("float16") or structure.get("float_ops")
+    return "int8" if integer and not floats else "float32"
 
 
 # ---- gates -------------------------------------------------------------------------------------

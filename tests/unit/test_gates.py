@@ -525,3 +525,5 @@ def test_precision_counts_int4_weights_as_integer_compute():
     assert precision_of({"constant_dtypes": {"int4": 3, "int8": 4, "int32": 4}}) == "int8"
     assert precision_of({"constant_dtypes": {"int4": 3, "int32": 4}}) == "int8"
     assert precision_of({"constant_dtypes": {"int8": 3, "float32": 1}}) == "float32"  # weight-only: float compute
+    # int8 weights but float compute (a weight-only model dequantizes before each op): the float32 factor
+    assert precision_of({"constant_dtypes": {"int8": 3, "int32": 4}, "float_ops": ["FULLY_CONNECTED"]}) == "float32"
