@@ -297,11 +297,13 @@ def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
     from edgeopt.config import ValidateConfig
     from edgeopt.data import load_dataset
     from edgeopt.pipeline.cache import StageCache, cache_key
+    from edgeopt.pipeline.hashing import data_hash
 
     out: dict[int, float] = {}
     if not trials:
         return out
-    data = None
+    data = load_dataset(prep.pipeline.data)
+    digest = data_hash(data)  # the data's content, as the pipeline's cache keys have it
     cache = StageCache(prep.cache_dir)
     for t in trials:
         path = Path(t.user_attrs.get("tflite", ""))
@@ -312,12 +314,11 @@ def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
         parts = {
             "stage": "search-test",
             "tflite": sha256_bytes(tflite),
-            "data": prep.pipeline.data.model_dump(mode="json"),
+            "data": digest,
         }
         key = cache_key(parts)
         entry = cache.get(key)
         if entry is None:
-            data = data or load_dataset(prep.pipeline.data)
             v = stages.validate(tflite, data, ValidateConfig(latency=False, cross_check=False), name=path.name)
             if v.measurements.accuracy is None:
                 continue

@@ -236,14 +236,17 @@ class TrialFunction:
 
     def _validate(self, tflite: bytes, out: Path, art: dict[str, Any]) -> dict[str, Any]:
         """Validate on the validation split (the test split is kept for the chosen models), cached by the
-        .tflite, its Keras reference, the profiles and the settings."""
-        from edgeopt import stages
+        .tflite, its Keras reference, the profiles, the latency calibration, the data's content and the
+        settings (the same key parts as the pipeline's validate step)."""
+        from edgeopt import calibrate, stages
         from edgeopt.artifacts import sha256_bytes, sha256_tree, write_json
         from edgeopt.pipeline.cache import StageCache, cache_key
-        from edgeopt.pipeline.hashing import versions
+        from edgeopt.pipeline.hashing import data_hash, versions
 
         ref_path = _reference_path(out, art, self.pipeline)
         cfg = self._validate_config()
+        calibration = calibrate.load() if self.profiles else None
+        data = self._dataset()
         parts = {
             "stage": "search-validate",
             "split": "validation",
@@ -251,17 +254,16 @@ class TrialFunction:
             "keras": sha256_tree(ref_path) if ref_path is not None else None,
             "profiles": [p.model_dump(mode="json") for p in self.profiles],
             "config": cfg.model_dump(mode="json"),
-            "data": self.pipeline.data.model_dump(mode="json"),
+            "calibration": calibration,
+            "data": data_hash(data),
             "versions": versions(),
         }
         cache = StageCache(self.job.cache_dir)
         key = cache_key(parts)
         entry = cache.get(key)
         if entry is None:
-            from edgeopt import calibrate
             from edgeopt.artifacts import load_inference_model
 
-            data = self._dataset()
             val = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
             unsafe = self.pipeline.teacher.unsafe
             keras_model = load_inference_model(ref_path, unsafe=unsafe) if ref_path is not None else None
@@ -271,7 +273,7 @@ class TrialFunction:
                 cfg,
                 keras_model=keras_model,
                 profiles=self.profiles,
-                calibration=calibrate.load() if self.profiles else None,
+                calibration=calibration,
                 name=art["path"].split("/")[-1],
             )
             d = result.to_dict()
