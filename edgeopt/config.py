@@ -77,12 +77,27 @@ class _Training(_Config):
     lr_schedule: LRSchedule = Field(LRSchedule.constant, description="cosine: decay to 0 over all steps")
 
 
+class KDConfig(_Config):
+    """Knowledge distillation from the teacher while a stage fine-tunes (the distill stage's loss)."""
+
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T")
+    alpha: float = Field(0.1, ge=0.0, le=1.0, description="weight of the hard-label loss")
+
+
+class _FineTuning(_Training):
+    kd: KDConfig | None = Field(
+        None,
+        description="fine-tune against the teacher's softened outputs (temperature, alpha) instead of the "
+        "labels alone; needs the teacher (a pipeline has it; the CLI takes --teacher)",
+    )
+
+
 class TrainConfig(_Training):
     zoo: str = Field("fashion_cnn", description="zoo model name (edgeopt.zoo)")
     epochs: int = Field(12, ge=1)
 
 
-class PruneConfig(_Training):
+class PruneConfig(_FineTuning):
     final_sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="fraction of kernel weights set to zero")
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity at the begin step")
     schedule: Schedule = Field(Schedule.polynomial, description="polynomial (decay) or constant")
@@ -94,6 +109,13 @@ class PruneConfig(_Training):
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
     m_by_n: str | None = Field(None, description="structured sparsity, e.g. 2:4")
+    block: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Dense kernels lose weights in runs of this many consecutive inputs of one unit (contiguous "
+        "in the .tflite, so gzip sees runs of zeros); 1: weight by weight. Conv kernels stay weight by weight",
+    )
     skip_layers: list[str] = Field(default_factory=list, description="leave this layer alone (repeatable)")
     dense_share: float = Field(
         0.0,
@@ -119,12 +141,14 @@ class PruneConfig(_Training):
             raise ValueError(
                 f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity ({self.final_sparsity})"
             )
+        if self.block > 1 and self.m_by_n:
+            raise ValueError(f"block ({self.block}) and m_by_n ({self.m_by_n}) are two sparsity patterns; give one")
         if self.end_step is not None and self.end_step <= self.begin_step:
             raise ValueError(f"end_step ({self.end_step}) must be after begin_step ({self.begin_step})")
         return self
 
 
-class ClusterConfig(_Training):
+class ClusterConfig(_FineTuning):
     clusters: int = Field(16, ge=2, description="distinct values per kernel")
     init: ClusterInit = Field(ClusterInit.kmeans_plus_plus, description="centroid initialisation")
     epochs: int = Field(2, ge=0)
@@ -169,7 +193,7 @@ class QATPreserve(StrEnum):
     none = "none"
 
 
-class QATConfig(_Training):
+class QATConfig(_FineTuning):
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(1e-5, gt=0)
     preserve: QATPreserve = Field(QATPreserve.auto, description="what QAT keeps; auto: clusters, else zeros")

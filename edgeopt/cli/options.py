@@ -14,7 +14,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
-from edgeopt.config import DataConfig, format_validation_error
+from edgeopt.config import DataConfig, KDConfig, format_validation_error
 from edgeopt.errors import BadInput
 
 # Options whose name differs from the config field they fill (a repeatable --skip-layer fills skip_layers).
@@ -65,6 +65,26 @@ UnsafeOpt = Annotated[
     bool, typer.Option("--unsafe", help="allow layers that carry Python code (Lambda); loading them runs that code")
 ]
 ModelArg = Annotated[Path, typer.Argument(help="input model (.keras or .h5; Keras 3 files are translated)")]
+
+
+TeacherOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--teacher",
+        help="fine-tune against this model's softened outputs (knowledge distillation) instead of the labels alone",
+    ),
+]
+KDTemperatureOpt = Annotated[float | None, opt(KDConfig, "temperature", "--kd-temperature")]
+KDAlphaOpt = Annotated[float | None, opt(KDConfig, "alpha", "--kd-alpha")]
+
+
+def kd_flags(teacher: Path | None, temperature: float | None, alpha: float | None) -> KDConfig | None:
+    """The ``kd`` config of a fine-tuning command: set by --teacher, tuned by --kd-temperature/--kd-alpha."""
+    if teacher is None:
+        if temperature is not None or alpha is not None:
+            raise BadInput("--kd-temperature and --kd-alpha need --teacher (the model to distill from)")
+        return None
+    return build_config(KDConfig, {"temperature": temperature, "alpha": alpha})
 
 
 def build_config(cls: type[BaseModel], flags: dict[str, Any]) -> Any:

@@ -12,14 +12,18 @@ from edgeopt.cli import render
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import (
     DataOpt,
+    KDAlphaOpt,
+    KDTemperatureOpt,
     MaxTestOpt,
     MaxTrainOpt,
     ModelArg,
     QuietOpt,
     SeedOpt,
+    TeacherOpt,
     UnsafeOpt,
     build_config,
     check_out,
+    kd_flags,
     load_data,
     opt,
     write_stage_output,
@@ -78,11 +82,15 @@ def prune(
     frequency: Annotated[int | None, opt(PruneConfig, "frequency")] = None,
     m_by_n: Annotated[str | None, opt(PruneConfig, "m_by_n", "--m-by-n")] = None,
     skip_layer: Annotated[list[str] | None, opt(PruneConfig, "skip_layers", "--skip-layer")] = None,
+    block: Annotated[int | None, opt(PruneConfig, "block")] = None,
     dense_share: Annotated[float | None, opt(PruneConfig, "dense_share")] = None,
     epochs: Annotated[int | None, opt(PruneConfig, "epochs")] = None,
     batch_size: Annotated[int | None, opt(PruneConfig, "batch_size")] = None,
     learning_rate: Annotated[float | None, opt(PruneConfig, "learning_rate")] = None,
     lr_schedule: Annotated[LRSchedule | None, opt(PruneConfig, "lr_schedule")] = None,
+    teacher: TeacherOpt = None,
+    kd_temperature: KDTemperatureOpt = None,
+    kd_alpha: KDAlphaOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -94,9 +102,10 @@ def prune(
     from edgeopt.artifacts import load_model
 
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(PruneConfig, locals())
+    cfg = build_config(PruneConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
     m = load_model(model, unsafe=unsafe)
-    result = stages.prune(m, load_data(data, seed, max_train, max_test), cfg, seed=seed)
+    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
+    result = stages.prune(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
     write_stage_output(result, out)
     render.metrics_table("prune", result.metrics, ["target_sparsity", "sparsity", "accuracy_before", "accuracy"], out)
 
@@ -117,6 +126,9 @@ def cluster(
     batch_size: Annotated[int | None, opt(ClusterConfig, "batch_size")] = None,
     learning_rate: Annotated[float | None, opt(ClusterConfig, "learning_rate")] = None,
     lr_schedule: Annotated[LRSchedule | None, opt(ClusterConfig, "lr_schedule")] = None,
+    teacher: TeacherOpt = None,
+    kd_temperature: KDTemperatureOpt = None,
+    kd_alpha: KDAlphaOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -128,9 +140,10 @@ def cluster(
     from edgeopt.artifacts import load_model
 
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(ClusterConfig, locals())
+    cfg = build_config(ClusterConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
     m = load_model(model, unsafe=unsafe)
-    result = stages.cluster(m, load_data(data, seed, max_train, max_test), cfg, seed=seed)
+    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
+    result = stages.cluster(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
     write_stage_output(result, out)
     keys = ["clusters", "max_distinct_values", "sparsity", "accuracy_before", "accuracy"]
     render.metrics_table("cluster", result.metrics, keys, out)
@@ -180,6 +193,9 @@ def qat(
     batch_size: Annotated[int | None, opt(QATConfig, "batch_size")] = None,
     learning_rate: Annotated[float | None, opt(QATConfig, "learning_rate")] = None,
     lr_schedule: Annotated[LRSchedule | None, opt(QATConfig, "lr_schedule")] = None,
+    teacher: TeacherOpt = None,
+    kd_temperature: KDTemperatureOpt = None,
+    kd_alpha: KDAlphaOpt = None,
     seed: SeedOpt = 0,
     max_train: MaxTrainOpt = None,
     max_test: MaxTestOpt = None,
@@ -192,9 +208,10 @@ def qat(
 
     if out.suffix:
         raise BadInput(f"--out {out}: a folder name (the QAT model is written as a SavedModel folder)")
-    cfg = build_config(QATConfig, locals())
+    cfg = build_config(QATConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
     m = load_model(model, unsafe=unsafe)
-    result = stages.qat(m, load_data(data, seed, max_train, max_test), cfg, seed=seed)
+    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
+    result = stages.qat(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
     export_saved_model(result.model, out)
     write_json(metrics_path(out), {"stage": "qat", "seconds": result.seconds, **result.metrics})
     render.metrics_table("qat", result.metrics, ["preserve", "accuracy_before", "accuracy"], out)

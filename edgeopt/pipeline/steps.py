@@ -148,33 +148,47 @@ class DistillStep(Step):
         return _rows(metrics, ["student_params", "teacher_accuracy", "accuracy"])
 
 
-class PruneStep(Step):
+class FineTuneStep(Step):
+    """A stage that fine-tunes the current model; with ``kd`` set it trains against the teacher's outputs,
+    so the teacher's weights join its cache key."""
+
+    def key_inputs(self, state: RunState) -> dict[str, Any]:
+        keys = super().key_inputs(state)
+        if self.config.kd is not None:
+            keys["teacher"] = state.teacher_hash
+        return keys
+
+    def stage_kwargs(self, state: RunState) -> dict[str, Any]:
+        return {"seed": state.seed, "teacher": state.teacher if self.config.kd is not None else None}
+
+
+class PruneStep(FineTuneStep):
     name = "prune"
     config_cls = PruneConfig
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
 
-        return stages.prune(state.model, state.data, self.config, seed=state.seed)
+        return stages.prune(state.model, state.data, self.config, **self.stage_kwargs(state))
 
     def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         return _rows(metrics, ["sparsity", "accuracy_before", "accuracy"])
 
 
-class ClusterStep(Step):
+class ClusterStep(FineTuneStep):
     name = "cluster"
     config_cls = ClusterConfig
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
 
-        return stages.cluster(state.model, state.data, self.config, seed=state.seed)
+        return stages.cluster(state.model, state.data, self.config, **self.stage_kwargs(state))
 
     def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         return _rows(metrics, ["max_distinct_values", "sparsity", "accuracy"])
 
 
-class QATStep(Step):
+class QATStep(FineTuneStep):
     """tfmot's quantize wrappers do not survive a .keras round trip: the output is a SavedModel folder,
     and the next stages read that folder whether the stage ran now or earlier."""
 
@@ -185,7 +199,7 @@ class QATStep(Step):
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages
 
-        return stages.qat(state.model, state.data, self.config, seed=state.seed)
+        return stages.qat(state.model, state.data, self.config, **self.stage_kwargs(state))
 
     def persist(self, result: Any, folder: Path) -> dict[str, Any]:
         from edgeopt.artifacts import export_saved_model

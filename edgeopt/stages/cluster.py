@@ -20,6 +20,7 @@ from edgeopt.stages._common import (
     require_layer_graph,
     wrap_layers,
 )
+from edgeopt.stages.distill import fine_tune_args
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ _INIT = {
 SPARSE_THRESHOLD = 0.05
 
 
-def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, seed: int = 0) -> StageResult:
+def cluster(
+    model: Any, data: Dataset, config: ClusterConfig | None = None, *, seed: int = 0, teacher: Any | None = None
+) -> StageResult:
     """Cluster every supported kernel of ``model`` (left untouched) into ``config.clusters`` values."""
     config = config or ClusterConfig()
     require_layer_graph(model, "cluster")
@@ -64,6 +67,7 @@ def cluster(model: Any, data: Dataset, config: ClusterConfig | None = None, *, s
             data,
             description="cluster",
             training=config,
+            **fine_tune_args(model, data, config.kd, teacher, "cluster"),
         )
         stripped = ck.strip_clustering(wrapped)
         after = accuracy(stripped, data.x_test, data.y_test)

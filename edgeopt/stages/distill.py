@@ -61,6 +61,38 @@ def kd_loss(num_classes: int, temperature: float, alpha: float, student_probs: b
     return loss
 
 
+def kd_fit_args(
+    teacher: Any, data: Dataset, temperature: float, alpha: float, *, student_probs: bool
+) -> dict[str, Any]:
+    """What ``fit`` needs to train against ``teacher``: the loss, a label-accuracy metric and targets
+    ``[one-hot labels | teacher logits]`` for the training and validation splits (the teacher runs once)."""
+    data.check_fits(teacher, what="teacher")
+    n = int(teacher.output_shape[-1])
+    eye = np.eye(n, dtype=np.float32)
+    y_tr = np.concatenate([eye[data.y_train], teacher_logits(teacher, data.x_train)], axis=1)
+    y_va = np.concatenate([eye[data.y_val], teacher_logits(teacher, data.x_val)], axis=1) if len(data.x_val) else None
+    return {
+        "loss": kd_loss(n, temperature, alpha, student_probs),
+        "metrics": [_label_accuracy(n)],
+        "y_train": y_tr,
+        "y_val": y_va,
+    }
+
+
+def fine_tune_args(model: Any, data: Dataset, kd: Any, teacher: Any | None, stage: str) -> dict[str, Any]:
+    """``fit`` arguments of a fine-tuning stage: none (labels alone) without ``kd``, else the teacher's
+    targets. ``model`` is the stage's input before any wrapper hides its final activation."""
+    if kd is None:
+        return {}
+    if teacher is None:
+        raise BadInput(f"{stage} with kd (distillation from the teacher) needs the teacher model")
+    if teacher.output_shape[-1] != model.output_shape[-1]:
+        raise BadInput(
+            f"{stage}: the model has {model.output_shape[-1]} outputs, the teacher {teacher.output_shape[-1]}"
+        )
+    return kd_fit_args(teacher, data, kd.temperature, kd.alpha, student_probs=outputs_probabilities(model))
+
+
 def _label_accuracy(num_classes: int) -> Any:
     def accuracy(y: Any, out: Any) -> Any:
         return tf.cast(tf.equal(tf.argmax(y[:, :num_classes], -1), tf.argmax(out, -1)), tf.float32)
@@ -92,22 +124,8 @@ def distill(
         data.check_fits(student, what="student")
         if student.output_shape[-1] != teacher.output_shape[-1]:
             raise BadInput(f"student has {student.output_shape[-1]} outputs, teacher {teacher.output_shape[-1]}")
-        n = int(teacher.output_shape[-1])
-        eye = np.eye(n, dtype=np.float32)
-        y_tr = np.concatenate([eye[data.y_train], teacher_logits(teacher, data.x_train)], axis=1)
-        y_va = (
-            np.concatenate([eye[data.y_val], teacher_logits(teacher, data.x_val)], axis=1) if len(data.x_val) else None
-        )
-        history = fit(
-            student,
-            data,
-            description="distill",
-            training=config,
-            loss=kd_loss(n, config.temperature, config.alpha, outputs_probabilities(student)),
-            metrics=[_label_accuracy(n)],
-            y_train=y_tr,
-            y_val=y_va,
-        )
+        kd = kd_fit_args(teacher, data, config.temperature, config.alpha, student_probs=outputs_probabilities(student))
+        history = fit(student, data, description="distill", training=config, **kd)
         metrics: dict[str, Any] = {
             "teacher_params": count_params(teacher),
             "student_params": count_params(student),

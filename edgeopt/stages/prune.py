@@ -21,6 +21,7 @@ from edgeopt.stages._common import (
     steps_per_epoch,
     wrap_layers,
 )
+from edgeopt.stages.distill import fine_tune_args
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def resolve_schedule(config: PruneConfig, steps: int) -> dict[str, int | float]:
     return {"begin_step": begin, "end_step": end, "frequency": freq, "total_steps": steps}
 
 
-def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed: int = 0) -> StageResult:
+def prune(
+    model: Any, data: Dataset, config: PruneConfig | None = None, *, seed: int = 0, teacher: Any | None = None
+) -> StageResult:
     """Prune ``model`` (left untouched) to ``config.final_sparsity`` while fine-tuning on ``data``."""
     config = config or PruneConfig()
     require_layer_graph(model, "prune")
@@ -78,7 +81,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             kw["sparsity_m_by_n"] = m_by_n
         wrapped, applied, skipped = wrap_layers(
             base,
-            lambda layer: sp.prune_low_magnitude(layer, **kw),
+            lambda layer: sp.prune_low_magnitude(layer, **kw, **_block_kw(layer, config.block)),
             lambda layer: _why_not(layer, m_by_n),
             config.skip_layers,
             config.dense_share,
@@ -89,6 +92,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             data,
             description="prune",
             training=config,
+            **fine_tune_args(model, data, config.kd, teacher, "prune"),
             callbacks=[sp.UpdatePruningStep()],
         )
         stripped = sp.strip_pruning(wrapped)
@@ -113,6 +117,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
             "initial_sparsity": config.initial_sparsity,
             "final_sparsity": config.final_sparsity,
             "m_by_n": config.m_by_n,
+            "block": config.block,
             **sched,
         },
         "accuracy_before": before,
@@ -126,6 +131,15 @@ def prune(model: Any, data: Dataset, config: PruneConfig | None = None, *, seed:
     elif not metrics["target_met"]:
         log.warning("sparsity reached %.3f, target %.3f", overall, target)
     return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)
+
+
+def _block_kw(layer: Any, block: int) -> dict[str, Any]:
+    """tfmot's block sparsity for 2-D kernels (Dense: Keras' [inputs, units], the .tflite's [units, inputs]):
+    blocks of ``block`` consecutive inputs of one unit, pooled by their mean magnitude."""
+    kernel = getattr(layer, "kernel", None)
+    if block == 1 or kernel is None or len(kernel.shape) != 2:
+        return {}
+    return {"block_size": (block, 1), "block_pooling_type": "AVG"}
 
 
 def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:

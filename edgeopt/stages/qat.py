@@ -19,6 +19,7 @@ from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
 from edgeopt.progress import Timer
 from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels
+from edgeopt.stages.distill import fine_tune_args
 
 # A kernel with at most this many distinct values counts as clustered.
 CLUSTERED_MAX_DISTINCT = 256
@@ -45,7 +46,9 @@ def detect_preserve(model: Any) -> tuple[QATPreserve, dict[str, Any]]:
     return QATPreserve.none, info
 
 
-def qat(model: Any, data: Dataset, config: QATConfig | None = None, *, seed: int = 0) -> StageResult:
+def qat(
+    model: Any, data: Dataset, config: QATConfig | None = None, *, seed: int = 0, teacher: Any | None = None
+) -> StageResult:
     """Fine-tune ``model`` (left untouched) with fake int8 quantization in the loop."""
     config = config or QATConfig()
     data.check_fits(model)
@@ -76,6 +79,7 @@ def qat(model: Any, data: Dataset, config: QATConfig | None = None, *, seed: int
             data,
             description="qat",
             training=config,
+            **fine_tune_args(model, data, config.kd, teacher, "qat"),
         )
         acc = accuracy(qmodel, data.x_test, data.y_test)
     metrics = {

@@ -108,6 +108,12 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         (["prune", "{model}", "--data", "digits", "--out", "{out}", "--final-sparsity", "1.5"], "--final-sparsity"),
         (["prune", "{model}", "--data", "digits", "--out", "{out}", "--m-by-n", "4:2"], "--m-by-n"),
         (["cluster", "{model}", "--data", "digits", "--out", "{out}", "--clusters", "1"], "--clusters"),
+        (["prune", "{model}", "--data", "digits", "--out", "{out}", "--block", "0"], "--block"),
+        (["prune", "{model}", "--data", "digits", "--out", "{out}", "--kd-alpha", "0.5"], "need --teacher"),
+        (
+            ["qat", "{model}", "--data", "digits", "--out", "{out_d}", "--teacher", "{model}", "--kd-alpha", "2"],
+            "--kd-alpha",
+        ),
         (
             ["distill", "{model}", "--data", "digits", "--out", "{out}", "--width", "0.5", "--temperature", "0"],
             "--temperature",
@@ -131,6 +137,7 @@ def test_bad_input_is_one_line_exit_2(args, message, tiny_model_path, tmp_path):
         "missing": tmp_path / "missing.keras",
         "out": out,
         "out_t": tmp_path / "out.tflite",
+        "out_d": tmp_path / "qat_out",
         "model": tiny_model_path,
         **{k: str(v) for k, v in files.items()},
     }

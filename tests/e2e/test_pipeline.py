@@ -229,6 +229,30 @@ def test_earlier_step_config_reruns_it_and_what_follows(keyed, tmp_path):
     assert _rerun(keyed, tmp_path, mutate=hotter) == ["00_baseline"]
 
 
+def test_kd_fine_tuning_uses_the_pipeline_teacher_and_keys_on_it(keyed, tmp_path):
+    """kd on the prune step: prune and what follows run again, against the pipeline's teacher, whose
+    weights join the prune step's key (a new teacher must rerun it even where its input is unchanged)."""
+    from edgeopt.pipeline.runner import plan
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    def with_kd(folder: Path, raw: dict) -> None:
+        raw["steps"][1]["kd"] = {"temperature": 2.0, "alpha": 0.5}
+
+    assert _rerun(keyed, tmp_path, mutate=with_kd) == ALL[:2]
+    prune_metrics = json.loads((tmp_path / "k" / "build" / "02_prune" / "metrics.json").read_text())
+    assert prune_metrics["history"]["loss"][0] > 0
+    raw = _small(tmp_path)
+    with_kd(tmp_path, raw)
+    prune_step = next(s for s in plan(PipelineConfig.model_validate(raw)) if s.name == "prune")
+    without = next(s for s in plan(PipelineConfig.model_validate(_small(tmp_path))) if s.name == "prune")
+
+    class State:
+        model_hash, teacher_hash = "m", "t"
+
+    assert prune_step.key_inputs(State()) == {"model": "m", "teacher": "t"}
+    assert without.key_inputs(State()) == {"model": "m"}
+
+
 def test_profile_contents_rerun_validation_only(keyed, tmp_path):
     def tighter(folder: Path, raw: dict) -> None:
         raw["profiles"][0]["budgets"]["arena_bytes"] = 32768

@@ -57,3 +57,65 @@ def test_schedule_defaults_end_on_an_update_step():
     assert s["frequency"] >= 1 and s["end_step"] <= 30 and s["end_step"] % s["frequency"] == 0
     s = resolve_schedule(PruneConfig(end_step=500, frequency=50), steps=1000)
     assert (s["end_step"], s["frequency"]) == (500, 50)
+
+
+def test_block_sparsity_gives_runs_of_zeros_in_the_tflite(digits, tiny_model):
+    """block=4: a Dense unit loses its inputs four consecutive at a time, which is contiguous in the .tflite's
+    [units, inputs] layout (what gzip sees); conv kernels (rank 4) stay weight by weight at the target."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeopt.config import ConvertConfig
+
+    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.6, epochs=2, block=4), seed=0)
+    k = kernels(r.model)
+    blocks = k["fc1"].T.reshape(k["fc1"].shape[1], -1, 4)  # (units, input blocks, 4)
+    zeros = (blocks == 0).sum(axis=-1)
+    assert set(np.unique(zeros)) <= {0, 4}, "a block is partly pruned"
+    assert (zeros == 4).mean() == pytest.approx(0.6, abs=0.02)
+    assert (k["conv1"] == 0).mean() == pytest.approx(0.6, abs=0.02)
+    assert r.metrics["schedule"]["block"] == 4
+    c = stages.convert(r.model, ConvertConfig(quantization="int8"), data=digits)
+    it = Interpreter(model_content=c.tflite)
+    fc = [t for t in it.get_tensor_details() if "fc1" in t["name"] and tuple(t["shape"]) == (32, 128)]
+    assert fc, [t["name"] for t in it.get_tensor_details()]
+    row_runs = it.get_tensor(fc[0]["index"]).reshape(32, -1, 4)  # int8 may round a few more weights to 0
+    assert (row_runs == 0).all(axis=-1)[zeros == 4].all(), "a pruned block is not a run of 4 zero bytes"
+
+
+def test_block_and_m_by_n_exclude_each_other():
+    with pytest.raises(ValueError, match="two sparsity patterns"):
+        PruneConfig(block=4, m_by_n="2:4")
+
+
+def _shifted_teacher(model):
+    """``model`` whose classifier answers class (c + 1) % 10 where ``model`` answers c."""
+    from edgeopt.stages._common import clone_with_weights
+
+    t = clone_with_weights(model)
+    kernel, bias = t.get_layer("logits").get_weights()
+    t.get_layer("logits").set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
+    return t
+
+
+def test_kd_fine_tunes_against_the_teacher(digits, tiny_model):
+    """With alpha 0 the labels are ignored: fine-tuning follows a teacher that answers the next class, so
+    the student comes to agree with that teacher and to miss the labels."""
+    from edgeopt.config import KDConfig
+    from edgeopt.stages._common import predict
+
+    teacher = _shifted_teacher(tiny_model)
+    cfg = PruneConfig(final_sparsity=0.3, epochs=15, learning_rate=5e-3, kd=KDConfig(temperature=2, alpha=0.0))
+    r = stages.prune(tiny_model, digits, cfg, teacher=teacher, seed=0)
+    want = np.argmax(predict(teacher, digits.x_test), -1)
+    assert (np.argmax(predict(tiny_model, digits.x_test), -1) == want).mean() < 0.15  # before: they disagree
+    got = np.argmax(predict(r.model, digits.x_test), -1)
+    assert (got == want).mean() > 0.6
+    assert r.metrics["accuracy"] < 0.4
+    assert "val_accuracy" in r.metrics["history"]  # the label-accuracy metric of the distill loss
+
+
+def test_kd_without_a_teacher_is_bad_input(digits, tiny_model):
+    from edgeopt.config import KDConfig
+
+    with pytest.raises(BadInput, match="needs the teacher"):
+        stages.prune(tiny_model, digits, PruneConfig(epochs=1, kd=KDConfig()))
