@@ -172,6 +172,13 @@ class DistillConfig(_Training):
     )
     temperature: float = Field(4.0, gt=0, description="softmax temperature T")
     alpha: float = Field(0.1, ge=0.0, le=1.0, description="weight of the hard-label loss")
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="rate of every Dropout layer of the student (default: as built; a smaller student "
+        "often fits better with less)",
+    )
     epochs: int = Field(10, ge=1)
     compare_scratch: bool = Field(False, description="also train the student without the teacher")
 

@@ -357,6 +357,22 @@ def fixed_width_layers(model: Any) -> set[str]:
     return {name for name, t in width_layers.items() if find(t) in fixed_roots}
 
 
+def with_dropout(model: Any, rate: float) -> Any:
+    """A copy of ``model`` (same weights) whose Dropout layers (and subclasses) drop ``rate``."""
+    from edgeopt._keras import keras
+
+    def clone(layer: Any) -> Any:
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.Dropout):
+            cfg["rate"] = rate
+        return layer.__class__.from_config(cfg)
+
+    out = keras.models.clone_model(model, clone_function=clone)
+    out.set_weights(model.get_weights())
+    out._name = model.name
+    return out
+
+
 def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
     """A fresh (randomly initialised) copy of ``model`` with ``width`` of the filters and units in every
     hidden Conv/Dense layer. The layers that produce the outputs keep their size, so the copy is a

@@ -159,6 +159,7 @@ def distill(
     width: Annotated[float | None, opt(DistillConfig, "width")] = None,
     temperature: Annotated[float | None, opt(DistillConfig, "temperature")] = None,
     alpha: Annotated[float | None, opt(DistillConfig, "alpha")] = None,
+    dropout: Annotated[float | None, opt(DistillConfig, "dropout")] = None,
     compare_scratch: Annotated[bool, opt(DistillConfig, "compare_scratch")] = False,
     epochs: Annotated[int | None, opt(DistillConfig, "epochs")] = None,
     batch_size: Annotated[int | None, opt(DistillConfig, "batch_size")] = None,

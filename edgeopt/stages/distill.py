@@ -29,12 +29,15 @@ from edgeopt.stages._common import (
 
 
 def build_student(teacher: Any, data: Dataset, config: DistillConfig, *, unsafe: bool = False) -> Any:
-    """The (untrained) student the config names: a zoo model, a model file, or the teacher at a width."""
+    """The (untrained) student the config names: a zoo model, a model file, or the teacher at a width;
+    with ``config.dropout``, its Dropout layers at that rate."""
     if config.width is not None:
-        return zoo.width_scaled(teacher, config.width)
-    if config.student is not None:
-        return zoo.build(config.student, data.input_shape, data.num_classes)
-    return load_model(config.student_file, unsafe=unsafe)
+        student = zoo.width_scaled(teacher, config.width)
+    elif config.student is not None:
+        student = zoo.build(config.student, data.input_shape, data.num_classes)
+    else:
+        student = load_model(config.student_file, unsafe=unsafe)
+    return student if config.dropout is None else zoo.with_dropout(student, config.dropout)
 
 
 def teacher_logits(teacher: Any, x: np.ndarray) -> np.ndarray:

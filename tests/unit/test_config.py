@@ -98,7 +98,9 @@ def test_fewer_than_two_clusters():
         ClusterConfig(clusters=1)
 
 
-@pytest.mark.parametrize("kw", [{"temperature": 0}, {"temperature": -1}, {"width": 0}, {"width": 1.5}])
+@pytest.mark.parametrize(
+    "kw", [{"temperature": 0}, {"temperature": -1}, {"width": 0}, {"width": 1.5}, {"dropout": 1.0}, {"dropout": -0.1}]
+)
 def test_distill_ranges(kw):
     with pytest.raises(ValidationError):
         DistillConfig(**({"width": 0.5} | kw))

@@ -77,3 +77,21 @@ def test_student_file(digits, tiny_model, tmp_path):
     p = save_model(zoo.width_scaled(tiny_model, 0.25), tmp_path / "s.keras")
     r = stages.distill(tiny_model, digits, DistillConfig(student_file=p, epochs=1))
     assert r.model.get_layer("fc1").units == 8
+
+
+def test_student_dropout_rate(digits):
+    """dropout sets every Dropout layer of the student; the teacher keeps its own."""
+    from edgeopt._keras import keras
+    from edgeopt.stages.distill import build_student
+    from edgeopt.zoo import with_dropout
+
+    L = keras.layers
+    teacher = keras.Sequential(
+        [L.InputLayer(input_shape=(8, 8, 1)), L.Flatten(), L.Dropout(0.4, name="drop"), L.Dense(10, name="out")]
+    )
+    student = build_student(teacher, digits, DistillConfig(width=0.5, dropout=0.1))
+    assert student.get_layer("drop").rate == 0.1 and teacher.get_layer("drop").rate == 0.4
+    assert build_student(teacher, digits, DistillConfig(width=0.5)).get_layer("drop").rate == 0.4
+    same = with_dropout(teacher, 0.0)
+    assert same.get_layer("drop").rate == 0.0
+    assert all(np.array_equal(a, b) for a, b in zip(same.get_weights(), teacher.get_weights(), strict=True))
