@@ -31,6 +31,7 @@ def test_default_pipeline_file_is_valid():
     cfg = load_pipeline(ROOT / "pipelines" / "fashion_mnist.yaml")
     assert [s.stage for s in cfg.steps] == ["distill", "prune", "cluster", "qat", "convert", "validate"]
     assert cfg.steps[0].width == 0.5 and cfg.steps[1].final_sparsity == 0.8 and cfg.steps[2].clusters == 16
+    assert cfg.steps[0].dropout == 0.0 and cfg.steps[1].block == 4
     assert cfg.steps[1].skip_layers == ["conv1", "logits"]
     assert cfg.steps[4].quantization is Quantization.int8
     assert cfg.steps[5].profiles == ["pixel4-cpu4", "cortex-m7-512k", "ethos-u55-128"]
