@@ -109,7 +109,7 @@ def model_card(manifest: BundleManifest | dict[str, Any]) -> str:
     steps = " → ".join(
         s["stage"]
         + "("
-        + ", ".join(f"{k}={v}" for k, v in s.items() if k != "stage" and v not in (None, [], False))
+        + ", ".join(f"{k}={v}" for k, v in s.items() if k != "stage" and v is not None and v != [] and v is not False)
         + ")"
         for s in cfg["steps"]
     )

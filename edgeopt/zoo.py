@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from edgeopt.errors import BadInput
+
+log = logging.getLogger(__name__)
 
 
 def _fashion_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Any:
@@ -358,8 +361,17 @@ def fixed_width_layers(model: Any) -> set[str]:
 
 
 def with_dropout(model: Any, rate: float) -> Any:
-    """A copy of ``model`` (same weights) whose Dropout layers (and subclasses) drop ``rate``."""
+    """A copy of ``model`` (same weights) whose Dropout layers (and subclasses) drop ``rate``; a model
+    without one is returned as it is, with a warning."""
     from edgeopt._keras import keras
+
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise BadInput(
+            f"model {model.name!r} is a subclassed model; setting its dropout needs a Sequential or functional model"
+        )
+    if not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
+        log.warning("dropout %.2f asked, but %s has no Dropout layer at its top level", rate, model.name)
+        return model
 
     def clone(layer: Any) -> Any:
         cfg = layer.get_config()

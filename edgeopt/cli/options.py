@@ -84,10 +84,11 @@ def kd_flags(teacher: Path | None, temperature: float | None, alpha: float | Non
         if temperature is not None or alpha is not None:
             raise BadInput("--kd-temperature and --kd-alpha need --teacher (the model to distill from)")
         return None
-    return build_config(KDConfig, {"temperature": temperature, "alpha": alpha})
+    flags = {"temperature": temperature, "alpha": alpha}
+    return build_config(KDConfig, flags, flag_names={"temperature": "kd_temperature", "alpha": "kd_alpha"})
 
 
-def build_config(cls: type[BaseModel], flags: dict[str, Any]) -> Any:
+def build_config(cls: type[BaseModel], flags: dict[str, Any], *, flag_names: dict[str, str] | None = None) -> Any:
     """Let pydantic build a config from a command's parameters (``locals()``): every one that names a
     field of ``cls`` and was given, so no option is copied into a config by hand. A value out of range
     is BadInput naming the flag."""
@@ -99,7 +100,7 @@ def build_config(cls: type[BaseModel], flags: dict[str, Any]) -> Any:
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        names = {f: o for o, f in OPTION_FIELDS.items()}
+        names = {f: o for o, f in OPTION_FIELDS.items()} | (flag_names or {})
         raise BadInput(
             format_validation_error(e, "options", flags=True, flag_names=names).replace("options: ", "")
         ) from None

@@ -198,8 +198,8 @@ class Param:
 
 
 def default_space(pipeline: Any) -> dict[str, list[Any] | Range]:
-    """A space from the steps present: the student's width, sparsity and the share left dense, the
-    cluster count or no clustering, QAT on or off, and the quantization when no MCU profile needs int8."""
+    """A space from the steps present: the student's width, sparsity, its pattern and the share left dense,
+    the cluster count or no clustering, QAT on or off, and the quantization when no MCU profile needs int8."""
     stages = [s.stage for s in pipeline.steps]
     space: dict[str, list[Any] | Range] = {}
     last = {s.stage: s for s in pipeline.steps}
@@ -208,6 +208,8 @@ def default_space(pipeline: Any) -> dict[str, list[Any] | Range]:
     if "prune" in last:
         space["prune.final_sparsity"] = Range(low=0.5, high=0.9, step=0.05)
         space["prune.dense_share"] = [0.0, 0.02, 0.05, 0.1]
+        if last["prune"].m_by_n is None:  # runs of zeros in Dense kernels: less gzip at the same sparsity
+            space["prune.block"] = sorted({1, 4, last["prune"].block})
     if "cluster" in last:
         space["cluster.clusters"] = [8, 16, 32, None]
     if "qat" in stages:

@@ -67,7 +67,7 @@ def cluster(
             data,
             description="cluster",
             training=config,
-            **fine_tune_args(model, data, config.kd, teacher, "cluster"),
+            **fine_tune_args(model, data, config, teacher, "cluster"),
         )
         stripped = ck.strip_clustering(wrapped)
         after = accuracy(stripped, data.x_test, data.y_test)
@@ -95,6 +95,7 @@ def cluster(
         "accuracy": after,
         "accuracy_drop": before - after,
         "history": history,
+        "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }
     if not applied:

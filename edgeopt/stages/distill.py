@@ -82,9 +82,11 @@ def kd_fit_args(
     }
 
 
-def fine_tune_args(model: Any, data: Dataset, kd: Any, teacher: Any | None, stage: str) -> dict[str, Any]:
-    """``fit`` arguments of a fine-tuning stage: none (labels alone) without ``kd``, else the teacher's
-    targets. ``model`` is the stage's input before any wrapper hides its final activation."""
+def fine_tune_args(model: Any, data: Dataset, config: Any, teacher: Any | None, stage: str) -> dict[str, Any]:
+    """``fit`` arguments of a fine-tuning stage (``config``: its training config): none (labels alone)
+    without ``config.kd``, else the teacher's targets (not computed when there is no epoch to train).
+    ``model`` is the stage's input before any wrapper hides its final activation."""
+    kd = config.kd
     if kd is None:
         return {}
     if teacher is None:
@@ -93,6 +95,8 @@ def fine_tune_args(model: Any, data: Dataset, kd: Any, teacher: Any | None, stag
         raise BadInput(
             f"{stage}: the model has {model.output_shape[-1]} outputs, the teacher {teacher.output_shape[-1]}"
         )
+    if config.epochs == 0:
+        return {}
     return kd_fit_args(teacher, data, kd.temperature, kd.alpha, student_probs=outputs_probabilities(model))
 
 
@@ -120,9 +124,12 @@ def distill(
     data.check_fits(teacher, what="teacher")
     with Timer() as t:
         set_seed(seed)
-        student = (
-            clone_with_weights(student) if student is not None else build_student(teacher, data, config, unsafe=unsafe)
-        )
+        if student is None:
+            student = build_student(teacher, data, config, unsafe=unsafe)
+        else:
+            require_layer_graph(student, "distill")
+            student = clone_with_weights(student)
+            student = student if config.dropout is None else zoo.with_dropout(student, config.dropout)
         require_layer_graph(student, "distill")
         data.check_fits(student, what="student")
         if student.output_shape[-1] != teacher.output_shape[-1]:
@@ -137,6 +144,7 @@ def distill(
             "accuracy": accuracy(student, data.x_test, data.y_test),
             "temperature": config.temperature,
             "alpha": config.alpha,
+            "dropout": config.dropout,
             "epochs": config.epochs,
             "history": history,
             "seed": seed,

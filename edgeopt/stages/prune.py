@@ -92,7 +92,7 @@ def prune(
             data,
             description="prune",
             training=config,
-            **fine_tune_args(model, data, config.kd, teacher, "prune"),
+            **fine_tune_args(model, data, config, teacher, "prune"),
             callbacks=[sp.UpdatePruningStep()],
         )
         stripped = sp.strip_pruning(wrapped)
@@ -118,12 +118,14 @@ def prune(
             "final_sparsity": config.final_sparsity,
             "m_by_n": config.m_by_n,
             "block": config.block,
+            "blocked_layers": [n for n in applied if blocked(base.get_layer(n), config.block)],
             **sched,
         },
         "accuracy_before": before,
         "accuracy": after,
         "accuracy_drop": before - after,
         "history": history,
+        "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }
     if not applied:
@@ -133,13 +135,23 @@ def prune(
     return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)
 
 
+def blocked(layer: Any, block: int) -> bool:
+    """Whether ``layer`` is pruned in blocks: a Dense kernel (Keras' [inputs, units], the .tflite's [units,
+    inputs]) with more than ``block`` inputs and more than one unit. tfmot squeezes the kernel before pooling
+    it, so a one-unit head or a kernel no taller than a block would fail there; those, and every kernel that
+    is not a Dense one, are pruned weight by weight."""
+    from edgeopt._keras import keras
+
+    if block == 1 or not isinstance(layer, keras.layers.Dense):
+        return False
+    rows, units = (int(d) for d in layer.kernel.shape)
+    return rows > block and units > 1
+
+
 def _block_kw(layer: Any, block: int) -> dict[str, Any]:
-    """tfmot's block sparsity for 2-D kernels (Dense: Keras' [inputs, units], the .tflite's [units, inputs]):
-    blocks of ``block`` consecutive inputs of one unit, pooled by their mean magnitude."""
-    kernel = getattr(layer, "kernel", None)
-    if block == 1 or kernel is None or len(kernel.shape) != 2:
-        return {}
-    return {"block_size": (block, 1), "block_pooling_type": "AVG"}
+    """tfmot's block sparsity for ``blocked`` layers: blocks of ``block`` consecutive inputs of one unit,
+    ranked by their mean magnitude."""
+    return {"block_size": (block, 1), "block_pooling_type": "AVG"} if blocked(layer, block) else {}
 
 
 def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:

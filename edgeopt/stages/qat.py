@@ -79,7 +79,7 @@ def qat(
             data,
             description="qat",
             training=config,
-            **fine_tune_args(model, data, config.kd, teacher, "qat"),
+            **fine_tune_args(model, data, config, teacher, "qat"),
         )
         acc = accuracy(qmodel, data.x_test, data.y_test)
     metrics = {
@@ -89,6 +89,7 @@ def qat(
         "accuracy": acc,
         "accuracy_drop": acc_before - acc,
         "history": history,
+        "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }
     return StageResult("qat", metrics=metrics, model=qmodel, seconds=t.seconds)

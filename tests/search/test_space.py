@@ -53,7 +53,30 @@ def test_indexed_step_and_range(pipe):
 def test_default_space_comes_from_the_steps(pipe):
     names = set(space.default_space(pipe))
     # cortex-m7-512k is an MCU (int8 only): the quantization is not searched.
-    assert names == {"distill.width", "prune.final_sparsity", "prune.dense_share", "cluster.clusters", "qat"}
+    assert names == {
+        "distill.width",
+        "prune.final_sparsity",
+        "prune.dense_share",
+        "prune.block",
+        "cluster.clusters",
+        "qat",
+    }
+
+
+def test_default_space_blocks_only_without_another_sparsity_pattern(pipe):
+    """prune.block is searched around the file's own value, and not at all when the step uses m_by_n (the two
+    patterns exclude each other), so the default space still resolves."""
+    prune = next(i for i, s in enumerate(pipe.steps) if s.stage == "prune")
+
+    def with_prune(**kw):
+        steps = list(pipe.steps)
+        steps[prune] = steps[prune].model_copy(update=kw)
+        return pipe.model_copy(update={"steps": steps})
+
+    assert space.default_space(with_prune(block=8))["prune.block"] == [1, 4, 8]
+    m_by_n = with_prune(m_by_n="2:4")
+    assert "prune.block" not in space.default_space(m_by_n)
+    assert space.resolve_space(m_by_n, space.SearchConfig())  # resolves: no block choice to refuse
 
 
 @pytest.mark.parametrize(
