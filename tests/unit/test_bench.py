@@ -135,6 +135,11 @@ def test_markdown_says_what_is_met_and_how(rows):
     assert "| flash | 2 |" in md and "20,000 ± 0 (50%)" in md
     assert "gzip size vs the float32 teacher (x smaller): 58.77 ± 4.21 vs >= 60.0 -> **NOT met**" in md
     assert "device estimates are n/a" in md and "10.0 minutes" in md
+    slow = bench.wall_time_target(41.9 * 60)
+    assert slow["met"] is False and slow["measured"] == pytest.approx(41.9)
+    md = bench.markdown({**result, "targets": {**result["targets"], "bench": [slow]}})
+    assert "- bench: wall time of the whole run on this host (minutes): 41.90 vs <= 40.0 -> **NOT met**" in md
+    assert bench.wall_time_target(39 * 60)["met"] is True
 
 
 def statistics_mean(xs: list[float]) -> float:
