@@ -253,11 +253,16 @@ def _child(job: Any) -> None:
 
 
 def write_report(prep: Prepared, study: Any, pipeline_file: str | Path) -> dict[str, Any]:
-    """Measure the test split once for the Pareto front (and so for the chosen trial), write the outputs."""
+    """Measure the test split once for the Pareto front and the chosen trial, write the outputs. The chosen
+    trial need not be on the front: the rule's metric (``select``) may be none of the objectives."""
     from edgeopt.search import report
 
     study = _reload(prep, study)
-    test = test_accuracies(prep, [t for t in report.pareto(study)])
+    measured = {t.number: t for t in report.pareto(study)}
+    chosen = report.choose(study.get_trials(deepcopy=False), prep.search.select)
+    if chosen is not None:
+        measured.setdefault(chosen.number, chosen)
+    test = test_accuracies(prep, [measured[n] for n in sorted(measured)])
     command = f"edgeopt search {shlex.quote(str(pipeline_file))}"
     summary = report.write_outputs(
         study,

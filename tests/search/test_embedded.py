@@ -73,8 +73,10 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
 
     chosen = summary["chosen"]
     front = [r for r in rows if r["pareto"]]
-    assert chosen in [r["trial"] for r in front]
     pick = next(r for r in rows if r["trial"] == chosen)
+    # the rule's metric (flash bytes by default) is not an objective here, so the chosen trial need not be
+    # on the front; its test accuracy is measured all the same
+    assert pick["feasible"] and 0 < pick["test_accuracy"] <= 1
     feasible = [r for r in rows if r["feasible"]]
     assert pick["flash_bytes"] == min(r["flash_bytes"] for r in feasible), (
         "rule: the smallest flash that meets all budgets"
@@ -85,7 +87,9 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     assert all(0 < r["test_accuracy"] <= 1 and abs(r["test_accuracy"] - r["accuracy"]) <= 0.1 for r in front), [
         (r["trial"], r["accuracy"], r["test_accuracy"]) for r in front
     ]
-    assert all(r["test_accuracy"] is None for r in rows if not r["pareto"]), "and only for the front"
+    assert all(r["test_accuracy"] is None for r in rows if not r["pareto"] and r["trial"] != chosen), (
+        "and only for the front and the chosen trial"
+    )
     html = (out / "pareto.html").read_text()
     assert "Pareto front" in html and "data:image/png;base64," in html
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
