@@ -364,11 +364,9 @@ def with_dropout(model: Any, rate: float) -> Any:
     """A copy of ``model`` (same weights) whose Dropout layers (and subclasses) drop ``rate``; a model
     without one is returned as it is, with a warning."""
     from edgeopt._keras import keras
+    from edgeopt.stages._common import require_layer_graph
 
-    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
-        raise BadInput(
-            f"model {model.name!r} is a subclassed model; setting its dropout needs a Sequential or functional model"
-        )
+    require_layer_graph(model, "dropout")
     if not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
         log.warning("dropout %.2f asked, but %s has no Dropout layer at its top level", rate, model.name)
         return model
@@ -391,13 +389,11 @@ def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
     drop-in student for the same task; layers tied by a residual merge scale together or not at all
     (``fixed_width_layers``). Works for Sequential and functional models."""
     from edgeopt._keras import keras
+    from edgeopt.stages._common import require_layer_graph
 
     if not 0 < width <= 1:
         raise BadInput(f"width must be in (0, 1] (got {width})")
-    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
-        raise BadInput(
-            f"model {model.name!r} is a subclassed model; width scaling needs a Sequential or functional model"
-        )
+    require_layer_graph(model, "width scaling")
     keep = fixed_width_layers(model)
 
     def clone(layer: Any) -> Any:

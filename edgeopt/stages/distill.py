@@ -127,7 +127,6 @@ def distill(
         if student is None:
             student = build_student(teacher, data, config, unsafe=unsafe)
         else:
-            require_layer_graph(student, "distill")
             student = clone_with_weights(student)
             student = student if config.dropout is None else zoo.with_dropout(student, config.dropout)
         require_layer_graph(student, "distill")
