@@ -32,10 +32,23 @@ def test_default_pipeline_file_is_valid():
     assert [s.stage for s in cfg.steps] == ["distill", "prune", "cluster", "qat", "convert", "validate"]
     assert cfg.steps[0].width == 0.5 and cfg.steps[1].final_sparsity == 0.8 and cfg.steps[2].clusters == 16
     assert cfg.steps[0].dropout == 0.0 and cfg.steps[1].block == 4
-    assert cfg.steps[1].skip_layers == ["conv1", "logits"]
+    assert cfg.steps[1].skip_layers == [] and cfg.steps[1].dense_share == cfg.steps[2].dense_share == 0.01
+    assert cfg.steps[3].epochs == 2
     assert cfg.steps[4].quantization is Quantization.int8
     assert cfg.steps[5].profiles == ["pixel4-cpu4", "cortex-m7-512k", "ethos-u55-128"]
     assert cfg.baseline.quantization is Quantization.float32
+
+
+def test_default_dense_share_leaves_the_two_smallest_layers_of_the_student_dense():
+    """The file picks layers by size, not name: on the width-0.5 student that is conv1 and logits
+    (144 + 320 of 55,248 kernel weights), the two that cost 3.2 points when pruned."""
+    from edgeopt import zoo
+    from edgeopt.stages._common import dense_by_share
+
+    cfg = load_pipeline(ROOT / "pipelines" / "fashion_mnist.yaml")
+    student = zoo.width_scaled(zoo.build("fashion_cnn", (28, 28, 1), 10), cfg.steps[0].width)
+    layers = [layer for layer in student.layers if layer.weights]
+    assert sorted(dense_by_share(layers, cfg.steps[1].dense_share)) == ["conv1", "logits"]
 
 
 def test_good_pipeline_loads(tmp_path):
