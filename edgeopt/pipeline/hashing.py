@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as pkg_version
 from typing import Any
@@ -17,14 +18,24 @@ VERSIONED = ("edgeopt", "tensorflow", "tf-keras", "tensorflow-model-optimization
 
 def versions(packages: tuple[str, ...] = VERSIONED, missing: str = "unknown") -> dict[str, str]:
     """Installed versions of ``packages``; by default those that decide a stage's output bytes (part of
-    every cache key)."""
+    every cache key), and then also ``tf-kernels``, TensorFlow's CPU kernels, which decide them too."""
     out = {}
     for name in packages:
         try:
             out[name] = pkg_version(name)
         except PackageNotFoundError:
             out[name] = missing
+    if packages == VERSIONED:
+        out["tf-kernels"] = tf_kernels()
     return out
+
+
+def tf_kernels() -> str:
+    """``onednn`` or ``eigen``: the kernels TensorFlow trains with (``TF_ENABLE_ONEDNN_OPTS``, which
+    ``edgeopt._keras`` defaults to on before TensorFlow reads it). They round sums differently, so the
+    same seed gives other weights with each."""
+    off = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false")
+    return "eigen" if off else "onednn"
 
 
 def _layer_config(layer: Any) -> Any:

@@ -278,6 +278,17 @@ def test_edgeopt_version_reruns_everything(keyed, tmp_path, monkeypatch):
     assert _rerun(keyed, tmp_path) == []
 
 
+def test_tf_kernels_rerun_everything(keyed, tmp_path, monkeypatch):
+    """oneDNN and Eigen round differently: a build made with the other kernels is not reused."""
+    from edgeopt.pipeline import hashing
+
+    m = json.loads((keyed / "build" / "manifest.json").read_text())
+    assert m["versions"]["tf-kernels"] == hashing.tf_kernels() == "onednn"  # edgeopt's default
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # what a run with Eigen's kernels records
+    assert hashing.tf_kernels() == "eigen"
+    assert _rerun(keyed, tmp_path) == []
+
+
 def test_shared_cache_serves_another_run_folder(keyed, tmp_path):
     """A cache directory shared by two run folders (as search workers share one): the second run
     materializes every stage from it and gets the same bytes."""
