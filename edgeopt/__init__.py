@@ -32,8 +32,8 @@ _EXPORTS = {
     "load_model": "edgeopt.artifacts",
     "save_model": "edgeopt.artifacts",
     # configuration
-    "PipelineConfig": "edgeopt.config",
-    "load_pipeline": "edgeopt.config",
+    "PipelineConfig": "edgeopt.pipeline.spec",
+    "load_pipeline": "edgeopt.pipeline.spec",
     "DataConfig": "edgeopt.config",
     "TrainConfig": "edgeopt.config",
     "DistillConfig": "edgeopt.config",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeopt import keras3
 from edgeopt.errors import BadInput
 
 
@@ -101,8 +102,7 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> Any:
     tf-keras model, see ``edgeopt.keras3``) and SavedModel folders that hold a tf-keras model. Layers
     that carry Python code (``Lambda``) are refused unless ``unsafe``: loading them runs that code.
     """
-    from edgeopt import keras3
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     p = Path(path)
     if not p.exists():
@@ -131,7 +131,6 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> Any:
 
 def _tf_keras_config(p: Path) -> Any:
     """The model config stored in a tf-keras .keras or .h5 file (None when it cannot be read)."""
-    from edgeopt import keras3
 
     if p.suffix == ".keras":
         return keras3.read_archive_json(p, "config.json")
@@ -147,7 +146,7 @@ def _tf_keras_config(p: Path) -> Any:
 
 def _load_saved_model_keras(p: Path, *, unsafe: bool) -> Any:
     """The tf-keras model inside a SavedModel folder; a SavedModel without one is for convert/validate only."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     if not (p / "keras_metadata.pb").is_file():
         raise BadInput(
@@ -169,7 +168,7 @@ class SavedModelDir:
     and run through its ``serving_default`` signature (``predict``) as a validation reference."""
 
     def __init__(self, path: str | Path) -> None:
-        from edgeopt._keras import tf
+        from edgeopt._keras import tf  # lazy: imports TensorFlow
 
         self.path = Path(path)
         try:
@@ -194,7 +193,7 @@ class SavedModelDir:
     def predict(self, x: Any, batch_size: int = 512, verbose: int = 0) -> Any:
         import numpy as np
 
-        from edgeopt._keras import tf
+        from edgeopt._keras import tf  # lazy: imports TensorFlow
 
         out = [
             self._fn(**{self._input_name: tf.constant(x[i : i + batch_size], self.input_dtype)})[self._output_name]
@@ -216,7 +215,7 @@ def load_inference_model(path: str | Path, *, unsafe: bool = False) -> Any:
 
 def _load_tf_keras(p: Path, unsafe: bool) -> Any:
     """tf-keras load with tfmot's quantize wrappers known (models saved after the qat stage)."""
-    from edgeopt._keras import keras, tfmot
+    from edgeopt._keras import keras, tfmot  # lazy: imports TensorFlow
 
     with tfmot.quantization.keras.quantize_scope():
         return keras.models.load_model(p, compile=False, safe_mode=not unsafe)
@@ -233,7 +232,7 @@ def export_saved_model(model: Any, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=p.parent))
     try:
-        from edgeopt._keras import tf
+        from edgeopt._keras import tf  # lazy: imports TensorFlow
 
         # A fixed input name (Keras numbers its input layers per process: input_1, input_2, ...), so
         # the same weights give the same SavedModel and the same .tflite bytes.

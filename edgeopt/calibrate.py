@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import progress
+from edgeopt import hostinfo, progress
 from edgeopt.artifacts import write_json
 from edgeopt.config import ConvertConfig, DeviceProfile
+from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
+from edgeopt.profiles import load_profile, shipped
+from edgeopt.runtimes.isolate import run_task
 
 SCHEMA = "edgeopt.calibration/1"
 REFERENCE = "mobilenet_1.0_224"
@@ -39,8 +42,6 @@ def load(path: str | Path | None = None) -> dict[str, Any] | None:
     measured on a host with this one's fingerprint (CPU model, ISA flags, cores): factors measured on
     another CPU would scale this host's figures wrongly. A file given explicitly is used as it is."""
     import json
-
-    from edgeopt import hostinfo
 
     p = Path(path) if path else default_path()
     if not p.is_file():
@@ -82,7 +83,6 @@ def ensure(profiles: list[DeviceProfile], path: str | Path | None = None) -> dic
     missing = [p for p in needs(profiles) if p.name not in (cal or {}).get("profiles", {})]
     if not missing:
         return cal
-    from edgeopt.profiles import load_profile, shipped
 
     todo = {p.name: p for p in [*(load_profile(n) for n in shipped()), *missing] if p in needs([p])}
     log.warning(
@@ -94,7 +94,7 @@ def ensure(profiles: list[DeviceProfile], path: str | Path | None = None) -> dic
 
 
 def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:
-    from edgeopt._keras import keras, set_seed
+    from edgeopt._keras import keras, set_seed  # lazy: imports TensorFlow
 
     set_seed(0)
     return keras.applications.MobileNet(input_shape=(input_size, input_size, 3), alpha=alpha, weights=None)
@@ -109,9 +109,7 @@ def calibrate(
     auto: bool = False,
 ) -> dict[str, Any]:
     """Measure the reference on this host for every thread count the profiles need; store the factors."""
-    from edgeopt import hostinfo, stages
-    from edgeopt.data import Dataset
-    from edgeopt.runtimes.isolate import run_task
+    from edgeopt import hostinfo, stages  # lazy: imports TensorFlow
 
     usable = [p for p in profiles if p.reference is not None and p.runtime.value == "litert"]
     if not usable:

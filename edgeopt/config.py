@@ -6,11 +6,21 @@ A wrong value fails at load time with the file (or flag), the key and what is al
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
 class Schedule(StrEnum):
@@ -37,6 +47,11 @@ class Quantization(StrEnum):
     int4 = "int4"  # int4 weights (conv per channel, dense per tensor: TFLite Micro runs it), int8 activations
 
 
+# Quantizations whose model computes in integers only (int8 activations; int8 or int4 weights): what a
+# microcontroller runs and what a release ships when the pipeline makes one.
+INTEGER_QUANTIZATIONS = frozenset({Quantization.int8, Quantization.int4, Quantization.int8_aeq})
+
+
 class IOType(StrEnum):
     int8 = "int8"
     uint8 = "uint8"
@@ -46,6 +61,18 @@ class IOType(StrEnum):
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields left out of the JSON while they hold their default: options added after releases recorded
+    # their resolved config (and its hash), so an existing pipeline keeps the same config and bytes.
+    omit_if_default: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name in self.omit_if_default:
+                if name in out and getattr(self, name) == type(self).model_fields[name].default:
+                    del out[name]
+        return out
 
 
 class DataConfig(_Config):
@@ -239,7 +266,18 @@ class ConvertConfig(_Config):
         }.get(self.quantization, IOType.float32)
 
 
+class Split(StrEnum):
+    """The examples a validation scores: the test split (releases), or the validation split (the search
+    selects on it and keeps the test split for the models it chose)."""
+
+    test = "test"
+    val = "val"
+
+
 class ValidateConfig(_Config):
+    omit_if_default = frozenset({"split"})
+
+    split: Split = Field(Split.test, description="the examples scored: test (releases) or val (a search's trials)")
     profiles: list[str] = Field(default_factory=list, description="device profiles: shipped names or YAML paths")
     profiles_for: list[Quantization] | None = Field(
         None, description="pipeline: check profiles only for artifacts of these quantizations (default: all)"
@@ -328,17 +366,20 @@ class DeviceProfile(_Config):
 
 
 def format_validation_error(
-    err: ValidationError, source: str, *, flags: bool = False, flag_names: dict[str, str] | None = None
+    err: ValidationError,
+    source: str,
+    *,
+    flags: bool = False,
+    flag_names: dict[str, str] | None = None,
+    tags: Sequence[str] = (),
 ) -> str:
     """One line per problem: ``source: key: message``. With ``flags`` keys are shown as ``--option``
-    (``flag_names`` maps a field to its option's name where they differ)."""
-    from edgeopt.pipeline import registry
-
-    stages = set(registry.names())
+    (``flag_names`` maps a field to its option's name where they differ). ``tags`` are the values of a
+    discriminated union's tag (the stage names of a pipeline's ``steps:``): dropped from the key after a
+    list index (``steps[0].prune.key`` reads ``steps[0].key``) and listed when a tag is unknown."""
     lines = []
     for e in err.errors():
-        # Drop the discriminated-union tag pydantic puts after a step's index (steps.0.prune.key).
-        loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in stages)]
+        loc = [p for i, p in enumerate(e["loc"]) if not (i and isinstance(e["loc"][i - 1], int) and p in tags)]
         if flags:
             names = flag_names or {}
             key = " ".join("--" + names.get(p, p).replace("_", "-") for p in loc if isinstance(p, str)) or "options"
@@ -348,23 +389,9 @@ def format_validation_error(
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown stage; allowed: {', '.join(registry.names())}"
+            msg = f"unknown stage; allowed: {', '.join(tags)}"
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and isinstance(got, str | int | float | bool):
             msg += f" (got {got!r})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
-
-
-# The pipeline file's schema is built from the step registry (edgeopt.pipeline.spec); these names are
-# re-exported here on first use so `from edgeopt.config import load_pipeline` keeps working without an
-# import cycle (the registry imports the stage configs above).
-_SPEC_NAMES = {"PipelineConfig", "TeacherConfig", "load_pipeline", "step_config", "Step"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SPEC_NAMES:
-        from edgeopt.pipeline import spec
-
-        return getattr(spec, name)
-    raise AttributeError(f"module 'edgeopt.config' has no attribute {name!r}")

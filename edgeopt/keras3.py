@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import BadInput
+from edgeopt.progress import captured_stderr
 
 TOLERANCE = 1e-5
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
@@ -235,7 +236,7 @@ class _Translator:
         return {k: self.obj(x, where) for k, x in v.items() if k != "shared_object_id"}
 
     def _keras_object(self, cls: str, cfg: Any, module: str, v: dict[str, Any], where: str) -> Any:
-        from edgeopt._keras import keras
+        from edgeopt._keras import keras  # lazy: imports TensorFlow
 
         kind = module.split(".")[-1] if module.startswith("keras") else ""
         target = {
@@ -272,7 +273,7 @@ class _Translator:
         return [self.layer(entry, functional)]
 
     def layer(self, entry: dict[str, Any], functional: bool) -> dict[str, Any]:
-        from edgeopt._keras import keras
+        from edgeopt._keras import keras  # lazy: imports TensorFlow
 
         cls = entry["class_name"]
         name = entry.get("config", {}).get("name", entry.get("name"))
@@ -505,8 +506,7 @@ def load_keras3(path: Path, *, unsafe: bool = False) -> Any:
 
 
 def _load_with_keras3(path: Path, *, unsafe: bool) -> Any:
-    import edgeopt._keras  # noqa: F401 - TensorFlow's environment must be set before Keras 3 imports it
-    from edgeopt.progress import captured_stderr
+    import edgeopt._keras  # noqa: F401 - lazy: imports TensorFlow, whose environment Keras 3 must find set
 
     try:
         with captured_stderr():
@@ -525,7 +525,7 @@ def _load_with_keras3(path: Path, *, unsafe: bool) -> Any:
 def _build(tf_config: dict[str, Any], path: Path, *, unsafe: bool) -> Any:
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     try:
         with SafeModeScope(not unsafe):

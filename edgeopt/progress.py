@@ -6,11 +6,11 @@ Library code never prints: it logs through ``logging.getLogger(__name__)`` and r
 
     with progress.task("validate model.tflite", total=5) as advance:
         advance()                      # advance(n=1, status="")
-    cb = progress.keras_callback("distill", epochs, steps)   # a tf-keras Callback, or None
 
-Without a reporter (a library user, the tests, ``--quiet``) both are no-ops. This module imports
-nothing heavy: no TensorFlow, no rich. It also holds two small helpers every stage uses, ``Timer`` and
-``captured_stderr``.
+Without a reporter (a library user, the tests, ``--quiet``) it is a no-op; Keras training reports
+through ``edgeopt.stages._common.progress_callback``, which forwards to the same reporter. This module
+imports nothing of edgeopt and nothing heavy (no TensorFlow, no rich). It also holds two small helpers
+every stage uses, ``Timer`` and ``captured_stderr``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = [
     "captured_stderr",
     "format_logs",
     "get_reporter",
-    "keras_callback",
+    "no_op",
     "set_reporter",
     "task",
 ]
@@ -65,7 +65,7 @@ def get_reporter() -> Reporter | None:
     return _reporter
 
 
-def _no_op(n: int = 1, status: str = "", *, milestone: bool = False) -> None:
+def no_op(n: int = 1, status: str = "", *, milestone: bool = False) -> None:
     """The ``advance`` handed out when nobody draws progress."""
 
 
@@ -74,52 +74,10 @@ def task(description: str, total: int) -> Iterator[Advance]:
     """One bar for a loop of ``total`` steps: ``with task("evaluate", n) as advance: advance()``."""
     reporter = _reporter
     if reporter is None:
-        yield _no_op
+        yield no_op
         return
     with reporter.task(description, total) as advance:
         yield advance
-
-
-def keras_callback(description: str, epochs: int, steps: int) -> Any:
-    """A tf-keras callback that draws one bar over ``epochs * steps`` training batches with loss and
-    accuracy, or None when no reporter is set (so ``fit`` gets no callback at all)."""
-    if _reporter is None:
-        return None
-    reporter = _reporter
-    from edgeopt._keras import keras  # lazily: importing this module must not import TensorFlow
-
-    class _ProgressCallback(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self._ctx: contextlib.AbstractContextManager[Advance] | None = None
-            self._advance: Advance = _no_op
-            self._epoch = 0
-            self._done = 0
-
-        def on_train_begin(self, logs: Any = None) -> None:
-            self._ctx = reporter.task(description, epochs * steps)
-            self._advance = self._ctx.__enter__()
-            self._done = 0
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._epoch = epoch
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self._done += 1
-            self._advance(1, f"epoch {self._epoch + 1}/{epochs} {format_logs(logs)}")
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            # The epoch's logs now hold val_accuracy; also square the count if Keras ran fewer batches.
-            target = (epoch + 1) * steps
-            self._advance(target - self._done, f"epoch {epoch + 1}/{epochs} {format_logs(logs)}", milestone=True)
-            self._done = target
-
-        def on_train_end(self, logs: Any = None) -> None:
-            if self._ctx is not None:
-                ctx, self._ctx = self._ctx, None
-                ctx.__exit__(None, None, None)
-
-    return _ProgressCallback()
 
 
 def format_logs(logs: Any) -> str:

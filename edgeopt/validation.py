@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.errors import GateFailed, RuntimeCrash
+from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
 
 SCHEMA = "edgeopt.validation/1"
 
@@ -195,8 +195,6 @@ class ValidationResult(BaseModel):
     def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
         """Read a dict written by ``to_dict`` (or an older validate stage); ``passed`` is recomputed."""
         if d.get("schema", SCHEMA) != SCHEMA:
-            from edgeopt.errors import BadInput
-
             raise BadInput(f"validation result schema {d.get('schema')!r}, expected {SCHEMA}")
         return cls(
             model=d["model"],

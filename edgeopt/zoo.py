@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def _fashion_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Any:
     """The reference teacher: two conv blocks and a dense head (about 220k parameters at 28x28)."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     w = lambda n: max(1, round(n * width))  # noqa: E731
@@ -40,7 +40,7 @@ def _fashion_cnn_small(input_shape: tuple[int, ...], num_classes: int) -> Any:
 
 def _tiny_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """A few thousand parameters: for tests on digits or small slices."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     return keras.Sequential(
@@ -58,7 +58,7 @@ def _tiny_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """A two-layer perceptron (LeNet-300-100's shape, for comparisons with Deep Compression)."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     return keras.Sequential(
@@ -80,7 +80,7 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int) -> Any:
 
 
 def _conv_bn(x: Any, filters: int, kernel: Any, strides: Any = 1, *, relu: bool = True, name: str) -> Any:
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     x = L.Conv2D(
@@ -100,7 +100,7 @@ def _resnet8(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """MLPerf Tiny image classification (CIFAR-10, 32x32x3): a ResNet-v1 stem and three residual
     stacks of 16/32/64 filters, the last two downsampling with a strided 1x1 shortcut; about 78k
     parameters and 12.5M MACs."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     inputs = keras.Input(input_shape, name="input")
@@ -130,7 +130,7 @@ def _resnet8(input_shape: tuple[int, ...], num_classes: int) -> Any:
 def _ds_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """MLPerf Tiny keyword spotting ("DS-CNN small", 49x10x1 MFCC features, 12 classes): a 10x4
     strided conv and four depthwise-separable blocks of 64 filters; about 23k parameters and 2.7M MACs."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     if len(input_shape) != 3:
@@ -160,7 +160,7 @@ def _ds_cnn(input_shape: tuple[int, ...], num_classes: int) -> Any:
 def _mobilenet_v1_025(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """MLPerf Tiny visual wake words (96x96x3, person / no person): Keras' MobileNetV1 at width 0.25,
     random weights; about 0.21M parameters and 7.5M MACs."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or min(input_shape[:2]) < 32:
         raise BadInput(f"mobilenet_v1_025 needs (height, width, 1 or 3) inputs of at least 32x32 (got {input_shape})")
@@ -175,7 +175,7 @@ def _fc_autoencoder(input_shape: tuple[int, ...], num_classes: int) -> Any:
     """MLPerf Tiny anomaly detection (ToyADMOS, 640 log-mel inputs): a dense autoencoder
     128-128-128-128-8-128-128-128-128 with BatchNorm and ReLU, reconstructing its input; about 0.27M
     parameters and 0.26M MACs. ``num_classes`` is not used: the output has the input's size."""
-    from edgeopt._keras import keras
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
 
     L = keras.layers
     if len(input_shape) != 1:
@@ -363,8 +363,8 @@ def fixed_width_layers(model: Any) -> set[str]:
 def with_dropout(model: Any, rate: float) -> Any:
     """A copy of ``model`` (same weights) whose Dropout layers (and subclasses) drop ``rate``; a model
     without one is returned as it is, with a warning."""
-    from edgeopt._keras import keras
-    from edgeopt.stages._common import require_layer_graph
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
+    from edgeopt.stages._common import require_layer_graph  # lazy: imports TensorFlow
 
     require_layer_graph(model, "dropout")
     if not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
@@ -388,8 +388,8 @@ def width_scaled(model: Any, width: float, *, name: str | None = None) -> Any:
     hidden Conv/Dense layer. The layers that produce the outputs keep their size, so the copy is a
     drop-in student for the same task; layers tied by a residual merge scale together or not at all
     (``fixed_width_layers``). Works for Sequential and functional models."""
-    from edgeopt._keras import keras
-    from edgeopt.stages._common import require_layer_graph
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
+    from edgeopt.stages._common import require_layer_graph  # lazy: imports TensorFlow
 
     if not 0 < width <= 1:
         raise BadInput(f"width must be in (0, 1] (got {width})")

@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from edgeopt import calibrate as cal
+from edgeopt import metadata
+from edgeopt.artifacts import load_inference_model
 from edgeopt.cli import render
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import (
@@ -26,6 +29,9 @@ from edgeopt.cli.options import (
     write_stage_output,
 )
 from edgeopt.config import ConvertConfig, IOType, Quantization, ValidateConfig
+from edgeopt.data import read_labels_file
+from edgeopt.profiles import load_profile, shipped
+from edgeopt.tflite import inspect as inspect_tflite
 
 
 @command
@@ -42,8 +48,7 @@ def convert(
     quiet: QuietOpt = False,
 ) -> None:
     """Convert to .tflite with post-training quantization."""
-    from edgeopt import stages
-    from edgeopt.artifacts import load_inference_model
+    from edgeopt import stages  # lazy: imports TensorFlow
 
     check_out(out, (".tflite",))
     cfg = build_config(ConvertConfig, locals())
@@ -93,11 +98,7 @@ def validate(
     evaluated), 2 for bad input, 3 when a runtime crashed. A phone profile's latency calibration is
     measured once per host when none is stored.
     """
-    from edgeopt import calibrate as cal
-    from edgeopt import report, stages
-    from edgeopt.artifacts import load_inference_model
-    from edgeopt.data import read_labels_file
-    from edgeopt.profiles import load_profile
+    from edgeopt import report, stages  # lazy: imports TensorFlow
 
     cfg = build_config(ValidateConfig, locals())
     profiles = [load_profile(p) for p in cfg.profiles]
@@ -130,8 +131,6 @@ def calibrate(
     quiet: QuietOpt = False,
 ) -> None:
     """Measure MobileNet 1.0 224 on this host and store host-to-device latency factors per profile."""
-    from edgeopt import calibrate as cal
-    from edgeopt.profiles import load_profile, shipped
 
     profiles = [load_profile(p) for p in (profile or shipped())]
     render.calibration(cal.calibrate(profiles, out=out, seconds=seconds))
@@ -144,8 +143,6 @@ def inspect(
     quiet: QuietOpt = False,
 ) -> None:
     """What is inside a .tflite: sizes, sha256, ops, MACs, parameters, inputs/outputs, embedded edgeopt manifest."""
-    from edgeopt import metadata
-    from edgeopt.tflite import inspect as inspect_tflite
 
     content = read_tflite(model)
     info = inspect_tflite(content, str(model))

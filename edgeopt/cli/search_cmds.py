@@ -1,4 +1,4 @@
-"""The ``edgeopt search`` command (``python -m edgeopt.search`` runs the same through the edgeopt CLI)."""
+"""The ``edgeopt search`` command (``python -m edgeopt search`` where the console script is not installed)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import QuietOpt
+from edgeopt.search.study import search as run_search
 
 
 @command
@@ -38,9 +39,9 @@ def search(
 
     Writes every trial (trials.csv, trials.json), the Pareto front (pareto.png, pareto.html) and best.yaml,
     a complete pipeline file for `edgeopt export`. Exit 1 when no trial met every constraint."""
-    from edgeopt.search.study import search
-
-    result = search(pipeline, trials=trials, workers=workers, storage=storage, study_name=study, cache=cache, out=out)
+    result = run_search(
+        pipeline, trials=trials, workers=workers, storage=storage, study_name=study, cache=cache, out=out
+    )
     typer.echo(
         f"best: {result.best}  (all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'})"
     )

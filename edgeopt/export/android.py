@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.artifacts import write_bytes
+from edgeopt.runtimes import litert
 
 
 def write_android(
@@ -22,7 +23,6 @@ def write_android(
 
 def android_readme(name: str, info: dict[str, Any], quantization: str) -> str:
     """The README: asset facts, Gradle lines, which LiteRT artifact the model's ops need, and its I/O."""
-    from edgeopt.runtimes import litert
 
     ver = litert.version()
     flex = sorted(o for o in info["custom_ops"] if o.startswith("CUSTOM:Flex"))

@@ -17,6 +17,9 @@ from typing import Any
 from edgeopt import metadata
 from edgeopt.artifacts import sha256_bytes, write_bytes
 from edgeopt.manifest import JSON, ArenaRecord, RunManifest
+from edgeopt.runtimes import tflm
+from edgeopt.runtimes.isolate import ChildFailed, run_task
+from edgeopt.tflite import inspect
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,11 @@ def c_float(v: float) -> str:
 def arena(validation: JSON | None, content: bytes) -> ArenaRecord:
     """The TFLite Micro arena: from validation when a tflm profile ran, else measured here on ``content``
     (the converter's bytes; the MCU image adds only a metadata entry, which TFLite Micro never reads)."""
-    from edgeopt.runtimes import tflm
 
     t = (validation or {}).get("tflm")
     if t and t.get("arena_bytes"):
         return ArenaRecord(bytes=int(t["arena_bytes"]), method=f"validation: {t['method']}")
     import numpy as np
-
-    from edgeopt.runtimes.isolate import ChildFailed, run_task
-    from edgeopt.tflite import inspect
 
     shape = [d if d > 0 else 1 for d in inspect(content)["inputs"][0]["shape"]]
     log.info("measuring the TFLite Micro arena (no tflm profile ran)")

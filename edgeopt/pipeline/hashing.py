@@ -34,7 +34,7 @@ def tf_kernels() -> str:
     """``onednn`` or ``eigen``: the kernels TensorFlow trains with (``TF_ENABLE_ONEDNN_OPTS``, which
     ``edgeopt._keras`` defaults to on before TensorFlow reads it). They round sums differently, so the
     same seed gives other weights with each."""
-    import edgeopt._keras  # noqa: F401 - sets the default (the one place it is written) if TF is not loaded yet
+    import edgeopt._keras  # noqa: F401 - lazy: imports TensorFlow (sets the default, written only there)
 
     off = os.environ["TF_ENABLE_ONEDNN_OPTS"].strip().lower() in ("0", "false")
     return "eigen" if off else "onednn"

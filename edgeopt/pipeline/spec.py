@@ -24,7 +24,7 @@ from edgeopt.config import (
 )
 from edgeopt.errors import BadInput
 from edgeopt.pipeline import registry
-from edgeopt.search.space import SearchConfig
+from edgeopt.search.config import SearchConfig
 
 
 class TeacherConfig(_Config):
@@ -103,8 +103,9 @@ class PipelineConfig(_Config):
 
     @model_validator(mode="after")
     def _shape(self) -> PipelineConfig:
-        if not any(s.stage == "convert" for s in self.steps):
-            raise ValueError("steps: a pipeline needs at least one convert step")
+        makers = registry.having("makes_artifact")
+        if not any(s.stage in makers for s in self.steps):
+            raise ValueError(f"steps: a pipeline needs at least one {' or '.join(makers)} step")
         return self
 
 
@@ -125,4 +126,4 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        raise BadInput(format_validation_error(e, str(p))) from None
+        raise BadInput(format_validation_error(e, str(p), tags=registry.names())) from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeopt.tflite import op_names, parse
+
 # LiteRT's reference int8/uint8 Softmax (kernels/activations.cc, SoftmaxPrepare for kReference) and
 # TFLite Micro's (kernels/softmax_common.cc, CalculateSoftmaxParams) call
 # PreprocessSoftmaxScaling(beta, input_scale, kScaledDiffIntegerBits = 5), which hands
@@ -28,8 +30,6 @@ def softmax_multiplier(beta: float, input_scale: float) -> float:
 def known_aborts(content: bytes) -> list[str]:
     """One line per op of the model that makes LiteRT's reference kernels and TFLite Micro abort."""
     from ai_edge_litert import schema_py_generated as schema
-
-    from edgeopt.tflite import op_names, parse
 
     model = parse(content)
     names = op_names(model)

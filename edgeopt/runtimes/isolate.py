@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.runtimes import diagnose
+
 
 class ChildFailed(Exception):
     """The child crashed (signal), hung (timeout) or reported an error; ``str`` says which."""
@@ -69,7 +71,6 @@ def run_task(
 
 def _abort_causes(runtime: str, content: bytes) -> list[str]:
     """Why ``runtime`` aborts on this model, when the cause is a known one (kernels abort without a message)."""
-    from edgeopt.runtimes import diagnose
 
     if runtime not in diagnose.SOFTMAX_MULTIPLIER_RUNTIMES:
         return []

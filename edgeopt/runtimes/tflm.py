@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.progress import captured_stderr
+from edgeopt.runtimes.litert import quantize_values
+
 NAME = "tflm"
 
 # The arena search starts at START_ARENA and doubles it up to MAX_ARENA: a model that needs far more
@@ -76,8 +79,6 @@ def _interpreter(content: bytes, arena: int, preserve: bool = False) -> Any:
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    from edgeopt.runtimes.litert import quantize_values
-
     q = detail["quantization_parameters"]
     scales, zps = q["scales"], q["zero_points"]
     scale, zp = (float(scales[0]), int(zps[0])) if len(scales) else (0.0, 0)
@@ -115,7 +116,6 @@ def probe(content: bytes, sample: np.ndarray, arena: int) -> Probe:
     that is a little too small: for some models (MLPerf Tiny's FC autoencoder: 64 bytes short) it stops
     with "All temp buffers must be freed before calling ResetTempAllocations()" and a SIGSEGV, which
     would end the whole search; a try that dies counts as not fitting."""
-    from edgeopt.progress import captured_stderr
 
     with captured_stderr() as lines:
         pid = os.fork()

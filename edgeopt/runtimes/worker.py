@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.runtimes.litert import LiteRTModel, quantize
+from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
+
 
 def _litert(content: bytes, threads: int | None, resolver: str, preserve: bool = False) -> Any:
-    from edgeopt.runtimes.litert import LiteRTModel
-
     return LiteRTModel(content, num_threads=threads, resolver=resolver, preserve=preserve)
 
 
@@ -42,7 +43,6 @@ def litert_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dic
 
 def litert_bench(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], None]:
     """Init time, then warm-up and timed ``invoke()`` calls at batch 1 (only the invoke is timed)."""
-    from edgeopt.runtimes.litert import quantize
 
     t0 = time.perf_counter()
     m = _litert(content, job.get("threads"), "auto")
@@ -70,7 +70,6 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     """TFLite Micro: the smallest arena that allocates and runs (``arena_limit`` at most, by default
     64 MiB: the search doubles from 8 MiB, then bisects), then raw outputs. When the tapped run (every
     tensor kept) does not fit the limit, the outputs come from a plain run and no tap is written."""
-    from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
 
     limit = int(job.get("arena_limit", MAX_ARENA))
     crashes: list[int] = []  # arena sizes whose try crashed TFLite Micro (counted as too small)

@@ -1,6 +1,6 @@
 """``edgeopt search``: the best model for a device budget, found by a multi-objective Optuna study.
 
-``space`` (the ``search:`` block, no TensorFlow), ``objectives``, ``storage``, ``worker`` (one process,
+``config`` (the ``search:`` block), ``space`` (no TensorFlow), ``objectives``, ``storage``, ``worker`` (one process,
 the trial function), ``study`` (``search()``: check, prepare, run workers, write outputs), ``report``.
 Names are imported on first use so that loading a pipeline file does not import Optuna or TensorFlow.
 """
@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "search": "edgeopt.search.study",
     "SearchResult": "edgeopt.search.study",
-    "SearchConfig": "edgeopt.search.space",
+    "SearchConfig": "edgeopt.search.config",
 }
 
 __all__ = list(_EXPORTS)

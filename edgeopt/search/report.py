@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from edgeopt.artifacts import write_bytes, write_json
-from edgeopt.search.space import Objective, SearchConfig
+from edgeopt.search.config import Objective, SearchConfig
 
 STATES = ("complete", "running", "waiting", "pruned", "fail")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt import progress
+from edgeopt._keras import keras
 from edgeopt.data import Dataset
+from edgeopt.errors import BadInput
+from edgeopt.keras3 import subclassed_message
 
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
@@ -27,7 +31,6 @@ class StageResult:
 
 def clone_with_weights(model: Any) -> Any:
     """A copy with its own variables, so that tfmot's wrappers can never touch the caller's model."""
-    from edgeopt._keras import keras
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -36,9 +39,6 @@ def clone_with_weights(model: Any) -> Any:
 
 def require_layer_graph(model: Any, stage: str) -> None:
     """BadInput for a subclassed model: tfmot and width scaling need its layer graph."""
-    from edgeopt._keras import keras
-    from edgeopt.errors import BadInput
-    from edgeopt.keras3 import subclassed_message
 
     if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
         return
@@ -108,7 +108,6 @@ def fit(
     """
     epochs, batch_size, learning_rate = training.epochs, training.batch_size, training.learning_rate
     lr_schedule = training.lr_schedule
-    from edgeopt._keras import keras
 
     if epochs == 0:
         return {}
@@ -124,7 +123,7 @@ def fit(
     y_va = data.y_val if y_val is None else y_val
     steps = math.ceil(len(data.x_train) / batch_size)
     cbs = list(callbacks or [])
-    bar = progress.keras_callback(description, epochs, steps)  # None when nobody draws progress
+    bar = progress_callback(description, epochs, steps)  # None when nobody draws progress
     if bar is not None:
         cbs.append(bar)
     hist = model.fit(
@@ -181,8 +180,6 @@ def wrap_layers(
     private copy: unwrapped layers are reused as they are. Returns the new model, the wrapped layer names
     and ``{skipped layer: reason}`` for layers with weights.
     """
-    from edgeopt._keras import keras
-    from edgeopt.errors import BadInput
 
     names = [layer.name for layer in model.layers]
     unknown = [s for s in skip if s not in names]
@@ -205,3 +202,46 @@ def wrap_layers(
 
     wrapped = keras.models.clone_model(model, clone_function=clone)
     return wrapped, applied, skipped
+
+
+def progress_callback(description: str, epochs: int, steps: int) -> Any:
+    """A tf-keras callback that draws one bar over ``epochs * steps`` training batches with loss and
+    accuracy, or None when no reporter is set (so ``fit`` gets no callback at all)."""
+    reporter = progress.get_reporter()
+    if reporter is None:
+        return None
+
+    class _ProgressCallback(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._ctx: contextlib.AbstractContextManager[progress.Advance] | None = None
+            self._advance: progress.Advance = progress.no_op
+            self._epoch = 0
+            self._done = 0
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self._ctx = reporter.task(description, epochs * steps)
+            self._advance = self._ctx.__enter__()
+            self._done = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self._done += 1
+            self._advance(1, f"epoch {self._epoch + 1}/{epochs} {progress.format_logs(logs)}")
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            # The epoch's logs now hold val_accuracy; also square the count if Keras ran fewer batches.
+            target = (epoch + 1) * steps
+            self._advance(
+                target - self._done, f"epoch {epoch + 1}/{epochs} {progress.format_logs(logs)}", milestone=True
+            )
+            self._done = target
+
+        def on_train_end(self, logs: Any = None) -> None:
+            if self._ctx is not None:
+                ctx, self._ctx = self._ctx, None
+                ctx.__exit__(None, None, None)
+
+    return _ProgressCallback()

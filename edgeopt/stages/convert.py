@@ -8,11 +8,12 @@ from typing import Any
 
 from edgeopt import tflite as tfl
 from edgeopt._keras import set_seed, tf
-from edgeopt.artifacts import gzip_size, sha256_bytes
+from edgeopt.artifacts import SavedModelDir, gzip_size, sha256_bytes
 from edgeopt.config import ConvertConfig, IOType, Quantization
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
 from edgeopt.progress import Timer, captured_stderr
+from edgeopt.stages import aeq
 from edgeopt.stages._common import StageResult, count_params
 
 _IO_DTYPES = {IOType.int8: "int8", IOType.uint8: "uint8", IOType.int16: "int16", IOType.float32: "float32"}
@@ -31,7 +32,6 @@ def convert(
     int16x8 need ``data`` for calibration."""
     config = config or ConvertConfig()
     q = config.quantization
-    from edgeopt.stages import aeq
 
     if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then ai-edge-quantizer's recipe on its bytes
         if q is not Quantization.weight_int8 and data is None:
@@ -132,7 +132,6 @@ def _converter(model: Any) -> Any:
     ``from_keras_model`` names the input after the Keras input layer (``input_1``, ``input_2``, ...
     as models are built in one process), so the same weights could give different bytes.
     """
-    from edgeopt.artifacts import SavedModelDir
 
     if isinstance(model, SavedModelDir):
         return tf.lite.TFLiteConverter.from_saved_model(str(model.path))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt._keras import set_seed, tfmot
+from edgeopt._keras import keras, set_seed, tfmot
 from edgeopt.config import PruneConfig, Schedule
 from edgeopt.data import Dataset
 from edgeopt.progress import Timer
@@ -140,7 +140,6 @@ def blocked(layer: Any, block: int) -> bool:
     inputs]) with more than ``block`` inputs and more than one unit. tfmot squeezes the kernel before pooling
     it, so a one-unit head or a kernel no taller than a block would fail there; those, and every kernel that
     is not a Dense one, are pruned weight by weight."""
-    from edgeopt._keras import keras
 
     if block == 1 or not isinstance(layer, keras.layers.Dense):
         return False

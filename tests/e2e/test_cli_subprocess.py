@@ -123,14 +123,15 @@ def test_library_imports_and_runs_without_rich(tmp_path: Path) -> None:
     code = """
 import sys
 sys.modules["rich"] = None  # any `import rich...` now raises ImportError
-import edgeopt.stages, edgeopt.calibrate, edgeopt.bench, edgeopt.data
+import edgeopt.stages, edgeopt.calibrate, edgeopt.data
 from edgeopt import progress
 from edgeopt.config import TrainConfig
 from edgeopt.data import load_dataset
 with progress.task("no reporter", 3) as advance:
     advance(3, "done")
 r = edgeopt.stages.train(load_dataset("digits"), TrainConfig(zoo="tiny_cnn", epochs=1), seed=0)
-assert progress.keras_callback("x", 1, 1) is None
+from edgeopt.stages._common import progress_callback
+assert progress_callback("x", 1, 1) is None
 print("ok", r.metrics["epochs"])
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from edgeopt.cli import app
-from edgeopt.config import load_pipeline
 from edgeopt.pipeline import run
+from edgeopt.pipeline.spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from edgeopt import stages
-from edgeopt.config import ConvertConfig, ValidateConfig, load_pipeline
+from edgeopt.config import ConvertConfig, ValidateConfig
 from edgeopt.errors import BadInput
+from edgeopt.pipeline.spec import load_pipeline
 from edgeopt.profiles import load_profile
 from edgeopt.stages import aeq
 

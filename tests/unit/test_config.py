@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edgeopt.config import ClusterConfig, ConvertConfig, DistillConfig, PruneConfig, Quantization, load_pipeline
+from edgeopt.config import ClusterConfig, ConvertConfig, DistillConfig, PruneConfig, Quantization
 from edgeopt.errors import BadInput
+from edgeopt.pipeline.spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -46,7 +46,9 @@ def test_without_reporter_task_and_callback_do_nothing() -> None:
     with progress.task("loop", 3) as advance:
         advance()
         advance(2, "done", milestone=True)
-    assert progress.keras_callback("fit", 2, 5) is None
+    from edgeopt.stages._common import progress_callback
+
+    assert progress_callback("fit", 2, 5) is None
 
 
 def test_task_forwards_to_the_reporter(reporter: RecordingReporter) -> None:
@@ -63,13 +65,14 @@ def test_task_forwards_to_the_reporter(reporter: RecordingReporter) -> None:
 
 def test_keras_callback_reports_every_batch_and_each_epoch_end(reporter: RecordingReporter) -> None:
     from edgeopt._keras import keras, set_seed
+    from edgeopt.stages._common import progress_callback
 
     set_seed(0)
     x = np.random.default_rng(0).normal(size=(30, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    cb = progress.keras_callback("fit", epochs=2, steps=3)
+    cb = progress_callback("fit", epochs=2, steps=3)
     model.fit(x, y, batch_size=10, epochs=2, validation_data=(x[:6], y[:6]), callbacks=[cb], verbose=0)
 
     assert reporter.events[0] == ("open", "fit", 6) and reporter.events[-1] == ("close", "fit")
