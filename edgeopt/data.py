@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeopt.config import DataConfig
 from edgeopt.errors import BadInput
+from edgeopt.metadata import read_manifest
 
 FASHION_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -87,6 +88,12 @@ class Dataset:
         idx = np.random.default_rng(self.seed).permutation(len(self.x_train))[:n]
         return self.x_train[np.sort(idx)]
 
+    def scored_on(self, split: str) -> Dataset:
+        """This dataset with ``split`` (``test`` or ``val``) as the examples a validation scores."""
+        if split == "test":
+            return self
+        return dataclasses.replace(self, x_test=getattr(self, f"x_{split}"), y_test=getattr(self, f"y_{split}"))
+
     def check_fits(self, model: Any, *, what: str = "model") -> None:
         """Fail before any training when the data's shape or class count does not fit ``model``."""
         want = tuple(model.input_shape[1:])
@@ -117,10 +124,43 @@ class Dataset:
         }
 
 
+_LOADED: dict[tuple[str, Any], Dataset] = {}
+
+
 def load_dataset(cfg: DataConfig | str) -> Dataset:
-    """Load a dataset by name (see module docstring) and split it with ``cfg.seed``."""
+    """Load a dataset by name (see module docstring) and split it with ``cfg.seed``.
+
+    Loaded once per process for the same config and the same source files (their sizes and modification
+    times): a pipeline, a search and its workers' trials all score on one copy. Its arrays are read-only,
+    so no caller can change what the next one sees."""
     if isinstance(cfg, str):
         cfg = DataConfig(name=cfg)
+    key = (cfg.model_dump_json(), _source_stamp(cfg))
+    if key not in _LOADED:
+        data = _load(cfg)
+        for a in (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test):
+            a.setflags(write=False)
+        _LOADED[key] = data
+    return _LOADED[key]
+
+
+def _source_stamp(cfg: DataConfig) -> Any:
+    """What identifies the files a dataset is read from: (path, size, mtime) of each; None for digits."""
+    if cfg.name == "digits":
+        return None
+    if cfg.name == "fashion_mnist":
+        try:
+            root = find_fashion_mnist()
+        except BadInput:
+            return "missing"  # _load says what to do
+        files = [root / f for f in FASHION_FILES]
+    else:
+        root = Path(cfg.name.split(":", 1)[1])
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists())
+
+
+def _load(cfg: DataConfig) -> Dataset:
     classes: list[str] | None  # None: an npz without class names, numbered by its labels
     if cfg.name == "fashion_mnist":
         folder = find_fashion_mnist()
@@ -289,7 +329,6 @@ def read_labels_file(path: str | Path) -> list[str]:
 
 def labels_from_tflite(content: bytes) -> list[str] | None:
     """The class names edgeopt embedded in a .tflite (manifest key ``labels``), or None when it has none."""
-    from edgeopt.metadata import read_manifest
 
     try:
         manifest = read_manifest(content)
@@ -343,7 +382,7 @@ def fetch_fashion_mnist(log: Any = log.info) -> Path:  # default: this module's 
             log("apt-get could not install dataset-fashion-mnist")
     log("trying Keras' own download ...")
     try:
-        from edgeopt._keras import keras
+        from edgeopt._keras import keras  # lazy: imports TensorFlow
 
         keras.datasets.fashion_mnist.load_data()
     except Exception as e:  # noqa: BLE001 - any network or disk failure means the same thing here

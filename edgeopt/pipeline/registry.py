@@ -32,6 +32,12 @@ def names() -> list[str]:
     return list(STEPS)
 
 
+def having(role: str) -> tuple[str, ...]:
+    """The stages whose step class has ``role`` (``makes_model``, ``fine_tunes``, ``makes_artifact``,
+    ``validates``), in registry order."""
+    return tuple(n for n, s in STEPS.items() if getattr(s, role))
+
+
 def step_class(name: str) -> type[Step]:
     try:
         return STEPS[name]

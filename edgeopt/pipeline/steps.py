@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
+from edgeopt import calibrate, report
+from edgeopt.artifacts import (
+    SavedModelDir,
+    export_saved_model,
+    load_model,
+    save_model,
+    sha256_bytes,
+    write_bytes,
+    write_json,
+)
 from edgeopt.config import (
     ClusterConfig,
     ConvertConfig,
@@ -22,6 +31,12 @@ from edgeopt.config import (
     QATConfig,
     ValidateConfig,
 )
+from edgeopt.pipeline.hashing import model_hash
+from edgeopt.pipeline.validating import validate_artifact
+from edgeopt.profiles import load_profile
+from edgeopt.progress import Timer
+from edgeopt.search.config import Range
+from edgeopt.validation import ValidationResult
 
 METRICS_FILE = "metrics.json"
 
@@ -61,6 +76,8 @@ class RunState:
     not_evaluated: list[str] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # loaded (or measured) once per run
+    cache: Any = None  # StageCache: the run's (or a search's shared) stage cache
+    context: dict[str, Any] = field(default_factory=dict)  # seed, data hash, versions: in every cache key
 
     @property
     def seed(self) -> int:
@@ -81,6 +98,8 @@ class Step:
     # It fine-tunes its input rather than training a new model: the stage guard judges it by default, and
     # a search assumes it can win back some accuracy.
     fine_tunes: ClassVar[bool] = True
+    makes_artifact: ClassVar[bool] = False  # it adds a .tflite to the run's artifacts (a pipeline needs one)
+    validates: ClassVar[bool] = False  # it validates the artifacts against device profiles
 
     def __init__(self, config: Any, index: int) -> None:
         self.config = config
@@ -103,8 +122,6 @@ class Step:
 
     def persist(self, result: Any, folder: Path) -> dict[str, Any]:
         """Write the outputs into ``folder``; return the entry info (``output`` and ``content_sha256``)."""
-        from edgeopt.artifacts import save_model
-        from edgeopt.pipeline.hashing import model_hash
 
         save_model(result.model, folder / self.output)
         write_json(folder / METRICS_FILE, result.metrics)
@@ -112,8 +129,7 @@ class Step:
 
     def load(self, folder: Path, info: dict[str, Any]) -> Any:
         """The result of an earlier run, read back from its folder."""
-        from edgeopt.artifacts import load_model
-        from edgeopt.stages import StageResult
+        from edgeopt.stages import StageResult  # lazy: imports TensorFlow
 
         metrics = json.loads((folder / METRICS_FILE).read_text())
         return StageResult(self.name, metrics, model=load_model(folder / self.output), seconds=info["seconds"])
@@ -125,6 +141,13 @@ class Step:
     def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         """The few figures worth showing after the step (the CLI renders them)."""
         return []
+
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        """What ``edgeopt search`` varies of this step by default: ``{field: choices or Range}``, and
+        ``None: [True, False]`` when the step may be dropped. ``integer_only``: a device the pipeline
+        validates for runs integer models only (TFLite Micro)."""
+        return {}
 
 
 def _rows(metrics: dict[str, Any], keys: list[str]) -> list[tuple[str, Any]]:
@@ -139,8 +162,12 @@ class DistillStep(Step):
     config_cls = DistillConfig
     fine_tunes = False
 
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        return {"width": sorted({0.25, 0.5, 0.75, config.width})} if config.width is not None else {}
+
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
+        from edgeopt import stages  # lazy: imports TensorFlow
 
         return stages.distill(state.model, state.data, self.config, seed=state.seed, unsafe=state.config.teacher.unsafe)
 
@@ -166,8 +193,18 @@ class PruneStep(FineTuneStep):
     name = "prune"
     config_cls = PruneConfig
 
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        space: dict[str | None, Any] = {
+            "final_sparsity": Range(low=0.5, high=0.9, step=0.05),
+            "dense_share": [0.0, 0.02, 0.05, 0.1],
+        }
+        if config.m_by_n is None:  # runs of zeros in Dense kernels: less gzip at the same sparsity
+            space["block"] = sorted({1, 4, config.block})
+        return space
+
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
+        from edgeopt import stages  # lazy: imports TensorFlow
 
         return stages.prune(state.model, state.data, self.config, **self.stage_kwargs(state))
 
@@ -179,8 +216,12 @@ class ClusterStep(FineTuneStep):
     name = "cluster"
     config_cls = ClusterConfig
 
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        return {"clusters": [8, 16, 32, None]}  # None: no clustering
+
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
+        from edgeopt import stages  # lazy: imports TensorFlow
 
         return stages.cluster(state.model, state.data, self.config, **self.stage_kwargs(state))
 
@@ -196,28 +237,28 @@ class QATStep(FineTuneStep):
     config_cls = QATConfig
     output = "saved_model"
 
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        return {None: [True, False]}
+
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
+        from edgeopt import stages  # lazy: imports TensorFlow
 
         return stages.qat(state.model, state.data, self.config, **self.stage_kwargs(state))
 
     def persist(self, result: Any, folder: Path) -> dict[str, Any]:
-        from edgeopt.artifacts import export_saved_model
-        from edgeopt.pipeline.hashing import model_hash
 
         export_saved_model(result.model, folder / self.output)
         write_json(folder / METRICS_FILE, result.metrics)
         return {"output": self.output, "content_sha256": model_hash(result.model)}
 
     def load(self, folder: Path, info: dict[str, Any]) -> Any:
-        from edgeopt.stages import StageResult
+        from edgeopt.stages import StageResult  # lazy: imports TensorFlow
 
         metrics = json.loads((folder / METRICS_FILE).read_text())
         return StageResult(self.name, metrics, seconds=info["seconds"])
 
     def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
-        from edgeopt.artifacts import SavedModelDir
-
         state.model = SavedModelDir(folder / self.output)
         state.model_hash, state.model_stage = info["content_sha256"], self.folder_name
 
@@ -232,13 +273,20 @@ class ConvertStep(Step):
     config_cls = ConvertConfig
     makes_model = False
     fine_tunes = False
+    makes_artifact = True
+
+    @classmethod
+    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+        if integer_only:
+            return {}
+        return {"quantization": sorted({"int8", "dynamic", "float16", config.quantization.value})}
 
     @property
     def output(self) -> str:  # type: ignore[override]
         return f"model_{self.config.quantization.value}.tflite"
 
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
+        from edgeopt import stages  # lazy: imports TensorFlow
 
         return stages.convert(self._source(state), self.config, data=state.data, seed=state.seed)
 
@@ -251,7 +299,7 @@ class ConvertStep(Step):
         return {"output": self.output, "content_sha256": sha256_bytes(result.tflite)}
 
     def load(self, folder: Path, info: dict[str, Any]) -> Any:
-        from edgeopt.stages import StageResult
+        from edgeopt.stages import StageResult  # lazy: imports TensorFlow
 
         metrics = json.loads((folder / METRICS_FILE).read_text())
         return StageResult(self.name, metrics, tflite=(folder / self.output).read_bytes(), seconds=info["seconds"])
@@ -277,6 +325,7 @@ class BaselineStep(ConvertStep):
     of the teacher whose result is the run's baseline instead of one more artifact."""
 
     name = "baseline"
+    makes_artifact = False  # the reference, not one of the run's artifacts
 
     @property
     def output(self) -> str:  # type: ignore[override]
@@ -301,31 +350,27 @@ class BaselineStep(ConvertStep):
 
 class ValidateStep(Step):
     """Validates the baseline (accuracy and latency) and every .tflite so far against the step's device
-    profiles. Depends on the .tflite bytes, their Keras references, the resolved profiles and the
-    latency calibration. A run in which a runtime crashed is never cached."""
+    profiles, each through ``validate_artifact`` (cached per .tflite, so a new artifact does not validate
+    the old ones again). The step's own key holds the .tflite bytes, their Keras references, the resolved
+    profiles and the latency calibration. A run in which a runtime crashed is never cached."""
 
     name = "validate"
     config_cls = ValidateConfig
     output = METRICS_FILE
     makes_model = False
     fine_tunes = False
+    validates = True
 
     def _profiles(self, state: RunState) -> list[Any]:
-        from edgeopt.profiles import load_profile
-
         return [load_profile(p, extra=state.config.profiles) for p in self.config.profiles]
 
     def _calibration(self, state: RunState) -> Any:
         """The host's latency calibration; measured now when a profile needs one and none is stored."""
-        from edgeopt import calibrate
-
         if state.calibration is None and self.config.profiles:
             state.calibration = calibrate.ensure(self._profiles(state)) or {}
         return state.calibration or None
 
     def key_inputs(self, state: RunState) -> dict[str, Any]:
-        from edgeopt.pipeline.hashing import model_hash
-
         return {
             "tflite": [sha256_bytes(a.tflite) for a in state.validated()],
             "keras": [model_hash(a.keras_model) for a in state.artifacts],
@@ -334,37 +379,38 @@ class ValidateStep(Step):
         }
 
     def execute(self, state: RunState) -> Any:
-        from edgeopt import stages
-        from edgeopt.validation import ValidationResult
+        from edgeopt.stages import StageResult  # lazy: imports TensorFlow
 
         profiles = self._profiles(state)
         calibration = self._calibration(state)
         results: dict[str, Any] = {}
-        seconds = 0.0
         base = state.baseline
-        for art in state.validated():
-            if art.validation is None:
-                is_base = art is base
-                cfg = ValidateConfig(max_samples=self.config.max_samples, batch_size=self.config.batch_size)
-                v = stages.validate(
-                    art.tflite,
-                    state.data,
-                    cfg if is_base else self.config,
-                    keras_model=art.keras_model,
-                    baseline_accuracy=base.validation["accuracy"] if base and base.validation else None,
-                    profiles=[] if is_base or not self._applies(art) else profiles,
-                    calibration=calibration,
-                    name=art.name,
-                )
-                art.validation = v.to_dict()
-                seconds += v.seconds
-            results[art.name] = art.validation
+        with Timer() as t:
+            for art in state.validated():
+                if art.validation is None:
+                    is_base = art is base
+                    only_scores = ValidateConfig(
+                        split=self.config.split, max_samples=self.config.max_samples, batch_size=self.config.batch_size
+                    )
+                    art.validation, _ = validate_artifact(
+                        art.tflite,
+                        state.data,
+                        only_scores if is_base else self.config,
+                        name=art.name,
+                        keras_model=art.keras_model,
+                        keras_hash=model_hash(art.keras_model),
+                        baseline_accuracy=base.validation["accuracy"] if base and base.validation else None,
+                        profiles=[] if is_base or not self._applies(art) else profiles,
+                        calibration=calibration,
+                        cache=state.cache,
+                    )
+                results[art.name] = art.validation
         typed = {name: ValidationResult.from_dict(v) for name, v in results.items()}
         failed = [f"{name}: {g.key} ({g.detail})" for name, v in typed.items() for g in v.failed_gates]
         not_evaluated = [f"{name}: {g.key} ({g.detail})" for name, v in typed.items() for g in v.not_evaluated]
         crashed = [f"{name}: {c}" for name, v in typed.items() for c in v.crashed]
         metrics = {"artifacts": results, "failed": failed, "not_evaluated": not_evaluated, "crashed": crashed}
-        return stages.StageResult(self.name, metrics=metrics, seconds=seconds)
+        return StageResult(self.name, metrics=metrics, seconds=t.seconds)
 
     def _applies(self, art: Artifact) -> bool:
         wanted = self.config.profiles_for
@@ -374,8 +420,6 @@ class ValidateStep(Step):
         return not result.metrics["crashed"]
 
     def persist(self, result: Any, folder: Path) -> dict[str, Any]:
-        from edgeopt import report
-
         write_json(folder / METRICS_FILE, result.metrics)
         validated = list(result.metrics["artifacts"].values())
         report.write_junit(folder / "junit.xml", validated)
@@ -383,7 +427,7 @@ class ValidateStep(Step):
         return {"output": self.output, "content_sha256": sha256_bytes((folder / METRICS_FILE).read_bytes())}
 
     def load(self, folder: Path, info: dict[str, Any]) -> Any:
-        from edgeopt.stages import StageResult
+        from edgeopt.stages import StageResult  # lazy: imports TensorFlow
 
         return StageResult(self.name, json.loads((folder / METRICS_FILE).read_text()), seconds=info["seconds"])
 
@@ -399,28 +443,3 @@ class ValidateStep(Step):
             (name, f"accuracy {v['accuracy']:.4f}" if v.get("accuracy") is not None else "accuracy n/a")
             for name, v in metrics["artifacts"].items()
         ]
-
-
-def artifact_record(art: Artifact, root: Path) -> dict[str, Any]:
-    """The manifest's record of one .tflite."""
-    v = art.validation
-    return {
-        "path": str(art.path.relative_to(root)),
-        "quantization": art.quantization,
-        "sha256": sha256_bytes(art.tflite),
-        "bytes": len(art.tflite),
-        "gzip_bytes": gzip_size(art.tflite),
-        "accuracy": v["accuracy"] if v else None,
-        "latency": latency_summary(v),
-        "gates": v["gates"] if v else [],
-        "source_stage": art.source_stage,
-        "inputs": art.metrics["inputs"],
-        "outputs": art.metrics["outputs"],
-        "ops": art.metrics["op_counts"],
-    }
-
-
-def latency_summary(v: dict[str, Any] | None) -> dict[str, Any]:
-    if not v:
-        return {}
-    return {th: {k: x for k, x in lat.items() if k != "times_ms"} for th, lat in v.get("latency", {}).items()}

@@ -9,20 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgeopt.artifacts import gzip_size
 from edgeopt.errors import BadInput
-from edgeopt.search.space import Metric, Objective, SearchConfig
+from edgeopt.profiles import load_profile
+from edgeopt.search.config import Metric, Objective, SearchConfig
+from edgeopt.search.space import profile_names
 
 
 def resolve_profiles(pipeline: Any, search: SearchConfig) -> list[Any]:
     """The device profiles a trial is judged against: ``search.profiles``, else every validate step's, plus
     any profile an objective names. BadInput for an unknown profile or an objective it cannot measure."""
-    from edgeopt.profiles import load_profile
 
-    names = (
-        list(search.profiles)
-        if search.profiles is not None
-        else [p for s in pipeline.steps if s.stage == "validate" for p in s.profiles]
-    )
+    names = list(search.profiles) if search.profiles is not None else profile_names(pipeline)
     for o in search.parsed_objectives + [Objective.parse(search.select)]:
         if o.profile and o.profile not in names:
             names.append(o.profile)
@@ -73,7 +71,6 @@ class Score:
 
 def measure(tflite: bytes, validation: dict[str, Any], objective: Objective) -> float | None:
     """One metric of a trial's .tflite; None when the validation has no figure for it."""
-    from edgeopt.artifacts import gzip_size
 
     m = objective.metric
     if m is Metric.accuracy:

@@ -1,7 +1,7 @@
-"""The ``search:`` block of a pipeline file: the space, the objectives, the constraints, and how a trial's
-parameters turn the pipeline into the pipeline that trial runs.
+"""The search space of a pipeline: the parameters of ``search.space`` bound to the pipeline's steps, the
+default space, and how a trial's values turn the pipeline into the pipeline that trial runs.
 
-No TensorFlow and no Optuna here: ``PipelineConfig`` imports this module to validate the block.
+No TensorFlow and no Optuna here (Optuna's distributions are imported when asked for).
 
 A parameter is named ``STAGE.FIELD`` (the last step of that stage, e.g. ``convert.quantization``) or
 ``STAGE[N].FIELD`` (the N-th step of that stage, from 0), and takes a list of choices or a range
@@ -14,170 +14,22 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from edgeopt.config import format_validation_error
 from edgeopt.errors import BadInput
 from edgeopt.pipeline import registry
+from edgeopt.pipeline.spec import STEP_MODELS, PipelineConfig
+from edgeopt.profiles import load_profile
+from edgeopt.search.config import Range, SearchConfig
 
 # Stages that a trial may drop: the model-making ones. A pipeline always needs its convert step, and
 # validation is how a trial is judged.
-OPTIONAL_STAGES = tuple(n for n, s in registry.STEPS.items() if s.makes_model)
+OPTIONAL_STAGES = registry.having("makes_model")
 # Stages that fine-tune their input (Step.fine_tunes): each still to come may win back recover_points.
-FINE_TUNING = tuple(n for n, s in registry.STEPS.items() if s.fine_tunes)
-
-
-class Range(BaseModel):
-    """A numeric range: a float unless ``low`` and ``high`` are both integers (and ``step`` too, if given)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    low: float | int
-    high: float | int
-    step: float | int | None = Field(None, gt=0)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _nonempty(self) -> Range:
-        if not self.low < self.high:
-            raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        if self.log and self.step is not None:
-            raise ValueError("give step or log, not both")
-        return self
-
-    @property
-    def is_int(self) -> bool:
-        vals = [self.low, self.high] + ([self.step] if self.step is not None else [])
-        return all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
-
-
-class Metric(StrEnum):
-    """What a trial measures on the validation split (accuracy) or on its .tflite."""
-
-    accuracy = "accuracy"  # top-1 of the .tflite on the validation split (LiteRT): maximized
-    gzip_bytes = "gzip_bytes"  # the .tflite gzipped (what a download or an OTA update costs)
-    flash_bytes = "flash_bytes"  # the .tflite's raw bytes (what sits in flash)
-    latency_ms = "latency_ms"  # estimated p90 latency on a device profile (its latency gate's figure)
-    arena_bytes = "arena_bytes"  # TFLite Micro tensor arena (needs a tflm profile)
-
-
-PROFILE_METRICS = (Metric.latency_ms, Metric.arena_bytes)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective: ``accuracy``, ``gzip_bytes``, ``flash_bytes``, ``latency_ms@PROFILE``, ``arena_bytes@PROFILE``."""
-
-    metric: Metric
-    profile: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Objective:
-        name, _, profile = str(text).partition("@")
-        try:
-            metric = Metric(name)
-        except ValueError:
-            allowed = ", ".join(m.value + ("@PROFILE" if m in PROFILE_METRICS else "") for m in Metric)
-            raise ValueError(f"unknown objective {text!r}; allowed: {allowed}") from None
-        if metric in PROFILE_METRICS and not profile:
-            raise ValueError(f"objective {name} needs a device profile: {name}@PROFILE")
-        if metric not in PROFILE_METRICS and profile:
-            raise ValueError(f"objective {name} does not depend on a profile (got {text!r})")
-        return cls(metric, profile or None)
-
-    @property
-    def key(self) -> str:
-        return f"{self.metric.value}@{self.profile}" if self.profile else self.metric.value
-
-    @property
-    def maximize(self) -> bool:
-        return self.metric is Metric.accuracy
-
-
-class SearchConfig(BaseModel):
-    """The ``search:`` block of a pipeline file (every key optional)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    space: dict[str, Any] = Field(
-        default_factory=dict,
-        description="parameters to search, each a list of choices or a range {low, high, step, log}; "
-        "empty: a default space from the pipeline's steps",
-    )
-    objectives: list[str] = Field(
-        default_factory=lambda: ["accuracy", "gzip_bytes"],
-        description="accuracy (maximized) and any of gzip_bytes, flash_bytes, latency_ms@PROFILE, arena_bytes@PROFILE",
-    )
-    profiles: list[str] | None = Field(
-        None, description="device profiles whose every gate a trial must pass; default: the validate steps' profiles"
-    )
-    max_accuracy_drop: float | None = Field(
-        1.0, ge=0, description="constraint: points of validation top-1 below the teacher's (None: no limit)"
-    )
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="constraint: validation top-1 at least this")
-    recover_points: float = Field(
-        0.5,
-        ge=0,
-        description="early stop: points of accuracy each remaining fine-tuning stage (prune, cluster, qat) is "
-        "assumed able to win back",
-    )
-    select: str = Field("flash_bytes", description="best.yaml: the feasible trial with the least of this metric")
-    trials: int = Field(20, ge=1, description="default for --trials")
-    heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
-    grace_period: int | None = Field(
-        None, ge=1, description="seconds without a heartbeat before a trial is failed and retried (default 3x)"
-    )
-    max_retry: int = Field(2, ge=0, description="times a trial whose worker died is run again")
-
-    @field_validator("space")
-    @classmethod
-    def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, spec in v.items():
-            if isinstance(spec, list | Range):
-                out[key] = spec
-            elif isinstance(spec, dict):
-                try:
-                    out[key] = Range.model_validate(spec)
-                except ValidationError as e:
-                    err = e.errors()[0]
-                    where = ".".join(str(p) for p in err["loc"])
-                    msg = err["msg"].removeprefix("Value error, ")
-                    raise ValueError(f"{key}: {where + ': ' if where else ''}{msg}") from None
-            else:
-                raise ValueError(f"{key}: expected a list of choices or a range {{low, high, ...}} (got {spec!r})")
-        return out
-
-    @field_validator("objectives")
-    @classmethod
-    def _objectives(cls, v: list[str]) -> list[str]:
-        parsed = [Objective.parse(o) for o in v]
-        if not parsed or parsed[0].metric is not Metric.accuracy:
-            raise ValueError("the first objective must be accuracy, then one or more size or speed objectives")
-        if len(parsed) < 2:
-            raise ValueError("give at least one of gzip_bytes, flash_bytes, latency_ms@PROFILE, arena_bytes@PROFILE")
-        keys = [p.key for p in parsed]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"an objective is listed twice: {', '.join(keys)}")
-        return v
-
-    @field_validator("select")
-    @classmethod
-    def _select(cls, v: str) -> str:
-        Objective.parse(v)
-        return v
-
-    @property
-    def parsed_objectives(self) -> list[Objective]:
-        return [Objective.parse(o) for o in self.objectives]
-
-    @property
-    def grace(self) -> int:
-        return self.grace_period or 3 * self.heartbeat_interval
+FINE_TUNING = registry.having("fine_tunes")
 
 
 # ---- parameters ---------------------------------------------------------------------------------
@@ -198,42 +50,38 @@ class Param:
 
 
 def default_space(pipeline: Any) -> dict[str, list[Any] | Range]:
-    """A space from the steps present: the student's width, sparsity, its pattern and the share left dense,
-    the cluster count or no clustering, QAT on or off, and the quantization when no MCU profile needs int8."""
-    stages = [s.stage for s in pipeline.steps]
-    space: dict[str, list[Any] | Range] = {}
+    """A space from the steps present: each stage's step class says what it varies of its last step
+    (``Step.search_space``); the quantization stays integer when a validated device runs integer models only."""
     last = {s.stage: s for s in pipeline.steps}
-    if "distill" in last and last["distill"].width is not None:
-        space["distill.width"] = sorted({0.25, 0.5, 0.75, last["distill"].width})
-    if "prune" in last:
-        space["prune.final_sparsity"] = Range(low=0.5, high=0.9, step=0.05)
-        space["prune.dense_share"] = [0.0, 0.02, 0.05, 0.1]
-        if last["prune"].m_by_n is None:  # runs of zeros in Dense kernels: less gzip at the same sparsity
-            space["prune.block"] = sorted({1, 4, last["prune"].block})
-    if "cluster" in last:
-        space["cluster.clusters"] = [8, 16, 32, None]
-    if "qat" in stages:
-        space["qat"] = [True, False]
-    profiles = [p for s in pipeline.steps if s.stage == "validate" for p in s.profiles]
-    if "convert" in last and not any(_is_mcu(p, pipeline) for p in profiles):
-        space["convert.quantization"] = sorted({"int8", "dynamic", "float16", last["convert"].quantization.value})
+    integer_only = any(p.runtime.value == "tflm" for p in validated_profiles(pipeline))
+    space: dict[str, list[Any] | Range] = {}
+    for stage, config in last.items():
+        for field, spec in registry.step_class(stage).search_space(config, integer_only=integer_only).items():
+            space[stage if field is None else f"{stage}.{field}"] = spec
     return space
 
 
-def _is_mcu(profile: str, pipeline: Any) -> bool:
-    from edgeopt.profiles import load_profile
+def validated_profiles(pipeline: Any) -> list[Any]:
+    """The device profiles the pipeline's validation steps name (those that load: a profile that does not
+    is reported by ``objectives.resolve_profiles``)."""
+    out = []
+    for spec in profile_names(pipeline):
+        try:
+            out.append(load_profile(spec, extra=pipeline.profiles))
+        except BadInput:
+            continue
+    return out
 
-    try:
-        return load_profile(profile, extra=pipeline.profiles).runtime.value == "tflm"
-    except Exception:  # noqa: BLE001 - an unloadable profile is reported by resolve_profiles
-        return False
+
+def profile_names(pipeline: Any) -> list[str]:
+    """The profiles named by the pipeline's validation steps, in order, once each."""
+    validating = registry.having("validates")
+    return list(dict.fromkeys(p for s in pipeline.steps if s.stage in validating for p in s.profiles))
 
 
 def resolve_space(pipeline: Any, search: SearchConfig | None = None) -> list[Param]:
     """The space as parameters bound to the pipeline's steps. BadInput (one line) for an unknown stage or
     field, a step the pipeline does not have, an empty list or range, or a choice the stage rejects."""
-    from edgeopt.pipeline import registry
-
     search = search or SearchConfig()
     space = search.space or default_space(pipeline)
     if not space:
@@ -291,21 +139,16 @@ def _probe_values(p: Param) -> list[Any]:
 
 def _check_value(pipeline: Any, p: Param, value: Any, where: str) -> None:
     """The step with this one value set must validate (other searched values as in the file)."""
-    from edgeopt.config import format_validation_error
-    from edgeopt.pipeline.spec import STEP_MODELS
-
     raw = pipeline.steps[p.step].model_dump(mode="json", exclude_unset=True)
     try:
         STEP_MODELS[p.stage].model_validate({**raw, p.field: value})
     except ValidationError as e:
-        msg = format_validation_error(e, where).splitlines()[0].split(": ", 2)[-1]
+        msg = format_validation_error(e, where, tags=registry.names()).splitlines()[0].split(": ", 2)[-1]
         raise BadInput(f"{where}: {value!r} is not a valid {p.stage}.{p.field}: {msg}") from None
 
 
 def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: str | None = None) -> Any:
     """The pipeline with a trial's values set and its dropped steps removed (a new ``PipelineConfig``)."""
-    from edgeopt.pipeline.spec import PipelineConfig
-
     raw = pipeline.model_dump(mode="json", exclude_unset=True)
     raw.pop("search", None)
     if name is not None:
@@ -326,32 +169,46 @@ def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: s
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        from edgeopt.config import format_validation_error
-
-        raise BadInput(format_validation_error(e, "trial").splitlines()[0]) from None
+        raise BadInput(format_validation_error(e, "trial", tags=registry.names()).splitlines()[0]) from None
 
 
-def trial_pipeline(pipeline: Any) -> Any:
-    """What a trial runs: the steps up to the last convert, without the other convert steps, the validate
-    steps and the baseline (a trial validates its one .tflite itself, on the validation split), with the
-    stage guard set to go on."""
-    from edgeopt.pipeline.spec import PipelineConfig
-
+def trial_pipeline(pipeline: Any, profiles: list[Any]) -> Any:
+    """What a trial runs: the steps up to the last .tflite, without the other .tflite-making and validation
+    steps and the baseline, then one validation of that .tflite on the *validation* split against
+    ``profiles`` (the search's resolved device profiles; the test split is kept for the models the search
+    chooses), with the stage guard set to go on."""
+    makers, validating = registry.having("makes_artifact"), registry.having("validates")
     raw = pipeline.model_dump(mode="json", exclude_unset=True)
     steps = raw["steps"]
-    last = max(i for i, s in enumerate(steps) if s["stage"] == "convert")
+    last = max(i for i, s in enumerate(steps) if s["stage"] in makers)
     raw["steps"] = [
-        s for i, s in enumerate(steps[: last + 1]) if s["stage"] not in ("convert", "validate") or i == last
+        s
+        for i, s in enumerate(steps[: last + 1])
+        if (s["stage"] not in makers or i == last) and s["stage"] not in validating
     ]
+    validations = [s for s in steps if s["stage"] in validating]
+    check = {k: v for k, v in (validations[-1] if validations else {}).items() if k not in ("profiles", "profiles_for")}
+    # Host latency only when a LiteRT profile needs it (Vela and the Cortex-M model estimate their own); the
+    # accuracy gates of the file's validation compare with the test-split baseline, which a trial never sees.
+    check.update(
+        stage=validating[0],
+        split="val",
+        profiles=[p.name for p in profiles],
+        latency=any(p.runtime.value == "litert" for p in profiles),
+        max_accuracy_drop=None,
+        max_samples=None,
+    )
+    raw["steps"].append(check)
+    known = {p["name"] for p in raw.get("profiles", [])}
+    raw["profiles"] = raw.get("profiles", []) + [p.model_dump(mode="json") for p in profiles if p.name not in known]
     raw["baseline"] = None
     raw.pop("search", None)
-    if "on_regression" in PipelineConfig.model_fields:
-        # The stage guard's keep_best would swap a bad stage's output for its input: the trial would then
-        # measure other parameters than it reports. A trial keeps what its parameters make; the accuracy
-        # floor (early stop) and the constraints judge it.
-        raw["on_regression"] = "continue"
-        for s in raw["steps"]:
-            s.pop("on_regression", None)
+    # The stage guard's keep_best would swap a bad stage's output for its input: the trial would then
+    # measure other parameters than it reports. A trial keeps what its parameters make; the accuracy floor
+    # (early stop) and the constraints judge it.
+    raw["on_regression"] = "continue"
+    for s in raw["steps"]:
+        s.pop("on_regression", None)
     return PipelineConfig.model_validate(raw)
 
 

@@ -17,7 +17,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import BadInput, GateFailed
+from edgeopt import calibrate
+from edgeopt.config import Split, ValidateConfig
+from edgeopt.data import load_dataset
+from edgeopt.errors import BadInput, EdgeoptError, GateFailed, RuntimeCrash
+from edgeopt.pipeline.cache import StageCache
+from edgeopt.pipeline.runner import ensure_teacher
+from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.pipeline.validating import validate_artifact
+from edgeopt.search import report
+from edgeopt.search import storage as st
+from edgeopt.search.config import SearchConfig
+from edgeopt.search.objectives import resolve_profiles
+from edgeopt.search.report import status_line
+from edgeopt.search.space import resolve_space
+from edgeopt.search.storage import safe
+from edgeopt.search.worker import WorkerJob, make_sampler, run_worker
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +79,6 @@ def prepare(
 ) -> Prepared:
     """Everything that can be checked before any training: the file, the space, the objectives against
     the profiles, the storage URL and the server. BadInput (exit 2, one line) for each mistake."""
-    from edgeopt.pipeline.spec import load_pipeline
-    from edgeopt.search import storage as st
-    from edgeopt.search.objectives import resolve_profiles
-    from edgeopt.search.space import SearchConfig, resolve_space
 
     pipeline = load_pipeline(pipeline_file)
     search = pipeline.search or SearchConfig()
@@ -91,8 +102,6 @@ def prepare(
 def create_study(prep: Prepared) -> Any:
     """Create the study (or load it when it exists with the same objectives and parameters). Done once
     before workers start: two workers creating Optuna's tables at once on a fresh database collide."""
-    from edgeopt.search import storage as st
-    from edgeopt.search.worker import make_sampler
 
     s = prep.search
     storage = st.open_storage(
@@ -108,9 +117,7 @@ def create_study(prep: Prepared) -> Any:
 
 def teacher_accuracy(prep: Prepared) -> float:
     """Make the teacher when missing (once, here, not in every worker) and measure it on the validation split."""
-    from edgeopt.data import load_dataset
-    from edgeopt.pipeline.runner import ensure_teacher
-    from edgeopt.stages._common import accuracy
+    from edgeopt.stages._common import accuracy  # lazy: imports TensorFlow
 
     data = load_dataset(prep.pipeline.data)
     teacher, _ = ensure_teacher(prep.pipeline, data)
@@ -148,15 +155,16 @@ def search(
         raise BadInput(f"--trials {n}: must be 0 or more")
     study = create_study(prep)
     t_acc = teacher_accuracy(prep)
+    # A phone profile's latency gate needs the host's calibration: measured here once, not in every worker.
+    calibrate.ensure(resolve_profiles(prep.pipeline, prep.search))
     log.info(
         "study %s in %s: %s trial(s) in %d worker(s); teacher validation accuracy %.4f",
         prep.study_name,
-        _safe(prep.storage_url),
+        safe(prep.storage_url),
         n,
         workers,
         t_acc,
     )
-    from edgeopt.search.worker import WorkerJob
 
     job = WorkerJob(
         pipeline_path=str(Path(pipeline_file).resolve()),
@@ -188,15 +196,8 @@ def _seed(base: int) -> int:
     return (base * 1_000_003 + zlib.crc32(socket.gethostname().encode()) + os.getpid()) % (2**31)
 
 
-def _safe(url: str) -> str:
-    from edgeopt.search.storage import safe
-
-    return safe(url)
-
-
 def run_workers(job: Any, workers: int, study: Any) -> None:
     """This process alone for one worker; else ``workers`` spawned processes sharing ``job.trials`` out."""
-    from edgeopt.search.worker import run_worker
 
     if workers == 1:
         run_worker(job)
@@ -218,8 +219,6 @@ def run_workers(job: Any, workers: int, study: Any) -> None:
             for p in procs:
                 p.join(timeout=1.0)
             if time.monotonic() - last > PROGRESS_EVERY_S:
-                from edgeopt.search.report import status_line
-
                 log.info("search: %s", status_line(study))
                 last = time.monotonic()
     except KeyboardInterrupt:
@@ -229,7 +228,6 @@ def run_workers(job: Any, workers: int, study: Any) -> None:
     failed = [p for p in procs if p.exitcode not in (0, None)]
     if failed:
         codes = ", ".join(f"{p.name} exit {p.exitcode}" for p in failed)
-        from edgeopt.errors import RuntimeCrash
 
         err: type[Exception] = RuntimeCrash
         if all(p.exitcode == 2 for p in failed):
@@ -240,8 +238,6 @@ def run_workers(job: Any, workers: int, study: Any) -> None:
 def _child(job: Any) -> None:
     """A spawned worker's main: logging like the parent's, errors as one line and an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from edgeopt.errors import EdgeoptError
-    from edgeopt.search.worker import run_worker
 
     try:
         run_worker(job)
@@ -255,7 +251,6 @@ def _child(job: Any) -> None:
 def write_report(prep: Prepared, study: Any, pipeline_file: str | Path) -> dict[str, Any]:
     """Measure the test split once for the Pareto front and the chosen trial, write the outputs. The chosen
     trial need not be on the front: the rule's metric (``select``) may be none of the objectives."""
-    from edgeopt.search import report
 
     study = _reload(prep, study)
     measured = {t.number: t for t in report.pareto(study)}
@@ -281,8 +276,6 @@ def _reload(prep: Prepared, study: Any) -> Any:
     """The study, after failing (and queueing again) trials whose worker died unnoticed."""
     import optuna
 
-    from edgeopt.search import storage as st
-
     try:
         optuna.storages.fail_stale_trials(study)
     except Exception as e:  # noqa: BLE001 - a database error becomes one clear line
@@ -294,49 +287,20 @@ def _reload(prep: Prepared, study: Any) -> Any:
 
 
 def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
-    """Top-1 of each trial's .tflite on the test split (LiteRT, in a child process), cached by the bytes."""
-    import json
-
-    from edgeopt import stages
-    from edgeopt.artifacts import sha256_bytes
-    from edgeopt.config import ValidateConfig
-    from edgeopt.data import load_dataset
-    from edgeopt.pipeline.cache import StageCache, cache_key
-    from edgeopt.pipeline.hashing import data_hash
-
+    """Top-1 of each trial's .tflite on the test split (LiteRT, in a child process), through the one
+    validation path (``validate_artifact``), cached by the bytes and the data in the search's cache."""
     out: dict[int, float] = {}
     if not trials:
         return out
     data = load_dataset(prep.pipeline.data)
-    digest = data_hash(data)  # the data's content, as the pipeline's cache keys have it
     cache = StageCache(prep.cache_dir)
+    config = ValidateConfig(split=Split.test, latency=False, cross_check=False)
     for t in trials:
         path = Path(t.user_attrs.get("tflite", ""))
         if not path.is_file():
             log.warning("trial %d: %s is not on this machine; its test accuracy is left out", t.number, path)
             continue
-        tflite = path.read_bytes()
-        parts = {
-            "stage": "search-test",
-            "tflite": sha256_bytes(tflite),
-            "data": digest,
-        }
-        key = cache_key(parts)
-        entry = cache.get(key)
-        if entry is None:
-            v = stages.validate(tflite, data, ValidateConfig(latency=False, cross_check=False), name=path.name)
-            if v.measurements.accuracy is None:
-                continue
-            entry = cache.put(
-                key,
-                lambda f, a=v.measurements.accuracy: {"output": _write(f / "test.json", {"accuracy": a}).name},
-                parts=parts,
-            )
-        out[t.number] = float(json.loads((entry.folder / "test.json").read_text())["accuracy"])
+        v, _ = validate_artifact(path.read_bytes(), data, config, name=path.name, cache=cache)
+        if v.get("accuracy") is not None:
+            out[t.number] = float(v["accuracy"])
     return out
-
-
-def _write(path: Path, obj: Any) -> Path:
-    from edgeopt.artifacts import write_json
-
-    return write_json(path, obj)

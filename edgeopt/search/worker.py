@@ -1,14 +1,14 @@
 """One search worker: one process, one TensorFlow, ``study.optimize`` over the trial function.
 
-A trial sets its parameters on the pipeline, runs the pipeline (stages shared with other trials through
-the content-addressed cache), stops early when the validation accuracy after a stage cannot reach the
-floor any more, then validates its .tflite on the *validation* split against the device profiles and
-returns the objective values; its gates and accuracy drop become Optuna constraints (feasible <= 0).
+A trial sets its parameters on the pipeline and runs it (stages shared with other trials through the
+content-addressed cache), stopping early when the validation accuracy after a stage cannot reach the
+floor any more. The trial pipeline ends with a validation of its .tflite on the *validation* split
+against the device profiles (``space.trial_pipeline``); its figures are the objective values, its gates
+and accuracy drop the Optuna constraints (feasible <= 0).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.artifacts import write_json
+from edgeopt.errors import EdgeoptError, GateFailed
+from edgeopt.manifest import RunManifest
+from edgeopt.pipeline import run
+from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.search import space
+from edgeopt.search import storage as st
+from edgeopt.search.config import SearchConfig
+from edgeopt.search.objectives import accuracy_floor, resolve_profiles, score
+from edgeopt.search.report import status_line
+from edgeopt.search.space import distributions, floor_margin, remaining_fine_tuning, resolve_space
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +67,7 @@ def run_worker(job: WorkerJob) -> int:
     queued to run again first on the next run)."""
     set_threads(job.threads)
     if job.threads > 0:
-        from edgeopt._keras import tf
+        from edgeopt._keras import tf  # lazy: imports TensorFlow
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(job.threads)
@@ -65,10 +75,6 @@ def run_worker(job: WorkerJob) -> int:
         except RuntimeError:  # already initialized in this process (in-process worker): keep its setting
             pass
     import optuna
-
-    from edgeopt.pipeline.spec import load_pipeline
-    from edgeopt.search import storage as st
-    from edgeopt.search.space import SearchConfig, resolve_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pipeline = load_pipeline(job.pipeline_path)
@@ -127,8 +133,6 @@ class TrialFunction:
     """The objective: ``(trial) -> [accuracy, size/speed objectives...]``."""
 
     def __init__(self, job: WorkerJob, pipeline: Any, search: Any, params: list[Any]) -> None:
-        from edgeopt.search.objectives import accuracy_floor, resolve_profiles
-
         self.job = job
         self.pipeline = pipeline
         self.search = search
@@ -138,14 +142,11 @@ class TrialFunction:
         self.root = Path(job.root)
         self.host = socket.gethostname()
         self.ran = 0
-        self._data: Any = None
 
     # -- the trial ---------------------------------------------------------------------------------
 
     def __call__(self, trial: Any) -> list[float]:
         import optuna
-
-        from edgeopt.search import space
 
         started = time.time()
         trial.set_user_attr("worker", self.job.worker)
@@ -156,10 +157,10 @@ class TrialFunction:
         try:
             full = space.apply(self.pipeline, self.params, values, name=f"{self.pipeline.name}_best")
             trial.set_user_attr("pipeline", full.model_dump(mode="json", exclude_unset=True))
-            run_cfg = space.trial_pipeline(full)
+            run_cfg = space.trial_pipeline(full, self.profiles)
             out = self.root / "trials" / f"{trial.number:04d}"
-            report = self._run(trial, run_cfg, out)
-            score = self._score(trial, report, out)
+            manifest = self._run(trial, run_cfg, out)
+            score = self._score(trial, manifest, out)
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", round(time.time() - started, 1))
             raise
@@ -196,9 +197,6 @@ class TrialFunction:
         accuracy after a stage is below the floor by more than the remaining stages may win back."""
         import optuna
 
-        from edgeopt.pipeline import run
-        from edgeopt.search.space import floor_margin, remaining_fine_tuning
-
         stages: dict[str, Any] = {}
 
         def on_stage(event: Any) -> None:
@@ -221,100 +219,29 @@ class TrialFunction:
                 log.info("trial %d pruned %s", trial.number, why)
                 raise optuna.TrialPruned(why)
 
-        return run(run_cfg, out, cache_dir=self.job.cache_dir, on_stage=on_stage)
+        try:
+            return run(run_cfg, out, cache_dir=self.job.cache_dir, on_stage=on_stage).manifest
+        except GateFailed:  # a failed gate is a constraint of the trial, not an error: score it
+            return RunManifest.model_validate_json((out / "manifest.json").read_text())
 
-    def _score(self, trial: Any, report: Any, out: Path) -> Any:
-        from edgeopt.search.objectives import score
-
-        art = _last_artifact(report.manifest)
-        tflite_path = out / art["path"]
-        tflite = tflite_path.read_bytes()
-        trial.set_user_attr("tflite", str(tflite_path))
-        trial.set_user_attr("quantization", art["quantization"])
-        validation = self._validate(tflite, out, art)
-        return score(tflite, validation, self.search, self.job.teacher_accuracy)
-
-    def _validate(self, tflite: bytes, out: Path, art: dict[str, Any]) -> dict[str, Any]:
-        """Validate on the validation split (the test split is kept for the chosen models), cached by the
-        .tflite, its Keras reference, the profiles, the latency calibration, the data's content and the
-        settings (the same key parts as the pipeline's validate step)."""
-        from edgeopt import calibrate, stages
-        from edgeopt.artifacts import sha256_bytes, sha256_tree, write_json
-        from edgeopt.pipeline.cache import StageCache, cache_key
-        from edgeopt.pipeline.hashing import data_hash, versions
-
-        ref_path = _reference_path(out, art, self.pipeline)
-        cfg = self._validate_config()
-        calibration = calibrate.load() if self.profiles else None
-        data = self._dataset()
-        parts = {
-            "stage": "search-validate",
-            "split": "validation",
-            "tflite": sha256_bytes(tflite),
-            "keras": sha256_tree(ref_path) if ref_path is not None else None,
-            "profiles": [p.model_dump(mode="json") for p in self.profiles],
-            "config": cfg.model_dump(mode="json"),
-            "calibration": calibration,
-            "data": data_hash(data),
-            "versions": versions(),
-        }
-        cache = StageCache(self.job.cache_dir)
-        key = cache_key(parts)
-        entry = cache.get(key)
-        if entry is None:
-            from edgeopt.artifacts import load_inference_model
-
-            val = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
-            unsafe = self.pipeline.teacher.unsafe
-            keras_model = load_inference_model(ref_path, unsafe=unsafe) if ref_path is not None else None
-            result = stages.validate(
-                tflite,
-                val,
-                cfg,
-                keras_model=keras_model,
-                profiles=self.profiles,
-                calibration=calibration,
-                name=art["path"].split("/")[-1],
-            )
-            d = result.to_dict()
-            if result.crashed:
-                raise RuntimeError("runtime crashed: " + "; ".join(result.crashed))
-            entry = cache.put(key, lambda f: {"output": write_json(f / "validation.json", d).name}, parts=parts)
-        import json
-
-        validation = json.loads((entry.folder / "validation.json").read_text())
-        (out / "validation_val.json").write_text(json.dumps(validation, indent=2))
-        return validation
-
-    def _validate_config(self) -> Any:
-        from edgeopt.config import ValidateConfig
-
-        steps = [s for s in self.pipeline.steps if s.stage == "validate"]
-        base = steps[-1].model_dump(exclude={"stage", "profiles", "profiles_for"}) if steps else {}
-        # Host latency only when a LiteRT profile needs it (Vela estimates its own); the accuracy gates
-        # of the file's validate step compare with the test-split baseline, which a trial never sees.
-        need_latency = any(p.runtime.value == "litert" for p in self.profiles)
-        base.update(latency=need_latency, max_accuracy_drop=None, max_samples=None)
-        return ValidateConfig(**base)
-
-    def _dataset(self) -> Any:
-        if self._data is None:
-            from edgeopt.data import load_dataset
-
-            self._data = load_dataset(self.pipeline.data)
-        return self._data
+    def _score(self, trial: Any, manifest: RunManifest, out: Path) -> Any:
+        art = manifest.shipped()[0]
+        if art is None:
+            raise RuntimeError("the trial made no .tflite")
+        validation = manifest.validations()[art.name]
+        trial.set_user_attr("tflite", str(out / art.path))
+        trial.set_user_attr("quantization", art.quantization)
+        write_json(out / "validation_val.json", validation)
+        return score((out / art.path).read_bytes(), validation, self.search, self.job.teacher_accuracy)
 
     # -- progress ----------------------------------------------------------------------------------
 
     def after_trial(self, study: Any, trial: Any) -> None:
-        from edgeopt.search.report import status_line
 
         log.info("worker %d: trial %d %s; %s", self.job.worker, trial.number, _trial_summary(trial), status_line(study))
 
 
 def _float_dist(p: Any) -> Any:
-    from edgeopt.search.space import distributions
-
     return distributions([p])[p.name]
 
 
@@ -324,22 +251,6 @@ def _is_db_error(e: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(e, DBAPIError)
-
-
-def _last_artifact(manifest: Any) -> dict[str, Any]:
-    return manifest.artifacts[-1].to_json()
-
-
-def _reference_path(out: Path, art: dict[str, Any], pipeline: Any) -> Path | None:
-    """The Keras model the .tflite was converted from (its stage folder's model, or the teacher)."""
-    stage = art.get("source_stage") or "teacher"
-    if stage == "teacher":
-        return Path(pipeline.teacher.path)
-    folder = out / stage
-    for name in ("model.keras", "saved_model"):
-        if (folder / name).exists():
-            return folder / name
-    return None
 
 
 def _trial_summary(trial: Any) -> str:

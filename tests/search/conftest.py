@@ -44,8 +44,10 @@ PIPELINE = {
         "objectives": ["accuracy", "gzip_bytes", "arena_bytes@cortex-m7-512k"],
         "max_accuracy_drop": 15,
         "recover_points": 2.0,
+        # A heartbeat every second, a trial failed after 10 s of silence: long enough that a worker starved
+        # of CPU on a loaded 2-core machine is not taken for a dead one.
         "heartbeat_interval": 1,
-        "grace_period": 4,
+        "grace_period": 10,
         "max_retry": 2,
     },
 }
@@ -60,7 +62,7 @@ def write_pipeline(folder: Path, **search: object) -> Path:
 
 
 def search_cmd(pipeline: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "edgeopt.search", str(pipeline), *args]
+    return [sys.executable, "-m", "edgeopt", "search", str(pipeline), *args]
 
 
 def env() -> dict[str, str]:

@@ -74,8 +74,8 @@ def test_two_workers_share_one_study_and_a_killed_trial_is_retried(tmp_path, mon
     time.sleep(1.0)
     os.kill(a.pid, signal.SIGKILL)
     a.wait(timeout=30)
-    # Past the grace period (4 s, heartbeat every 1 s), the next worker fails the silent trial and queues it again.
-    time.sleep(5)
+    # Past the grace period (10 s, heartbeat every 1 s), the next worker fails the silent trial and queues it again.
+    time.sleep(11)
     b = subprocess.run(
         search_cmd(path, "--storage", url, "--trials", "2"),
         cwd=tmp_path,

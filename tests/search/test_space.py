@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from edgeopt.errors import BadInput
 from edgeopt.pipeline.spec import load_pipeline
 from edgeopt.search import objectives, space
+from edgeopt.search.config import SearchConfig
 from edgeopt.search.storage import normalize_url
 from tests.search.conftest import write_pipeline
 
@@ -18,7 +19,7 @@ def pipe(tmp_path):
 
 
 def _params(p, **search):
-    return space.resolve_space(p, space.SearchConfig(**search))
+    return space.resolve_space(p, SearchConfig(**search))
 
 
 def test_space_binds_parameters_to_steps(pipe):
@@ -32,9 +33,13 @@ def test_apply_sets_values_and_drops_steps(pipe):
     cfg = space.apply(pipe, ps, {"prune.final_sparsity": 0.4, "cluster.clusters": None, "qat": False}, name="x")
     assert [s.stage for s in cfg.steps] == ["distill", "prune", "convert", "validate"]
     assert cfg.steps[1].final_sparsity == 0.4 and cfg.name == "x" and cfg.search is None
-    run = space.trial_pipeline(cfg)
-    assert [s.stage for s in run.steps] == ["distill", "prune", "convert"] and run.baseline is None
+    profiles = objectives.resolve_profiles(pipe, pipe.search)
+    run = space.trial_pipeline(cfg, profiles)
+    assert [s.stage for s in run.steps] == ["distill", "prune", "convert", "validate"] and run.baseline is None
     assert run.on_regression.value == "continue"  # a trial measures what its parameters make: no model swap
+    check = run.steps[-1]  # one validation of the trial's .tflite, on the validation split, no test-split gates
+    assert check.split.value == "val" and check.profiles == ["cortex-m7-512k"] and check.max_step_diff == 2
+    assert check.max_accuracy_drop is None and check.latency is False  # no LiteRT profile: no host latency
 
 
 def test_indexed_step_and_range(pipe):
@@ -76,7 +81,7 @@ def test_default_space_blocks_only_without_another_sparsity_pattern(pipe):
     assert space.default_space(with_prune(block=8))["prune.block"] == [1, 4, 8]
     m_by_n = with_prune(m_by_n="2:4")
     assert "prune.block" not in space.default_space(m_by_n)
-    assert space.resolve_space(m_by_n, space.SearchConfig())  # resolves: no block choice to refuse
+    assert space.resolve_space(m_by_n, SearchConfig())  # resolves: no block choice to refuse
 
 
 @pytest.mark.parametrize(
@@ -106,12 +111,12 @@ def test_objective_the_profile_cannot_measure(pipe):
     from edgeopt.config import DeviceProfile
     from edgeopt.profiles import load_profile
 
-    o = space.SearchConfig(objectives=["accuracy", "latency_ms@x"]).parsed_objectives[1]
+    o = SearchConfig(objectives=["accuracy", "latency_ms@x"]).parsed_objectives[1]
     board = DeviceProfile(name="bare-board", runtime="tflm", budgets={"latency_p90_ms": 50})
     assert "bare-board has no latency estimate" in objectives.cannot_measure(o, board)
     # a Cortex-M profile with an mcu: section is estimated from its MACs (edgeopt.mcu_latency)
     assert objectives.cannot_measure(o, load_profile("cortex-m7-512k")) is None
-    s = space.SearchConfig(objectives=["accuracy", "arena_bytes@pixel4-cpu4"])
+    s = SearchConfig(objectives=["accuracy", "arena_bytes@pixel4-cpu4"])
     with pytest.raises(BadInput, match="pixel4-cpu4 runs litert, not TFLite Micro"):
         objectives.resolve_profiles(pipe, s)
 
@@ -140,7 +145,7 @@ def _validation(gates, accuracy=0.9, arena=4096):
 
 
 def test_a_failed_gate_is_infeasible_not_dropped():
-    s = space.SearchConfig(objectives=["accuracy", "gzip_bytes", "arena_bytes@cortex-m7-512k"], max_accuracy_drop=1.0)
+    s = SearchConfig(objectives=["accuracy", "gzip_bytes", "arena_bytes@cortex-m7-512k"], max_accuracy_drop=1.0)
     ok = {"profile": "cortex-m7-512k", "gate": "arena_bytes", "status": "passed", "measured": 4096}
     bad = {**ok, "gate": "model_bytes", "status": "failed"}
     skipped = {**ok, "gate": "latency_p90_ms", "status": "not evaluated"}
@@ -156,14 +161,13 @@ def test_a_failed_gate_is_infeasible_not_dropped():
 
 
 def test_floor_rule():
-    s = space.SearchConfig(max_accuracy_drop=1.0, min_accuracy=0.95, recover_points=0.5)
+    s = SearchConfig(max_accuracy_drop=1.0, min_accuracy=0.95, recover_points=0.5)
     assert objectives.accuracy_floor(s, 0.97) == 0.96  # the stricter of teacher - 1 point and 0.95
     assert space.floor_margin(s, 3) == pytest.approx(0.015)
 
 
 def test_cli_bad_input_is_exit_2_and_one_line(tmp_path):
     from edgeopt.cli import app
-    from edgeopt.search.__main__ import main  # noqa: F401 - the module must import
 
     runner = CliRunner()
     path = write_pipeline(tmp_path, space={"prune.nope": [1]})
