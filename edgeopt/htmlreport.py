@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from edgeopt.manifest import BundleManifest
+from edgeopt.artifacts import gzip_size, load_model
+from edgeopt.manifest import TEACHER, BundleManifest, is_validation
 
 
 def _json(manifest: BundleManifest | dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +42,8 @@ def _artifact_rows(manifest: dict[str, Any]) -> list[list[str]]:
     Keras model (validation's ``accuracy_drop_vs_keras``), drop vs the teacher (the baseline)."""
     validations: dict[str, Any] = {}
     for s in manifest["stages"]:
-        if s["name"] == "validate":
-            validations.update(s["metrics"].get("artifacts", {}))
+        if is_validation(s["metrics"]):
+            validations.update(s["metrics"]["artifacts"])
     b = manifest.get("baseline")
     rows = []
     for a in ([b] if b else []) + manifest["artifacts"]:
@@ -70,8 +71,8 @@ ARTIFACT_HEADER = ["artifact", "bytes", "gzip bytes", "top-1", "drop vs converte
 def _gate_rows(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     rows = []
     for s in manifest["stages"]:
-        if s["name"] == "validate":
-            for model, v in s["metrics"].get("artifacts", {}).items():
+        if is_validation(s["metrics"]):
+            for model, v in s["metrics"]["artifacts"].items():
                 rows += [(model, g) for g in v.get("gates", [])]
     return rows
 
@@ -87,7 +88,7 @@ def _stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
                 facts.append(
                     f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
                 )
-        acc = m.get("accuracy") if s["name"] not in ("validate",) else None
+        acc = m.get("accuracy") if not is_validation(m) else None
         rows.append(
             [
                 s["name"],
@@ -209,8 +210,6 @@ def _weights_gzip(path: Path) -> int | None:
     try:
         import numpy as np
 
-        from edgeopt.artifacts import gzip_size, load_model
-
         model = load_model(path)
         return gzip_size(b"".join(np.asarray(w, np.float32).tobytes() for w in model.get_weights()))
     except Exception:  # noqa: BLE001 - a plot point, never a reason to fail the export
@@ -226,7 +225,7 @@ def _accuracy_points(manifest: dict[str, Any], build_root: Path) -> list[tuple[s
     pts = []
     for s in manifest["stages"]:
         if s["output"].endswith(".keras") and s["metrics"].get("accuracy") is not None:
-            p = build_root / s["output"] if s["name"] != "teacher" else Path(s["output"])
+            p = build_root / s["output"] if s["name"] != TEACHER else Path(s["output"])
             size = _weights_gzip(p)
             if size:
                 pts.append((s["name"], size, s["metrics"]["accuracy"], KERAS_KIND))
@@ -350,8 +349,8 @@ def _fig_latency(manifest: dict[str, Any]) -> str | None:
 
     series = []
     for s in manifest["stages"]:
-        if s["name"] == "validate":
-            for model, v in s["metrics"].get("artifacts", {}).items():
+        if is_validation(s["metrics"]):
+            for model, v in s["metrics"]["artifacts"].items():
                 for th, lat in v.get("latency", {}).items():
                     if lat.get("times_ms"):
                         series.append((f"{model}\nLiteRT XNNPACK, {th} thr", lat["times_ms"]))
@@ -367,12 +366,23 @@ def _fig_latency(manifest: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _fig_layers(manifest: dict[str, Any], stage: str, key: str, label: str) -> str | None:
+def _fig_layers(manifest: dict[str, Any], key: str, label: str) -> tuple[str, str | None]:
+    """(the figure's title, the figure): ``key`` per layer from the first stage whose per-layer metrics
+    have it (pruning's sparsity, clustering's distinct values), whichever stage that is."""
     import matplotlib.pyplot as plt
 
-    layers = next((s["metrics"].get("layers") for s in manifest["stages"] if s["name"] == stage), None)
+    stage, layers = next(
+        (
+            (s["name"], s["metrics"]["layers"])
+            for s in manifest["stages"]
+            if isinstance(s["metrics"].get("layers"), dict)
+            and any(isinstance(v, dict) and key in v for v in s["metrics"]["layers"].values())
+        ),
+        ("", None),
+    )
+    title = f"{label.capitalize()} per layer" + (f" ({stage})" if stage else "")
     if not layers:
-        return None
+        return title, None
     names = list(layers)
     vals = [layers[n].get(key, 0) for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
@@ -390,7 +400,7 @@ def _fig_layers(manifest: dict[str, Any], stage: str, key: str, label: str) -> s
             fontsize=7,
         )
     ax.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    return title, _png(fig)
 
 
 def html_report(manifest: BundleManifest | dict[str, Any], build_root: Path) -> str:
@@ -405,11 +415,8 @@ def html_report(manifest: BundleManifest | dict[str, Any], build_root: Path) -> 
     figs = [
         ("Accuracy vs size", _fig_accuracy_size(pts)),
         ("Latency distribution", _fig_latency(manifest)),
-        ("Per-layer sparsity (prune)", _fig_layers(manifest, "prune", "sparsity", "sparsity")),
-        (
-            "Distinct weights per layer (cluster)",
-            _fig_layers(manifest, "cluster", "distinct_values", "distinct weight values"),
-        ),
+        _fig_layers(manifest, "sparsity", "sparsity"),
+        _fig_layers(manifest, "distinct_values", "distinct weight values"),
     ]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -22,12 +22,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from edgeopt.config import INTEGER_QUANTIZATIONS
+
 RUN_SCHEMA = "edgeopt.manifest/1"
 BUNDLE_SCHEMA = "edgeopt.bundle/1"
 EMBEDDED_SCHEMA = "edgeopt.embedded-manifest/1"
 REF_SCHEMA = "edgeopt.manifest-ref/1"
 
 JSON = dict[str, Any]
+
+# The name of the run's first stage record: the model the pipeline starts from (not a registered stage).
+TEACHER = "teacher"
 
 
 class Record(BaseModel):
@@ -98,11 +103,30 @@ class HostInfo(Record):
     fingerprint: str
 
 
+class GuardVerdict(Record):
+    """The stage guard's verdict on a training step (``edgeopt.pipeline.guard``): validation top-1 before
+    and after, the examples lost and gained (McNemar's test), and what the run did about it."""
+
+    policy: str  # keep_best, fail or continue
+    tolerance_points: float
+    val_accuracy_before: float
+    val_accuracy_after: float
+    drop_points: float
+    examples_lost: int
+    examples_gained: int
+    regressed: bool
+    action: str  # "none", "kept the input", "failed" or "continued"
+    detail: str
+
+
 class StageRecord(Record):
     """One stage of a run (the teacher first). ``seconds`` is how long it took when it ran, in an
-    earlier run when ``reused``; ``content_sha256`` (the teacher only) hashes its layers and weights."""
+    earlier run when ``reused``; ``content_sha256`` (the teacher only) hashes its layers and weights;
+    ``val_accuracy`` (model-making steps) is top-1 on the validation split, ``guard`` the stage guard's
+    verdict. A validation step's ``metrics`` hold ``artifacts`` (file name -> validation result) and the
+    ``failed``, ``not_evaluated`` and ``crashed`` gate lists."""
 
-    omit_if_none = frozenset({"content_sha256"})
+    omit_if_none = frozenset({"content_sha256", "val_accuracy", "guard"})
 
     name: str
     output: str
@@ -111,6 +135,18 @@ class StageRecord(Record):
     seconds: float
     reused: bool
     metrics: JSON = Field(default_factory=dict)
+    val_accuracy: float | None = None
+    guard: GuardVerdict | None = None
+
+    @property
+    def is_validation(self) -> bool:
+        """A validation step: its metrics are validation results, not a model's figures."""
+        return is_validation(self.metrics)
+
+    @property
+    def validation_results(self) -> dict[str, JSON]:
+        """File name -> validation result (``ValidationResult.to_dict()``) when this is a validation step."""
+        return self.metrics["artifacts"] if self.is_validation else {}
 
 
 class BaselineRecord(Record):
@@ -185,20 +221,43 @@ class RunManifest(Record):
 
     def validations(self) -> dict[str, JSON]:
         """Validation results per artifact file name (``ValidationResult.to_dict()``), from the last
-        validate stage that saw it."""
-        out: dict[str, JSON] = {}
-        for s in self.stages:
-            if s.name == "validate":
-                out.update(s.metrics.get("artifacts", {}))
-        return out
+        validation step that saw it."""
+        return validations(self.stages)
+
+    def shipped(self) -> tuple[ArtifactRecord | None, ArtifactRecord | None]:
+        """(the model a release ships, the model for microcontrollers); see ``shipped``."""
+        return shipped(self.artifacts)
 
     def stage_accuracy(self, folder: str) -> float | None:
         """Keras top-1 (test split) of the model a stage folder (e.g. ``04_qat``) or ``teacher`` produced."""
         for s in self.stages:
-            if s.output.split("/", 1)[0] == folder or (folder == "teacher" and s.name == "teacher"):
+            if s.output.split("/", 1)[0] == folder or (folder == TEACHER and s.name == TEACHER):
                 acc = s.metrics.get("accuracy")
                 return float(acc) if isinstance(acc, int | float) else None
         return None
+
+
+def is_validation(metrics: JSON) -> bool:
+    """Whether a stage's metrics are a validation step's: ``artifacts`` (file name -> result) and ``failed``."""
+    return isinstance(metrics.get("artifacts"), dict) and "failed" in metrics
+
+
+def validations(stages: list[StageRecord]) -> dict[str, JSON]:
+    """Validation results per artifact file name, from the last validation step that saw it."""
+    out: dict[str, JSON] = {}
+    for s in stages:
+        out.update(s.validation_results)
+    return out
+
+
+def shipped(artifacts: list[ArtifactRecord]) -> tuple[ArtifactRecord | None, ArtifactRecord | None]:
+    """The one rule for which artifact ships (bundle, bench and search alike): (the model a release ships,
+    the model for microcontrollers). Both are the last artifact that computes in integers
+    (``INTEGER_QUANTIZATIONS``: int8, or int4 weights with int8 activations); without one, the release
+    ships the last artifact and microcontrollers get none."""
+    integer = [a for a in artifacts if a.quantization in INTEGER_QUANTIZATIONS]
+    mcu = integer[-1] if integer else None
+    return (mcu or (artifacts[-1] if artifacts else None)), mcu
 
 
 # ---- the bundle --------------------------------------------------------------------------------------

@@ -228,21 +228,10 @@ def validation(m: dict[str, Any]) -> None:
 
 def stage_summary(event: Any) -> None:
     """``on_stage`` callback of ``edgeopt.pipeline.run``: a small table after every step (run or
-    reused), with the figures the step names (``StageEvent.summary``) or, failing that, its metrics'
-    usual keys."""
+    reused), with the figures the step names (``StageEvent.summary``)."""
     if _quiet:
         return
-    rows = getattr(event, "summary", None)
-    if rows is None:
-        keys = {
-            "distill": ["student_params", "teacher_accuracy", "accuracy"],
-            "prune": ["sparsity", "accuracy_before", "accuracy"],
-            "cluster": ["max_distinct_values", "sparsity", "accuracy"],
-            "qat": ["preserve", "accuracy_before", "accuracy"],
-            "convert": ["quantization", "bytes", "gzip_bytes"],
-        }.get(event.stage, [])
-        rows = [(k, event.metrics[k]) for k in keys if k in event.metrics]
-    table(event.stage, list(rows))
+    table(event.stage, list(event.summary))
 
 
 def as_dict(record: Any) -> dict[str, Any]:

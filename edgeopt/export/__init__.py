@@ -16,7 +16,7 @@ Modules: ``bundle`` (orchestration, atomic swap, ``.failed`` bundles, files list
 from __future__ import annotations
 
 from edgeopt.export.android import android_readme
-from edgeopt.export.bundle import HASHES, ExportResult, export, pick, write_bundle
+from edgeopt.export.bundle import HASHES, ExportResult, export, write_bundle
 from edgeopt.export.embedded import config_sha256, embedded_manifest, manifest_ref, strip
 from edgeopt.export.mcu import c_float, c_identifier, mcu_sources
 from edgeopt.manifest import BUNDLE_SCHEMA, EMBEDDED_SCHEMA
@@ -34,7 +34,6 @@ __all__ = [
     "export",
     "manifest_ref",
     "mcu_sources",
-    "pick",
     "strip",
     "write_bundle",
 ]

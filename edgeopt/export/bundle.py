@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt import metadata
+from edgeopt import htmlreport, metadata, pipeline, report
 from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
 from edgeopt.errors import EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.export import android, embedded, mcu
@@ -34,6 +34,7 @@ from edgeopt.manifest import (
     TensorRecord,
     ValidationSummary,
 )
+from edgeopt.tflite import inspect
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ def export(
     failed bundle to ``<out>.failed`` when a gate failed or a runtime crashed; any other error leaves
     no bundle. ``force``, ``cache_dir``, ``on_stage`` and ``strict`` go to ``edgeopt.pipeline.run``:
     a release is strict by default, so a gate that could not be evaluated fails it too."""
-    from edgeopt import pipeline
 
     target = Path(out) if out is not None else Path("dist") / config.name
     build_root = Path(build_dir) if build_dir is not None else Path("build") / config.name
@@ -127,23 +127,12 @@ def _swap(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def pick(artifacts: list[ArtifactRecord]) -> tuple[ArtifactRecord | None, ArtifactRecord | None]:
-    """(the model for Android, the integer model for microcontrollers): the last full-integer artifact
-    (int8, or int4 weights with int8 activations) for both, else the last artifact for Android and none
-    for microcontrollers."""
-    int8 = [a for a in artifacts if a.quantization in ("int8", "int4", "int8-aeq")]
-    mcu_art = int8[-1] if int8 else None
-    return (mcu_art or (artifacts[-1] if artifacts else None)), mcu_art
-
-
 def write_bundle(root: Path, run: RunManifest, build_root: Path, status: BundleStatus) -> BundleManifest:
     """Write every bundle file into ``root`` (an empty folder), ``manifest.json`` last."""
-    from edgeopt import htmlreport, report
-    from edgeopt.tflite import inspect
 
     name = run.pipeline
     validations = run.validations()
-    android_art, mcu_art = pick(run.artifacts)
+    android_art, mcu_art = run.shipped()
     models: list[ModelRecord] = []
     if android_art is not None:
         content = (build_root / android_art.path).read_bytes()

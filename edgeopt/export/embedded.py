@@ -17,6 +17,7 @@ from edgeopt import metadata
 from edgeopt.artifacts import sha256_bytes
 from edgeopt.manifest import (
     JSON,
+    TEACHER,
     ArtifactRecord,
     EmbeddedManifest,
     EmbeddedModel,
@@ -80,7 +81,7 @@ def embedded_manifest(run: RunManifest, art: ArtifactRecord, content: bytes) -> 
         stages=[
             EmbeddedStage(name=s.name, metrics=strip(s.metrics))
             for s in run.stages
-            if s.name not in ("validate", "teacher")
+            if s.name != TEACHER and not s.is_validation
         ],
         note=NOTE,
     )
