@@ -33,25 +33,25 @@ test-slow: install data
 
 # The default pipeline side by side with int8 PTQ and the tfmot tutorial; writes bench/results.{md,json}.
 bench: install data
-	$(BIN)/edgeopt bench pipelines/fashion_mnist.yaml --out bench
+	$(BIN)/python -m benchmarks.compression pipelines/fashion_mnist.yaml --out bench
 
 # Not part of `make test` (about an hour on 2 cores): the search against the hand-tuned default pipeline on
 # Fashion-MNIST, and against the fixed recipe on digits. Writes bench/search/results.{md,json} and Pareto plots.
 search-bench: install data
-	$(BIN)/python -m edgeopt.search.bench --out bench/search
+	$(BIN)/python -m benchmarks.search_bench --out bench/search
 
 # Not part of `make test`: Keras 3 MobileNetV2/V3, EfficientNetB0 and the MLPerf Tiny reference models
 # converted to int8 and validated in strict mode on pixel4-cpu4 and cortex-m7-512k.
 arch-table: install
-	$(BIN)/python -m edgeopt.archtable --out bench/architectures
+	$(BIN)/python -m benchmarks.archtable --out bench/architectures
 
 # Measures MobileNet 1.0 224 here and stores host-to-device latency factors for the phone profiles.
 calibrate: install
 	$(BIN)/edgeopt calibrate
 
 lint: install
-	$(BIN)/ruff check edgeopt tests
-	$(BIN)/ruff format --check edgeopt tests
+	$(BIN)/ruff check edgeopt benchmarks tests
+	$(BIN)/ruff format --check edgeopt benchmarks tests
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache

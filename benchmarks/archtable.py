@@ -1,6 +1,6 @@
 """The architecture table: which well-known architectures edgeopt takes to int8 and through every gate.
 
-``python -m edgeopt.archtable --out bench/architectures`` builds each architecture with random weights
+``python -m benchmarks.archtable --out bench/architectures`` builds each architecture with random weights
 (nothing is downloaded): Keras 3 ``keras.applications`` models (MobileNetV2 1.0/224 and 0.35/96,
 MobileNetV3Small/96, EfficientNetB0/96) saved as Keras 3 ``.keras`` files and read back through
 edgeopt's Keras 3 bridge (``edgeopt.artifacts.load_model``), and the MLPerf Tiny reference
@@ -31,6 +31,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgeopt import zoo
+from edgeopt.artifacts import load_model, write_bytes, write_json
+from edgeopt.config import ConvertConfig, ValidateConfig
+from edgeopt.data import Dataset
+from edgeopt.errors import BadInput, EdgeoptError
+from edgeopt.hostinfo import describe
+from edgeopt.pipeline.hashing import versions
+from edgeopt.profiles import load_profile
+from edgeopt.progress import captured_stderr
+from edgeopt.runtimes import diagnose
+from edgeopt.runtimes.isolate import ChildFailed, run_task
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +77,6 @@ def _k3(factory: str, shape: tuple[int, ...], **kw: Any) -> Callable[[Any], Any]
 
 def _zoo(name: str, shape: tuple[int, ...], classes: int) -> Callable[[Any], Any]:
     def build(_: Any) -> Any:
-        from edgeopt import zoo
 
         return zoo.build(name, shape, classes)
 
@@ -152,13 +163,11 @@ ARCHS: dict[str, Arch] = {
 def build_model(arch: Arch, work: Path) -> Any:
     """The tf-keras model of ``arch`` (random weights, seed 0). Keras 3 models are saved to
     ``work/<name>.keras`` and loaded through edgeopt's Keras 3 bridge, as a user's file would be."""
-    from edgeopt._keras import set_seed  # sets TensorFlow's environment before Keras 3 imports it
+    from edgeopt._keras import set_seed  # lazy: imports TensorFlow (its environment set before Keras 3)
 
     set_seed(0)
     if arch.source == "zoo":
         return arch.build(None)
-    from edgeopt.artifacts import load_model
-    from edgeopt.progress import captured_stderr
 
     with captured_stderr():
         keras3 = importlib.import_module("keras")
@@ -173,8 +182,7 @@ def synthetic_data(model: Any, arch: Arch, samples: int, calibration: int, seed:
     split) and ``samples`` to validate on (test split), labelled by the Keras model's own argmax."""
     import numpy as np
 
-    from edgeopt.data import Dataset
-    from edgeopt.stages._common import predict
+    from edgeopt.stages._common import predict  # lazy: imports TensorFlow
 
     lo, hi = arch.input_range
     x = np.random.default_rng(seed).uniform(lo, hi, (calibration + samples, *arch.input_shape)).astype(np.float32)
@@ -200,11 +208,7 @@ def measure(name: str, work: Path, *, samples: int = SAMPLES, calibration_path: 
     """Build, convert to int8 and validate (strict) one architecture; the row of the table as JSON."""
     import numpy as np
 
-    from edgeopt import calibrate, stages
-    from edgeopt.config import ConvertConfig, ValidateConfig
-    from edgeopt.errors import EdgeoptError
-    from edgeopt.profiles import load_profile
-    from edgeopt.runtimes import diagnose
+    from edgeopt import calibrate, stages  # lazy: imports TensorFlow
 
     arch = ARCHS[name]
     row: dict[str, Any] = {
@@ -267,8 +271,6 @@ def logits_agreement(content: bytes, structure: dict[str, Any], data: Any) -> di
     so the agreement on them shows whether the conversion kept the class the float model picks."""
     import numpy as np
 
-    from edgeopt.runtimes.isolate import ChildFailed, run_task
-
     lg = structure.get("logits")
     if not lg:
         return None
@@ -294,7 +296,7 @@ def logits_agreement(content: bytes, structure: dict[str, Any], data: Any) -> di
 
 def run_child(name: str, work: Path, *, samples: int, calibration_path: Path | None, timeout: float) -> dict[str, Any]:
     """``measure(name)`` in a child process; a child that dies gives a row that says how."""
-    cmd = [sys.executable, "-m", "edgeopt.archtable", "--one", name, "--work", str(work), "--samples", str(samples)]
+    cmd = [sys.executable, "-m", "benchmarks.archtable", "--one", name, "--work", str(work), "--samples", str(samples)]
     if calibration_path is not None:
         cmd += ["--calibration", str(calibration_path)]
     t0 = time.perf_counter()
@@ -329,13 +331,9 @@ def build_table(
     """Measure ``names`` one at a time in child processes; write ``out/results.json`` and
     ``out/results.md``; return the table. ``work`` keeps each model's .keras and .tflite (default: a
     temporary folder)."""
-    from edgeopt.artifacts import write_bytes, write_json
-    from edgeopt.hostinfo import describe
 
     unknown = [n for n in names if n not in ARCHS]
     if unknown:
-        from edgeopt.errors import BadInput
-
         raise BadInput(f"unknown architecture(s) {', '.join(unknown)}; allowed: {', '.join(ARCHS)}")
     t0 = time.perf_counter()
     rows = []
@@ -365,8 +363,6 @@ def build_table(
 
 
 def _versions() -> dict[str, str]:
-    from edgeopt.pipeline.hashing import versions
-
     return versions(
         ("tensorflow", "tf-keras", "keras", "ai-edge-litert", "tflite-micro", "ethos-u-vela"), "not installed"
     )
@@ -455,7 +451,7 @@ def render(table: dict[str, Any]) -> str:
     lines = [
         "# Architecture table: int8 conversion and validation of well-known architectures",
         "",
-        f"Command: `{table.get('command') or 'python -m edgeopt.archtable --out bench/architectures'}`; "
+        f"Command: `{table.get('command') or 'python -m benchmarks.archtable --out bench/architectures'}`; "
         f"wall time {table.get('wall_seconds', 0):.0f} s on {table.get('host', 'this host')}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in table.get("versions", {}).items()) + ".",
         *([table["note"]] if table.get("note") else []),
@@ -612,7 +608,7 @@ def _workaround(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgeopt.archtable", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.archtable", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench/architectures"), help="folder for results.{md,json}")
     ap.add_argument("--models", default=",".join(ARCHS), help=f"comma-separated, of: {', '.join(ARCHS)}")
     ap.add_argument("--samples", type=int, default=SAMPLES, help="validation inputs per model")
@@ -625,18 +621,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if a.one:
-        from edgeopt.artifacts import write_json
-
         write_json(a.work / f"{a.one}.json", measure(a.one, a.work, samples=a.samples, calibration_path=a.calibration))
         return 0
     if a.render_only:
-        from edgeopt.artifacts import write_bytes
-
         write_bytes(a.out / "results.md", render(json.loads((a.out / "results.json").read_text())).encode())
         return 0
-    from edgeopt.errors import EdgeoptError
 
-    command = "python -m edgeopt.archtable " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.archtable " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         table = build_table(
             [n for n in a.models.split(",") if n],

@@ -1,4 +1,5 @@
-"""`make bench`: the compression frontier on one teacher and one test set, over several seeds.
+"""``make bench`` (``python -m benchmarks.compression``): the compression frontier on one teacher and one
+test set, over several seeds.
 
 What runs: the teacher is trained once (``teacher.path`` of the pipeline file, seed of that file) and
 shared by every row, as a release would share it. The peers are computed once from it: the float32
@@ -21,17 +22,28 @@ than float32 (AVX2 without VNNI) while a phone's are faster. Targets are judged 
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from edgeopt.artifacts import write_bytes, write_json
+import yaml
+
+from benchmarks._report import write_results_md
+from edgeopt.artifacts import load_model, write_json
+from edgeopt.config import ConvertConfig, PruneConfig, Quantization, ValidateConfig
+from edgeopt.data import load_dataset
 from edgeopt.errors import GateFailed, RuntimeCrash
 from edgeopt.gates import precision_of
+from edgeopt.manifest import ArtifactRecord, RunManifest
+from edgeopt.pipeline import ensure_teacher, registry
+from edgeopt.pipeline import run as run_pipeline
+from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.profiles import load_profile
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +53,13 @@ DEVICES = ("pixel4-cpu4", "pixel2-cpu1")
 MCU = "cortex-m7-512k"
 FLASH_FIRST = "pipelines/flash_first.yaml"
 
-# The targets of issue #12, judged on the means over seeds.
-TARGETS: dict[str, list[dict[str, Any]]] = {
-    "default": [
-        {"metric": "gzip_ratio", "op": ">=", "value": 60.0, "what": "gzip size vs the float32 teacher (x smaller)"},
-        {"metric": "accuracy_drop_points", "op": "<=", "value": 0.5, "what": "top-1 points below the teacher"},
-        {
-            "metric": "speedup_pixel4-cpu4",
-            "op": ">=",
-            "value": 3.0,
-            "what": "speed-up vs the teacher on the pixel4-cpu4 device estimate",
-        },
-    ],
-    "flash_first": [
-        {"metric": "bytes", "op": "<=", "value": 40_000, "what": "raw .tflite bytes (what MCU flash stores)"},
-        {"metric": "accuracy_drop_points", "op": "<=", "value": 1.0, "what": "top-1 points below the teacher"},
-        {"metric": "tflm_runs", "op": ">=", "value": 1.0, "what": "runs in TFLite Micro (share of seeds)"},
-    ],
-}
+TARGETS_FILE = Path(__file__).with_name("targets.yaml")
+
+
+def load_targets() -> dict[str, Any]:
+    """This benchmark's targets (``targets.yaml``, key ``compression``)."""
+    return yaml.safe_load(TARGETS_FILE.read_text())["compression"]
+
 
 # Figures aggregated over seeds (mean and standard deviation).
 NUMERIC = (
@@ -174,7 +175,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def judge(summaries: list[dict[str, Any]], targets: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Each target of each kind (``default``, ``flash_first``) against the mean of that kind's row:
     ``{kind: [{metric, op, target, measured, std, met, what}]}``; a missing row or figure is not met."""
-    targets = targets or TARGETS
+    if targets is None:
+        targets = {k: v for k, v in load_targets().items() if isinstance(v, list)}
     out: dict[str, Any] = {}
     for kind, ts in targets.items():
         row = next((s for s in summaries if s["kind"] == kind), None)
@@ -213,13 +215,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every row and write ``out/results.md`` and ``results.json``; ``on_stage`` goes to the
     pipeline runs (``edgeopt.pipeline.run``), e.g. for the CLI's per-stage tables."""
-    from edgeopt import calibrate, hostinfo, stages
-    from edgeopt.config import ConvertConfig, PruneConfig, Quantization, ValidateConfig
-    from edgeopt.data import load_dataset
-    from edgeopt.pipeline import ensure_teacher
-    from edgeopt.pipeline.spec import load_pipeline
-    from edgeopt.profiles import load_profile
-    from edgeopt.stages import aeq
+    from edgeopt import calibrate, hostinfo, stages  # lazy: imports TensorFlow
+    from edgeopt.stages import aeq  # lazy: imports TensorFlow
 
     started = time.time()
     out = Path(out)
@@ -289,9 +286,9 @@ def run_bench(
     for i, s in enumerate(seeds):
         for kind, pc in kinds:
             root = _run_pipeline(pc, s, on_stage)
-            manifest = json.loads((root / "manifest.json").read_text())
+            manifest = RunManifest.model_validate_json((root / "manifest.json").read_text())
             art, v = _shipped(manifest)
-            how = " -> ".join(st.stage for st in pc.steps if st.stage != "validate")
+            how = " -> ".join(st.stage for st in pc.steps if st.stage not in registry.having("validates"))
             r = row_from_validation(
                 f"edgeopt {pc.name} pipeline",
                 kind,
@@ -300,15 +297,13 @@ def run_bench(
                 how=how,
                 calibration=calibration,
                 profiles=devices,
-                seconds=sum(st["seconds"] for st in manifest["stages"][1:]),
+                seconds=sum(st.seconds for st in manifest.stages[1:]),
             )
-            r["validation_passed"] = manifest["passed"]
+            r["validation_passed"] = manifest.passed
             rows.append(r)
             if i == 0:  # what int4 weights give on this pipeline's student (one seed: a try, not a target)
                 src = _last_model(manifest, root)
                 if src is not None:
-                    from edgeopt.artifacts import load_model
-
                     t = time.time()
                     model = load_model(src)
                     c = stages.convert(model, ConvertConfig(quantization="int4"), data=data, seed=s).tflite
@@ -342,20 +337,16 @@ def run_bench(
     result["targets"]["bench"] = [wall_time_target(result["wall_seconds"])]
     result["all_targets_met"] = all(t["met"] for ts in result["targets"].values() for t in ts)
     write_json(out / "results.json", result)
-    write_bytes(out / "results.md", markdown(result).encode())
+    write_results_md(out / "results.md", markdown(result))
     return result
-
-
-# Issue #12: `make bench` within 40 minutes on the 2-core machine.
-MAX_WALL_MINUTES = 40.0
 
 
 def wall_time_target(seconds: float) -> dict[str, Any]:
     """The run-time target, judged like the others (one run, so no deviation)."""
-    minutes = seconds / 60
+    minutes, limit = seconds / 60, float(load_targets()["max_wall_minutes"])
     what = "wall time of the whole run on this host (minutes)"
-    return {"metric": "wall_minutes", "op": "<=", "target": MAX_WALL_MINUTES, "measured": minutes, "std": 0.0, "n": 1,
-            "met": minutes <= MAX_WALL_MINUTES, "what": what}  # fmt: skip
+    return {"metric": "wall_minutes", "op": "<=", "target": limit, "measured": minutes, "std": 0.0, "n": 1,
+            "met": minutes <= limit, "what": what}  # fmt: skip
 
 
 METHOD = (
@@ -370,7 +361,6 @@ METHOD = (
 def _run_pipeline(pc: Any, seed: int, on_stage: Callable[[Any], None] | None) -> Path:
     """Run ``pc`` with ``seed``; the file's own seed runs in ``build/<name>`` (``make export`` reuses its
     stages), another in ``build/<name>-seed<seed>``. A failed gate is recorded, not fatal."""
-    from edgeopt.pipeline import run as run_pipeline
 
     root = Path("build") / (pc.name if seed == pc.seed else f"{pc.name}-seed{seed}")
     try:
@@ -380,18 +370,18 @@ def _run_pipeline(pc: Any, seed: int, on_stage: Callable[[Any], None] | None) ->
     return root
 
 
-def _shipped(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The artifact a release ships (the last int8 one, else the last) and its validation record."""
-    arts = manifest["artifacts"]
-    art = next((a for a in reversed(arts) if a["quantization"] == "int8"), arts[-1])
-    validate = next(s for s in reversed(manifest["stages"]) if s["name"] == "validate")
-    return art, validate["metrics"]["artifacts"][Path(art["path"]).name]
+def _shipped(manifest: RunManifest) -> tuple[ArtifactRecord, dict[str, Any]]:
+    """The artifact a release ships (``RunManifest.shipped``, the rule the bundle follows) and its
+    validation record."""
+    art = manifest.shipped()[0]
+    assert art is not None, "a pipeline makes at least one .tflite"
+    return art, manifest.validations()[art.name]
 
 
-def _last_model(manifest: dict[str, Any], root: Path) -> Path | None:
+def _last_model(manifest: RunManifest, root: Path) -> Path | None:
     """The last Keras model file the pipeline wrote (before QAT's SavedModel): the student to try int4 on."""
-    for s in reversed(manifest["stages"][1:]):
-        p = root / s["output"]
+    for s in reversed(manifest.stages[1:]):
+        p = root / s.output
         if p.suffix == ".keras" and p.is_file():
             return p
     return None
@@ -466,68 +456,33 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"{r['test_examples']:,} test examples. Wall time of the run: {r['wall_seconds'] / 60:.1f} minutes.",
-        "",
-        NOTES,
     ]
     return "\n".join(lines) + "\n"
 
 
-NOTES = """Notes: run time and the recipes, with oneDNN (2026-11-30). The previous run took 41.9 minutes (teacher
-already trained; TensorFlow's Eigen kernels, TF_ENABLE_ONEDNN_OPTS=0 as edgeopt then set it). oneDNN's kernels train the
-same models about 2x faster on this host (the default student's 20 distillation epochs: 113 s against 275 s) and
-stay byte-identical run to run, so edgeopt now leaves them on. They sum floats in another order: the teacher
-trained with the same seed reaches 92.12% instead of 91.97%, and the old recipes, in a 30.1-minute bench with the
-teacher trained in the run (and experiments sharing the machine during seeds 43 and 44), came out 0.60 ± 0.10
-points (default; seeds 0.68 / 0.49 / 0.63) and 0.97 ± 0.20 (flash-first; 1.19 / 0.92 / 0.81) below it. Tried on
-seed 42 against that teacher, int8 top-1 on the 10,000 test images:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.compression`` (``make bench``): the table, with the CLI's progress bars and
+    a summary after each pipeline stage."""
+    from edgeopt.cli import render
 
-- Default: distilling 30 epochs instead of 20: 91.46% (91.44% before); pruning 10 epochs instead of 6 and 2 QAT
-  epochs instead of 1 (the shape of the search's chosen trial in bench/search): 91.79%, 13,117 gzip bytes; both
-  together: 91.83% (50% more distillation time for 0.04 points, not kept). The layers left dense are now picked
-  by share (dense_share 0.01: conv1 and logits on this student), not by name.
-- Flash-first: 40 distillation epochs with the teacher's dropout: 91.38%; 24 epochs without dropout at 0.004
-  (as the default student): 91.93%, kept.
-
-Notes: what was tried for the default pipeline's targets (60x gzip, 0.5 points) before that, with Eigen's
-kernels, each once with training seed 42, int8 top-1 on the 10,000 test images, teacher 91.97%. The first three
-items ran as pipelines (validation split drawn with seed 42, as in the table); the dropout, learning-rate and kd
-items ran the stage functions on the validation split drawn with seed 0, so their figures differ from the
-table's by a split. The previous default
-(width-0.5 student with the teacher's dropout 0.4, distilled at lr 0.002; unstructured pruning to 80% at 5e-4,
-16 clusters at 1e-4, 1 QAT epoch) gave 91.09% and 16,174 gzip bytes:
-
-- Block sparsity (prune `block: 4`, runs of 4 inputs of a Dense unit, contiguous in the .tflite) on that student:
-  13,311 gzip bytes (61.6x) at 90.70%; `block: 4` at 85%: 11,028 bytes at 90.33%. Size solved, accuracy not.
-- Pruning the teacher itself instead of distilling (95% with block 16, 96% with block 8, 8 epochs): validation
-  top-1 fell 1.57 and 1.73 points in the prune stage (the stage guard reverted it).
-- A wider student: width 0.75 distilled for 14 epochs reached 91.01% (width 0.5, 20 epochs: 90.72%) but needs
-  about 92% sparsity to fit the gzip budget; not pursued.
-- Distilling without the teacher's dropout (distill `dropout: 0`): 90.72% -> 91.18%; and at lr 0.004: 91.55%.
-- On that 91.55% student, block 4 at 80%, the fine-tuning rates: prune at 5e-4 -> 91.11% int8; 2e-4 cosine over
-  8 epochs -> 90.27%; 10 epochs at 5e-4 -> 91.22%; 2e-3 -> 91.36%; 1e-3 -> 91.32%, and with clustering at 5e-4
-  instead of 1e-4 -> 91.59% (13,087 gzip bytes): the new default.
-- Distillation during fine-tuning (`kd: {temperature: 4, alpha: 0.1}` on prune, cluster and qat) on the same
-  student and settings as the 91.11% run: 90.70%; as a pipeline on the previous student (split seed 42) the
-  stage guard reverted its prune stage (-0.67 validation points). Kept as an option, off by default.
-
-What was tried for raw flash (Eigen's kernels), and what each try gave (seed 42, full data, teacher 91.97%, int8 top-1
-on the 10,000 test images unless said otherwise; pipelines/flash_first.yaml has the same list):
-
-- int4 weights through ai-edge-quantizer (convert `quantization: int4`). TFLite Micro failed to allocate the
-  all-int4 model because its FULLY_CONNECTED kernel refuses per-channel int4 filters (fully_connected_common.cc:
-  `input int8 && filter != int4` when per-channel); CONV_2D accepts them. edgeopt's int4 recipe quantizes
-  convolutions per channel and Dense kernels per tensor, so it runs in TFLite Micro, which unpacks each int4
-  filter into an int8 scratch buffer: flash halves, the arena grows by the largest Dense kernel. On a slice
-  (15,000 training images, 8 distillation epochs, first 2,000 test images) the width-0.5 student went from
-  61,928 bytes / 87.75% (int8) to 33,192 bytes / 84.95% (int4): per-tensor 4-bit Dense kernels cost 2.8 points
-  without 4-bit-aware training; after 16-cluster clustering (linear init) 83.70%. The "try" rows measure int4
-  on both pipelines' students here.
-- Pruning and clustering zero or share weights but keep every byte of a dense .tflite: they shrink gzip only.
-- A narrower student, int8 (raw bytes follow the parameter count; 90% of them are fc1's 7*7*conv2 x fc1):
-  width 0.38 (37,024 bytes), 24 distillation epochs, QAT 1 epoch at 1e-5: 90.51%; 40 distillation epochs
-  (twice the time): 90.83%; 24 epochs and QAT 3 epochs at 1e-4: 90.91%; QAT 6 epochs at 3e-4 cosine: 91.03%;
-  width 0.39 (39,584 bytes) with the same: 91.14%, the flash-first configuration."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split("\n\n")[0])
+    ap.add_argument("pipeline", nargs="?", default="pipelines/fashion_mnist.yaml", help="the default pipeline")
+    ap.add_argument("--flash-first", default=FLASH_FIRST, help="the flash-first pipeline ('' to leave it out)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="model seeds of the pipelines")
+    ap.add_argument("--out", type=Path, default=Path("bench"), help="where results.md and results.json go")
+    ap.add_argument("--quiet", action="store_true", help="warnings only")
+    args = ap.parse_args(argv)
+    with render.session(quiet=args.quiet):
+        result = run_bench(
+            args.pipeline,
+            args.out,
+            flash_first=args.flash_first or None,
+            seeds=args.seeds,
+            on_stage=render.stage_summary,
+        )
+        render.text_file(args.out / "results.md")
+    return 0 if result["all_targets_met"] else 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(run_bench(), indent=2))
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``make search-bench``: does the search beat the hand-tuned recipe?
+"""``make search-bench`` (``python -m benchmarks.search_bench``): does the search beat the hand-tuned recipe?
 
 1. Fashion-MNIST: the default pipeline (``pipelines/fashion_mnist.yaml``) runs, then the search of
    ``pipelines/search_fashion_mnist.yaml`` with the default's int8 validation accuracy added as a floor
@@ -14,7 +14,6 @@ Both share one stage cache, so the search's trials reuse the default's distilled
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -24,26 +23,29 @@ from typing import Any
 
 import yaml
 
+from benchmarks._report import write_results_md
+from edgeopt.artifacts import gzip_size
+from edgeopt.config import Split, ValidateConfig
+from edgeopt.data import load_dataset
+from edgeopt.errors import GateFailed
+from edgeopt.manifest import RunManifest
+from edgeopt.pipeline import run
+from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.pipeline.validating import validate_artifact
+from edgeopt.search.study import search
+
 log = logging.getLogger(__name__)
 
 
 def _val_accuracy(tflite: bytes, data: Any) -> float:
     """The .tflite's top-1 on the validation split (what the search selects on)."""
-    from edgeopt import stages
-    from edgeopt.config import ValidateConfig
-
-    val = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
-    v = stages.validate(tflite, val, ValidateConfig(latency=False, cross_check=False), name="fixed")
-    return float(v.measurements.accuracy)
+    config = ValidateConfig(split=Split.val, latency=False, cross_check=False)
+    v, _ = validate_artifact(tflite, data, config, name="fixed")
+    return float(v["accuracy"])
 
 
 def run_fixed(pipeline_file: Path, build: Path, cache: Path) -> dict[str, Any]:
     """The pipeline as written (its search block ignored): test and validation accuracy, bytes, the teacher's."""
-    from edgeopt.artifacts import gzip_size
-    from edgeopt.data import load_dataset
-    from edgeopt.errors import GateFailed
-    from edgeopt.pipeline import run
-    from edgeopt.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(pipeline_file)
     out = build / f"fixed_{cfg.name}"
@@ -54,19 +56,20 @@ def run_fixed(pipeline_file: Path, build: Path, cache: Path) -> dict[str, Any]:
     except GateFailed as e:  # the fixed recipe may fail a gate: that is a result, not a bench error
         passed = False
         log.warning("fixed recipe %s: %s", cfg.name, e)
-    m = json.loads((out / "manifest.json").read_text())
-    art = [a for a in m["artifacts"] if a["quantization"] == "int8"][-1]
-    tflite = (out / art["path"]).read_bytes()
+    m = RunManifest.model_validate_json((out / "manifest.json").read_text())
+    art = m.shipped()[0]
+    assert art is not None, "a pipeline makes at least one .tflite"
+    tflite = (out / art.path).read_bytes()
     data = load_dataset(cfg.data)
     return {
         "pipeline": str(pipeline_file),
         "seconds": round(time.time() - t, 1),
         "passed_gates": passed,
-        "test_accuracy": art["accuracy"],
+        "test_accuracy": art.accuracy,
         "val_accuracy": _val_accuracy(tflite, data),
         "gzip_bytes": gzip_size(tflite),
         "flash_bytes": len(tflite),
-        "teacher_test_accuracy": m["baseline"]["accuracy"] if m.get("baseline") else None,
+        "teacher_test_accuracy": m.baseline.accuracy if m.baseline else None,
     }
 
 
@@ -74,8 +77,6 @@ def run_search(
     pipeline_file: Path, build: Path, cache: Path, out: Path, trials: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """The search of ``pipeline_file`` with ``extra`` keys set in its search block; the chosen trial's figures."""
-    from edgeopt.errors import GateFailed
-    from edgeopt.search.study import search
 
     raw = yaml.safe_load(pipeline_file.read_text())
     raw["search"] = {**raw.get("search", {}), **extra}
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.time() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (args.out / "results.md").write_text(markdown(results))
+    write_results_md(args.out / "results.md", markdown(results))
     for part in ("fashion_mnist", "digits"):
         src = args.out / part / "pareto.png"
         if src.exists():

@@ -41,7 +41,6 @@ for _fn, _name in (
     (pipeline_cmds.run, "run"),
     (pipeline_cmds.export, "export"),
     (model_cmds.inspect, "inspect"),
-    (pipeline_cmds.bench, "bench"),
     (pipeline_cmds.data, "data"),
     (search_cmds.search, "search"),
 ):

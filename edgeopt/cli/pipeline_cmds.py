@@ -1,4 +1,4 @@
-"""The commands that run a pipeline file (run, export, bench) and the data command."""
+"""The commands that run a pipeline file (run, export) and the data command."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import typer
 from edgeopt.cli import render
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import QuietOpt, StrictOpt, load_data
+from edgeopt.data import fetch_fashion_mnist
+from edgeopt.export import export as export_bundle
+from edgeopt.pipeline import run as run_pipeline
+from edgeopt.pipeline.spec import load_pipeline
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline file (YAML)")]
 
@@ -22,8 +26,6 @@ def run(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a pipeline file: every stage, then manifest.json."""
-    from edgeopt.pipeline import run as run_pipeline
-    from edgeopt.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(pipeline)
     report = run_pipeline(cfg, out, strict=strict, on_stage=render.stage_summary)
@@ -47,25 +49,10 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a pipeline and write a release bundle: Android assets, MCU C sources, manifest, model card, report."""
-    from edgeopt.export import export as export_bundle
-    from edgeopt.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(pipeline)
     result = export_bundle(cfg, out, build_dir=build, force=force, strict=strict, on_stage=render.stage_summary)
     render.bundle(result)
-
-
-@command
-def bench(
-    pipeline: Annotated[Path, typer.Argument(help="pipeline file")] = Path("pipelines/fashion_mnist.yaml"),
-    out: Annotated[Path, typer.Option(help="where results.md and results.json go")] = Path("bench"),
-    quiet: QuietOpt = False,
-) -> None:
-    """The pipeline vs the float32 teacher, int8 PTQ and the tfmot pruning tutorial, in one table."""
-    from edgeopt.bench import run_bench
-
-    run_bench(pipeline, out, on_stage=render.stage_summary)
-    render.text_file(out / "results.md")
 
 
 @command
@@ -75,7 +62,6 @@ def data(
     quiet: QuietOpt = False,
 ) -> None:
     """Show where a dataset comes from and its split sizes; --fetch gets Fashion-MNIST if missing."""
-    from edgeopt.data import fetch_fashion_mnist
 
     if fetch and name == "fashion_mnist":
         fetch_fashion_mnist()  # logs what it tries through the library logger

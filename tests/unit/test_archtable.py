@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from edgeopt import archtable
-from edgeopt.archtable import cell, crash_cause, render
+from benchmarks import archtable
+from benchmarks.archtable import cell, crash_cause, render
 
 SOFTMAX_CRASH = (
     "litert-reference crashed: killed by SIGABRT; SOFTMAX input 'm/predictions/MatMul2' has scale 7.84e-09 (its "
@@ -91,7 +91,7 @@ def made_up_table() -> dict:
     )
     broken = {"model": "broken", "error": "x.keras: cannot translate to tf-keras: Foo", "exit_code": 2}
     return {
-        "command": "python -m edgeopt.archtable --out bench/architectures",
+        "command": "python -m benchmarks.archtable --out bench/architectures",
         "wall_seconds": 1234.4,
         "host": "a host",
         "versions": {"tflite-micro": "0.dev"},
@@ -150,7 +150,7 @@ def test_cells_name_the_crash_cause_and_the_op_that_cannot_run():
 def test_render_made_up_table():
     md = render(made_up_table())
     assert md.startswith("# Architecture table")
-    assert "`python -m edgeopt.archtable --out bench/architectures`; wall time 1234 s on a host." in md
+    assert "`python -m benchmarks.archtable --out bench/architectures`; wall time 1234 s on a host." in md
     assert "labelled by the Keras model's own argmax" in md and "32 **random inputs**" in md
     # the models table: structure, both agreements, the logits' int8 span, the verdict
     assert table_row(md, "Models", "kws") == [

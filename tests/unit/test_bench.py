@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from edgeopt import bench
+from benchmarks import compression as bench
 from edgeopt.config import DeviceProfile
 
 
