@@ -6,16 +6,23 @@ documented once, in ``edgeopt/config.py``, for the CLI, the pipeline files and t
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
-from edgeopt.config import DataConfig, KDConfig, format_validation_error
+from edgeopt.artifacts import metrics_path, save_model, write_bytes, write_json
+from edgeopt.config import DataConfig, KDConfig, LRSchedule, format_validation_error
+from edgeopt.data import load_dataset
 from edgeopt.errors import BadInput
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Options whose name differs from the config field they fill (a repeatable --skip-layer fills skip_layers).
 OPTION_FIELDS = {"skip_layer": "skip_layers", "profile": "profiles", "timeout": "timeout_s"}
@@ -78,6 +85,57 @@ KDTemperatureOpt = Annotated[float | None, opt(KDConfig, "temperature", "--kd-te
 KDAlphaOpt = Annotated[float | None, opt(KDConfig, "alpha", "--kd-alpha")]
 
 
+def option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    """One keyword parameter of a command: ``annotation`` is ``Annotated[type, typer.Option(...)]``."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def training_options(cls: type[BaseModel]) -> list[inspect.Parameter]:
+    """The training flags every training command has, documented by ``cls``'s fields."""
+    return [
+        option("epochs", Annotated[int | None, opt(cls, "epochs")]),
+        option("batch_size", Annotated[int | None, opt(cls, "batch_size")]),
+        option("learning_rate", Annotated[float | None, opt(cls, "learning_rate")]),
+        option("lr_schedule", Annotated[LRSchedule | None, opt(cls, "lr_schedule")]),
+    ]
+
+
+# Fine-tuning against a teacher (prune, cluster, qat).
+KD_OPTIONS = [
+    option("teacher", TeacherOpt),
+    option("kd_temperature", KDTemperatureOpt),
+    option("kd_alpha", KDAlphaOpt),
+]
+# Where the data comes from, then the run's switches (every training command).
+DATA_OPTIONS = [
+    option("seed", SeedOpt, 0),
+    option("max_train", MaxTrainOpt),
+    option("max_test", MaxTestOpt),
+]
+UNSAFE_OPTION = [option("unsafe", UnsafeOpt, False)]
+QUIET_OPTION = [option("quiet", QuietOpt, False)]
+
+
+def with_options(*groups: list[inspect.Parameter]) -> Callable[[F], F]:
+    """Append the parameters of ``groups`` to a command's signature, after its own: options several
+    commands share are declared once, here, and the command receives them as keyword arguments
+    (``**shared``). Typer reads the signature this sets."""
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [p for group in groups for p in group]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def kd_flags(teacher: Path | None, temperature: float | None, alpha: float | None) -> KDConfig | None:
     """The ``kd`` config of a fine-tuning command: set by --teacher, tuned by --kd-temperature/--kd-alpha."""
     if teacher is None:
@@ -108,7 +166,6 @@ def build_config(cls: type[BaseModel], flags: dict[str, Any], *, flag_names: dic
 
 def load_data(name: str, seed: int, max_train: int | None = None, max_test: int | None = None) -> Any:
     """The dataset a command's --data/--seed/--max-train/--max-test name."""
-    from edgeopt.data import load_dataset
 
     flags = {"name": name, "seed": seed, "max_train": max_train, "max_test": max_test}
     return load_dataset(build_config(DataConfig, flags))
@@ -122,7 +179,6 @@ def check_out(out: Path, suffixes: tuple[str, ...]) -> None:
 
 def write_stage_output(result: Any, out: Path) -> None:
     """A stage's model or .tflite at ``out`` and its metrics next to it (``OUT.json``)."""
-    from edgeopt.artifacts import metrics_path, save_model, write_bytes, write_json
 
     if result.tflite is not None:
         write_bytes(out, result.tflite)

@@ -4,35 +4,33 @@ stage and writes the model and its metrics (``OUT.json``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from edgeopt.artifacts import export_saved_model, load_model, metrics_path, write_json
 from edgeopt.cli import render
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import (
+    DATA_OPTIONS,
+    KD_OPTIONS,
+    QUIET_OPTION,
+    UNSAFE_OPTION,
     DataOpt,
-    KDAlphaOpt,
-    KDTemperatureOpt,
-    MaxTestOpt,
-    MaxTrainOpt,
     ModelArg,
-    QuietOpt,
-    SeedOpt,
-    TeacherOpt,
-    UnsafeOpt,
     build_config,
     check_out,
     kd_flags,
     load_data,
     opt,
+    training_options,
+    with_options,
     write_stage_output,
 )
 from edgeopt.config import (
     ClusterConfig,
     ClusterInit,
     DistillConfig,
-    LRSchedule,
     PruneConfig,
     QATConfig,
     QATPreserve,
@@ -45,31 +43,42 @@ KERAS_SUFFIXES = (".keras", ".h5")
 
 
 @command
+@with_options(training_options(TrainConfig), DATA_OPTIONS, QUIET_OPTION)
 def train(
     out: Annotated[Path, typer.Option(help="where to save the trained model (.keras)")],
     zoo: Annotated[str, opt(TrainConfig, "zoo", config_default=False)] = "fashion_cnn",
     data: DataOpt = "fashion_mnist",
-    epochs: Annotated[int | None, opt(TrainConfig, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(TrainConfig, "batch_size")] = None,
-    learning_rate: Annotated[float | None, opt(TrainConfig, "learning_rate")] = None,
-    lr_schedule: Annotated[LRSchedule | None, opt(TrainConfig, "lr_schedule")] = None,
-    seed: SeedOpt = 0,
-    max_train: MaxTrainOpt = None,
-    max_test: MaxTestOpt = None,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Train a reference model from the zoo (the default teacher: fashion_cnn)."""
-    from edgeopt import stages
+    from edgeopt import stages  # lazy: imports TensorFlow
 
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(TrainConfig, locals())
-    ds = load_data(data, seed, max_train, max_test)
-    result = stages.train(ds, cfg, seed=seed)
+    cfg = build_config(TrainConfig, {**locals(), **shared})
+    ds = load_data(data, shared["seed"], shared["max_train"], shared["max_test"])
+    result = stages.train(ds, cfg, seed=shared["seed"])
     write_stage_output(result, out)
     render.metrics_table("train", result.metrics, ["zoo", "params", "epochs", "accuracy"], out)
 
 
+FINE_TUNING = (KD_OPTIONS, DATA_OPTIONS, UNSAFE_OPTION, QUIET_OPTION)
+
+
+def _fine_tune(stage: str, cls: type, model: Path, out: Path, data: str, flags: dict[str, Any]) -> Any:
+    """The body every fine-tuning command shares: the config from the flags, the model (and --teacher),
+    the stage, its output and metrics."""
+    cfg = build_config(cls, {**flags, "kd": kd_flags(flags["teacher"], flags["kd_temperature"], flags["kd_alpha"])})
+    unsafe = flags["unsafe"]
+    m = load_model(model, unsafe=unsafe)
+    t = load_model(flags["teacher"], unsafe=unsafe) if flags["teacher"] is not None else None
+    ds = load_data(data, flags["seed"], flags["max_train"], flags["max_test"])
+    from edgeopt import stages  # lazy: imports TensorFlow
+
+    return getattr(stages, stage)(m, ds, cfg, seed=flags["seed"], teacher=t)
+
+
 @command
+@with_options(training_options(PruneConfig), *FINE_TUNING)
 def prune(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="pruned model (.keras)")],
@@ -84,33 +93,18 @@ def prune(
     skip_layer: Annotated[list[str] | None, opt(PruneConfig, "skip_layers", "--skip-layer")] = None,
     block: Annotated[int | None, opt(PruneConfig, "block")] = None,
     dense_share: Annotated[float | None, opt(PruneConfig, "dense_share")] = None,
-    epochs: Annotated[int | None, opt(PruneConfig, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(PruneConfig, "batch_size")] = None,
-    learning_rate: Annotated[float | None, opt(PruneConfig, "learning_rate")] = None,
-    lr_schedule: Annotated[LRSchedule | None, opt(PruneConfig, "lr_schedule")] = None,
-    teacher: TeacherOpt = None,
-    kd_temperature: KDTemperatureOpt = None,
-    kd_alpha: KDAlphaOpt = None,
-    seed: SeedOpt = 0,
-    max_train: MaxTrainOpt = None,
-    max_test: MaxTestOpt = None,
-    unsafe: UnsafeOpt = False,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Magnitude pruning (tfmot) with a polynomial-decay or constant sparsity schedule."""
-    from edgeopt import stages
-    from edgeopt.artifacts import load_model
-
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(PruneConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
-    m = load_model(model, unsafe=unsafe)
-    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
-    result = stages.prune(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
+    flags = {**locals(), **shared}
+    result = _fine_tune("prune", PruneConfig, model, out, data, flags)
     write_stage_output(result, out)
     render.metrics_table("prune", result.metrics, ["target_sparsity", "sparsity", "accuracy_before", "accuracy"], out)
 
 
 @command
+@with_options(training_options(ClusterConfig), *FINE_TUNING)
 def cluster(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="clustered model (.keras)")],
@@ -122,34 +116,19 @@ def cluster(
     ] = None,
     skip_layer: Annotated[list[str] | None, opt(ClusterConfig, "skip_layers", "--skip-layer")] = None,
     dense_share: Annotated[float | None, opt(ClusterConfig, "dense_share")] = None,
-    epochs: Annotated[int | None, opt(ClusterConfig, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(ClusterConfig, "batch_size")] = None,
-    learning_rate: Annotated[float | None, opt(ClusterConfig, "learning_rate")] = None,
-    lr_schedule: Annotated[LRSchedule | None, opt(ClusterConfig, "lr_schedule")] = None,
-    teacher: TeacherOpt = None,
-    kd_temperature: KDTemperatureOpt = None,
-    kd_alpha: KDAlphaOpt = None,
-    seed: SeedOpt = 0,
-    max_train: MaxTrainOpt = None,
-    max_test: MaxTestOpt = None,
-    unsafe: UnsafeOpt = False,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Weight clustering (tfmot) with fine-tuning; keeps the zeros of a pruned model."""
-    from edgeopt import stages
-    from edgeopt.artifacts import load_model
-
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(ClusterConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
-    m = load_model(model, unsafe=unsafe)
-    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
-    result = stages.cluster(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
+    flags = {**locals(), **shared}
+    result = _fine_tune("cluster", ClusterConfig, model, out, data, flags)
     write_stage_output(result, out)
     keys = ["clusters", "max_distinct_values", "sparsity", "accuracy_before", "accuracy"]
     render.metrics_table("cluster", result.metrics, keys, out)
 
 
 @command
+@with_options(training_options(DistillConfig), DATA_OPTIONS, UNSAFE_OPTION, QUIET_OPTION)
 def distill(
     teacher: Annotated[Path, typer.Argument(help="teacher model (.keras or .h5)")],
     out: Annotated[Path, typer.Option(help="trained student (.keras)")],
@@ -161,58 +140,35 @@ def distill(
     alpha: Annotated[float | None, opt(DistillConfig, "alpha")] = None,
     dropout: Annotated[float | None, opt(DistillConfig, "dropout")] = None,
     compare_scratch: Annotated[bool, opt(DistillConfig, "compare_scratch")] = False,
-    epochs: Annotated[int | None, opt(DistillConfig, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(DistillConfig, "batch_size")] = None,
-    learning_rate: Annotated[float | None, opt(DistillConfig, "learning_rate")] = None,
-    lr_schedule: Annotated[LRSchedule | None, opt(DistillConfig, "lr_schedule")] = None,
-    seed: SeedOpt = 0,
-    max_train: MaxTrainOpt = None,
-    max_test: MaxTestOpt = None,
-    unsafe: UnsafeOpt = False,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Hinton distillation of a teacher into a compact student."""
-    from edgeopt import stages
-    from edgeopt.artifacts import load_model
+    from edgeopt import stages  # lazy: imports TensorFlow
 
     check_out(out, KERAS_SUFFIXES)
-    cfg = build_config(DistillConfig, locals())
-    m = load_model(teacher, unsafe=unsafe)
-    result = stages.distill(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, unsafe=unsafe)
+    cfg = build_config(DistillConfig, {**locals(), **shared})
+    m = load_model(teacher, unsafe=shared["unsafe"])
+    ds = load_data(data, shared["seed"], shared["max_train"], shared["max_test"])
+    result = stages.distill(m, ds, cfg, seed=shared["seed"], unsafe=shared["unsafe"])
     write_stage_output(result, out)
     keys = ["teacher_params", "student_params", "teacher_accuracy", "accuracy", "scratch_accuracy"]
     render.metrics_table("distill", result.metrics, keys, out)
 
 
 @command
+@with_options(training_options(QATConfig), *FINE_TUNING)
 def qat(
     model: Annotated[Path, typer.Argument(help="input model (.keras or .h5), typically pruned and clustered")],
     out: Annotated[Path, typer.Option(help="output SavedModel folder (QAT wrappers do not survive .keras)")],
     data: DataOpt = "fashion_mnist",
     preserve: Annotated[QATPreserve | None, opt(QATConfig, "preserve")] = None,
-    epochs: Annotated[int | None, opt(QATConfig, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(QATConfig, "batch_size")] = None,
-    learning_rate: Annotated[float | None, opt(QATConfig, "learning_rate")] = None,
-    lr_schedule: Annotated[LRSchedule | None, opt(QATConfig, "lr_schedule")] = None,
-    teacher: TeacherOpt = None,
-    kd_temperature: KDTemperatureOpt = None,
-    kd_alpha: KDAlphaOpt = None,
-    seed: SeedOpt = 0,
-    max_train: MaxTrainOpt = None,
-    max_test: MaxTestOpt = None,
-    unsafe: UnsafeOpt = False,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Quantization-aware training that keeps clusters and zeros (then `edgeopt convert OUT`)."""
-    from edgeopt import stages
-    from edgeopt.artifacts import export_saved_model, load_model, metrics_path, write_json
-
     if out.suffix:
         raise BadInput(f"--out {out}: a folder name (the QAT model is written as a SavedModel folder)")
-    cfg = build_config(QATConfig, {**locals(), "kd": kd_flags(teacher, kd_temperature, kd_alpha)})
-    m = load_model(model, unsafe=unsafe)
-    t = load_model(teacher, unsafe=unsafe) if teacher is not None else None
-    result = stages.qat(m, load_data(data, seed, max_train, max_test), cfg, seed=seed, teacher=t)
+    flags = {**locals(), **shared}
+    result = _fine_tune("qat", QATConfig, model, out, data, flags)
     export_saved_model(result.model, out)
     write_json(metrics_path(out), {"stage": "qat", "seconds": result.seconds, **result.metrics})
     render.metrics_table("qat", result.metrics, ["preserve", "accuracy_before", "accuracy"], out)
