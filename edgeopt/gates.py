@@ -9,6 +9,7 @@ gate's detail shows the measured value in its unit and the budget.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,19 @@ NO_BASELINE = (
     "no baseline accuracy to compare with; give the pipeline a `baseline:` conversion "
     "(or pass baseline_accuracy to validate)"
 )
+
+
+# ---- how far two correct runtimes may differ ----------------------------------------------------
+
+
+def allowed_steps(depth: int) -> int:
+    """Quantization steps two correct integer runtimes may differ by in a tensor ``depth`` requantizing ops
+    deep. Each requantization may round a value one step apart (XNNPACK rounds the fixed-point multiply
+    once, the reference kernels twice; TFLite Micro's CMSIS-NN kernels and LiteRT's differ the same way),
+    and those one-step differences enter at every requantizing op on the way and add up like independent
+    errors, about sqrt(depth) steps: the bound is twice that, at least one step. Measured with every tensor
+    kept: the reference CNN's logits (depth 4) differ by 1 step, a 20-deep MobileNet-style model's by 3."""
+    return max(1, math.ceil(2 * math.sqrt(max(depth, 1))))
 
 
 # ---- formatting --------------------------------------------------------------------------------
@@ -113,15 +127,30 @@ def _drop_words(drop: float, reference: str, ref_acc: float | None, acc: float |
 
 
 def compare_detail(c: CrossCheck, what: str = "") -> str:
-    """How two runtimes' outputs differ, in steps (integer outputs) or absolute (float outputs)."""
+    """How two runtimes' outputs differ, in steps (integer outputs) or absolute (float outputs), against
+    the bound, and where they part when they disagree."""
     if c.unit == "steps":
         allowed = f"allowed: {fmt(c.allowed, 'steps')}"
+        if c.depth is not None and c.bound:
+            allowed += f", {c.bound}"
     else:
         allowed = "allowed: 1e-4 x the largest output, at least 1e-4"
     text = f"{what}max difference {fmt(c.max_diff, c.unit)} in the {c.compared} over {c.samples:,} inputs ({allowed})"
     if c.compared != "output":
         text += f"; probabilities differ by up to {fmt(c.output_max_diff, c.unit)}"
-    return text + f"; top-1 agreement {c.top1_agreement:.4f}"
+    text += f"; top-1 agreement {c.top1_agreement:.4f}"
+    if c.flips:
+        text += f" ({c.flips} of {c.samples:,} examples change class"
+        text += f", {c.unexplained_flips} of them not near-ties)" if c.unexplained_flips is not None else ")"
+    if c.relative_rms is not None:
+        text += f"; RMS difference {c.relative_rms:.2%} of the values' spread"
+    d = c.first_divergence
+    if d is not None:
+        text += (
+            f"; first divergence at op {d.op_index} {d.op} ({d.tensor}): {fmt(d.steps, 'steps')}, RMS "
+            f"{d.relative_rms:.1%} of its spread after {d.input_relative_rms:.1%} in its inputs"
+        )
+    return text
 
 
 def precision_of(structure: dict[str, Any]) -> str:

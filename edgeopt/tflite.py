@@ -95,6 +95,36 @@ def _macs(op: str, ins: list[Any], outs: list[Any]) -> int:
     return 0
 
 
+# Integer ops that move, select or compare values without computing new ones: two correct kernels give
+# them identical outputs from identical inputs, so they cannot round differently.
+EXACT_OPS = frozenset(
+    {
+        "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "MIRROR_PAD", "CONCATENATION",
+        "STRIDED_SLICE", "SLICE", "TRANSPOSE", "GATHER", "GATHER_ND", "SPLIT", "SPLIT_V", "PACK", "UNPACK",
+        "MAXIMUM", "MINIMUM", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND",
+        "TILE", "BROADCAST_TO", "ARG_MAX", "ARG_MIN", "SHAPE", "REDUCE_MAX", "REDUCE_MIN",
+    }
+)  # fmt: skip
+
+
+def tensor_names(content: bytes, name: str = "model") -> list[str]:
+    """The names of the first subgraph's tensors, by index."""
+    model = parse(content, name)
+    return [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in model.subgraphs[0].tensors or []]
+
+
+def requant_depths(structure: dict[str, Any]) -> dict[int, int]:
+    """Tensor index -> how many value-computing (requantizing) ops lie on the longest path from a model input
+    to that tensor, from ``inspect``'s op list (operators are stored in execution order)."""
+    depth: dict[int, int] = {}
+    for op in structure["macs_per_op"]:
+        d = max((depth.get(i, 0) for i in op["inputs"] if i >= 0), default=0)
+        d += 0 if op["op"] in EXACT_OPS else 1
+        for o in op["outputs"]:
+            depth[o] = d
+    return depth
+
+
 def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
     """Structure of a .tflite: sizes, sha256, op list and counts, MACs per op and in total,
     parameter count, constant dtypes, custom ops, inputs and outputs."""
@@ -166,6 +196,7 @@ def inspect(content: bytes, name: str = "model") -> dict[str, Any]:
         logits = io([idx])[0] | {"index": idx}
     return {
         "logits": logits,
+        "output_index": out_idx,
         "bytes": len(content),
         "gzip_bytes": gzip_size(content),
         "sha256": sha256_bytes(content),

@@ -56,8 +56,25 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class Divergence(_Record):
+    """Where two runtimes part: the first op whose output differs beyond what rounding explains."""
+
+    op_index: int  # position in the model's operator list (execution order)
+    op: str
+    tensor: str
+    steps: float  # largest difference in that tensor, in its quantization steps
+    relative_rms: float  # RMS of the difference / standard deviation of the reference's values
+    input_relative_rms: float  # the same for the op's inputs: what it received already differing
+    example: int  # the input (index into the compared examples) the tensors were read for
+    method: str = ""
+
+
 class CrossCheck(_Record):
-    """Two runtimes' raw outputs (or logits) on the same inputs."""
+    """Two runtimes' raw outputs (or logits) on the same inputs. ``allowed`` steps scale with ``depth``,
+    the requantizing ops before the compared tensor; of the ``flips`` examples that change class, the
+    ``unexplained_flips`` had their two classes further apart in the reference than ``allowed`` steps (none
+    may). ``relative_rms`` is the RMS difference over the reference's spread; ``first_divergence`` is
+    looked for when the two disagree."""
 
     samples: int
     output_max_diff: float
@@ -71,6 +88,12 @@ class CrossCheck(_Record):
     agree: bool
     logits_max_diff: float | None = None
     method: str | None = None
+    depth: int | None = None
+    flips: int | None = None
+    unexplained_flips: int | None = None
+    relative_rms: float | None = None
+    bound: str | None = None  # how ``allowed`` was set
+    first_divergence: Divergence | None = None
 
 
 class Latency(_Record):

@@ -28,7 +28,7 @@ from edgeopt.cli.options import (
     read_tflite,
     write_stage_output,
 )
-from edgeopt.config import ConvertConfig, IOType, Quantization, ValidateConfig
+from edgeopt.config import ConvertConfig, IOType, Quantization, Split, ValidateConfig
 from edgeopt.data import read_labels_file
 from edgeopt.profiles import load_profile, shipped
 from edgeopt.tflite import inspect as inspect_tflite
@@ -71,6 +71,7 @@ def validate(
     profile: Annotated[list[str] | None, opt(ValidateConfig, "profiles", "--profile")] = None,
     min_accuracy: Annotated[float | None, opt(ValidateConfig, "min_accuracy")] = None,
     max_samples: Annotated[int | None, opt(ValidateConfig, "max_samples")] = None,
+    split: Annotated[Split | None, opt(ValidateConfig, "split")] = None,
     latency: Annotated[bool, opt(ValidateConfig, "latency")] = True,
     cross_check: Annotated[bool, opt(ValidateConfig, "cross_check")] = True,
     max_step_diff: Annotated[int | None, opt(ValidateConfig, "max_step_diff")] = None,

@@ -58,7 +58,7 @@ def validate_artifact(
 
     result = stages.validate(
         tflite,
-        data.scored_on(config.split.value),
+        data,
         config,
         keras_model=keras_model,
         baseline_accuracy=baseline_accuracy,

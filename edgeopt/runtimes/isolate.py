@@ -66,6 +66,9 @@ def run_task(
         y = np.load(d / "y.npy") if (d / "y.npy").exists() else None
         if (d / "tap.npy").exists():
             result["tap"] = np.load(d / "tap.npy")
+        if (d / "tensors.npz").exists():
+            with np.load(d / "tensors.npz") as z:
+                result["tensors"] = {int(k): z[k] for k in z.files}
         return result, y
 
 

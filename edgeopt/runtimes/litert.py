@@ -113,6 +113,17 @@ class LiteRTModel:
         return np.concatenate(results)
 
 
+def tensors(content: bytes, x: np.ndarray, indices: list[int], *, resolver: str = "auto") -> dict[int, np.ndarray]:
+    """The raw values of tensors ``indices`` after running one example ``x`` with every tensor preserved
+    (XNNPACK then runs each op as its own delegated partition, so its intermediate results are readable)."""
+    m = LiteRTModel(content, resolver=resolver, preserve=True)
+    m._allocate(1)
+    inp = m.inputs[0]
+    m.interpreter.set_tensor(inp["index"], quantize(x[:1], inp))
+    m.interpreter.invoke()
+    return {i: m.interpreter.get_tensor(i).copy() for i in indices}
+
+
 def quantize_values(x: np.ndarray, dtype: Any, scale: float, zero_point: int) -> np.ndarray:
     """Float data to an integer dtype with a scale and zero point, clipped (float dtypes: a cast)."""
     dtype = np.dtype(dtype)

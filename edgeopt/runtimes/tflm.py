@@ -209,3 +209,17 @@ def run(
             t = it.GetTensor(tap, 0)
             tapped.append(np.asarray(t["tensor_data"]).reshape(t["shape"]))
     return np.concatenate(outs), (np.concatenate(tapped) if tap is not None else None)
+
+
+def tensors(
+    content: bytes, x: np.ndarray, arena: int, indices: list[int], *, limit: int = MAX_ARENA
+) -> dict[int, np.ndarray]:
+    """The raw values of tensors ``indices`` after running one example ``x`` (every tensor preserved)."""
+    it = _preserving(content, arena, max(limit, arena))
+    it.set_input(_quantize(x[:1], it.get_input_details(0)), 0)
+    it.invoke()
+    out = {}
+    for i in indices:
+        t = it.GetTensor(i, 0)
+        out[i] = np.asarray(t["tensor_data"]).reshape(t["shape"]).copy()
+    return out

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgeopt.runtimes.litert import LiteRTModel, quantize
+from edgeopt.runtimes.litert import tensors as litert_tensors_of
 from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
+from edgeopt.runtimes.tflm import tensors as tflm_tensors_of
 
 
 def _litert(content: bytes, threads: int | None, resolver: str, preserve: bool = False) -> Any:
@@ -90,7 +92,30 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     return {"arena_bytes": arena} | ({"arena_tries_crashed": crashes} if crashes else {}), out
 
 
-TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval}
+def _save_tensors(job: dict[str, Any], values: dict[int, np.ndarray]) -> dict[str, Any]:
+    np.savez(Path(job["dir"]) / "tensors.npz", **{str(i): v for i, v in values.items()})
+    return {"tensors": sorted(values)}
+
+
+def litert_tensors(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], None]:
+    """Every tensor of ``job["indices"]`` after one example, in LiteRT (``resolver`` as for litert_eval)."""
+    values = litert_tensors_of(content, x, [int(i) for i in job["indices"]], resolver=job.get("resolver", "auto"))
+    return _save_tensors(job, values), None
+
+
+def tflm_tensors(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], None]:
+    """Every tensor of ``job["indices"]`` after one example, in TFLite Micro (arena from ``job["arena"]``)."""
+    values = tflm_tensors_of(content, x, int(job["arena"]), [int(i) for i in job["indices"]])
+    return _save_tensors(job, values), None
+
+
+TASKS = {
+    "litert_eval": litert_eval,
+    "litert_bench": litert_bench,
+    "tflm_eval": tflm_eval,
+    "litert_tensors": litert_tensors,
+    "tflm_tensors": tflm_tensors,
+}
 
 
 def main(job_dir: str) -> int:

@@ -5,12 +5,15 @@ the ``PYTHONPATH`` of the processes it starts reaches every child edgeopt starts
 runtime workers (``python -m edgeopt.runtimes.worker JOB_DIR``) and Vela (the ``vela`` script).
 ``EDGEOPT_FAULT`` says which child does what, e.g. ``litert_bench:hang,tflm_eval:segv,vela:abort``:
 
-- the target is a worker task (the ``task`` of the job's ``job.json``) or ``vela``;
+- the target is a worker task (the ``task`` of the job's ``job.json``), ``TASK@RESOLVER`` for a task run
+  with that LiteRT op resolver only (``litert_eval@reference``: the reference kernels), or ``vela``;
 - the action is ``hang`` (sleep, deaf to SIGTERM and SIGINT, like a wedged native call), ``segv``,
-  ``abort`` or ``kill`` (the process sends itself that signal) or ``exit`` (exit code 70, no result).
+  ``abort`` or ``kill`` (the process sends itself that signal), ``exit`` (exit code 70, no result), or
+  ``corrupt=N``: the runtime computes op N wrongly (the weights it reads for op N are negated in the job's
+  copy of the model, in place), as a broken kernel would, and the child then runs normally.
 
-The fault fires before the child runs any edgeopt code: the parent only sees the child's exit (or
-its silence), so where inside the child it happens changes nothing the tests check, and the
+The fault fires before the child runs any edgeopt code: the parent only sees the child's exit, its
+silence or its results, so where inside the child it happens changes nothing the tests check, and the
 injection does not depend on the worker's internals. With ``EDGEOPT_FAULT_LOG=DIR`` every fault that
 fires first writes ``DIR/<target>-<pid>.json``, so a test can tell that its fault really happened and
 which process to look for.
@@ -51,29 +54,50 @@ def parse(spec: str) -> dict[str, str]:
     return out
 
 
-def target(argv: list[str]) -> str | None:
-    """Which child this process is: a worker task name, ``vela``, or None for any other process."""
+def targets(argv: list[str]) -> list[str]:
+    """Which child this process is, most specific first: ``TASK@RESOLVER`` and ``TASK`` for a worker task,
+    ``vela``, or nothing for any other process."""
     if "-m" in argv:
         i = argv.index("-m")
         if argv[i + 1 : i + 2] == ["edgeopt.runtimes.worker"] and len(argv) > i + 2:
             try:
-                return str(json.loads((Path(argv[i + 2]) / "job.json").read_text())["task"])
-            except (OSError, ValueError, KeyError):
-                return None
+                job = json.loads((Path(argv[i + 2]) / "job.json").read_text())
+            except (OSError, ValueError):
+                return []
+            task = str(job.get("task"))
+            return [f"{task}@{job['resolver']}", task] if "resolver" in job else [task]
     if len(argv) > 1 and Path(argv[1]).name == "vela":
-        return "vela"
+        return ["vela"]
     if "-c" in argv and "ethosu.vela" in " ".join(argv[argv.index("-c") + 1 :][:1]):
-        return "vela"
-    return None
+        return ["vela"]
+    return []
 
 
-def fire(name: str, action: str) -> None:
+def corrupt(job_dir: Path, op_index: int) -> None:
+    """Negate, in place, the int8 weights op ``op_index`` of the job's model reads (its second input)."""
+    from edgeopt import tflite
+
+    path = job_dir / "model.tflite"
+    content = path.read_bytes()
+    model = tflite.parse(content)
+    sg = model.subgraphs[0]
+    weights = sg.tensors[sg.operators[op_index].inputs[1]]
+    data = bytes(model.buffers[weights.buffer].data)
+    at = content.find(data)
+    assert data and at >= 0, "the weights of that op are not in the file"
+    path.write_bytes(content[:at] + bytes((256 - b) % 256 for b in data) + content[at + len(data) :])
+
+
+def fire(name: str, action: str, argv: list[str]) -> None:
     import signal
 
     log_dir = os.environ.get("EDGEOPT_FAULT_LOG")
     if log_dir:
         record = {"target": name, "action": action, "pid": os.getpid()}
         (Path(log_dir) / f"{name}-{os.getpid()}.json").write_text(json.dumps(record))
+    if action.startswith("corrupt="):
+        corrupt(Path(argv[argv.index("-m") + 2]), int(action.split("=", 1)[1]))
+        return
     if action == "hang":
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
@@ -85,7 +109,9 @@ def fire(name: str, action: str) -> None:
         os._exit(70)
     sig = {"segv": signal.SIGSEGV, "abort": signal.SIGABRT, "kill": signal.SIGKILL}.get(action)
     if sig is None:
-        sys.stderr.write(f"faultinject: unknown action {action!r} for {name} (hang, segv, abort, kill, exit)\n")
+        sys.stderr.write(
+            f"faultinject: unknown action {action!r} for {name} (hang, segv, abort, kill, exit, corrupt=N)\n"
+        )
         os._exit(64)
     import resource
 
@@ -100,10 +126,11 @@ def _main() -> None:
     spec = os.environ.get("EDGEOPT_FAULT")
     if not spec:
         return
-    name = target(list(getattr(sys, "orig_argv", sys.argv)))
-    action = parse(spec).get(name) if name else None
-    if action:
-        fire(name, action)  # type: ignore[arg-type]
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    faults = parse(spec)
+    name = next((t for t in targets(argv) if t in faults), None)
+    if name is not None:
+        fire(name, faults[name], argv)
 
 
 _main()
