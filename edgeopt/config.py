@@ -98,10 +98,24 @@ class LRSchedule(StrEnum):
 
 
 class _Training(_Config):
+    omit_if_default = frozenset({"min_steps", "lr_batch_size"})
+
     epochs: int = Field(2, ge=0, description="training epochs")
     batch_size: int = Field(128, ge=1, description="batch size")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     lr_schedule: LRSchedule = Field(LRSchedule.constant, description="cosine: decay to 0 over all steps")
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="train for at least this many optimizer steps: more epochs when the data is small "
+        "(0: the epochs as given)",
+    )
+    lr_batch_size: int = Field(
+        128,
+        ge=1,
+        description="the batch size learning_rate is meant for: at another batch_size the rate scales by the "
+        "square root of the ratio (Adam's scaling rule)",
+    )
 
 
 class KDConfig(_Config):
@@ -125,6 +139,8 @@ class TrainConfig(_Training):
 
 
 class PruneConfig(_FineTuning):
+    omit_if_default = _FineTuning.omit_if_default | {"depthwise"}
+
     final_sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="fraction of kernel weights set to zero")
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity at the begin step")
     schedule: Schedule = Field(Schedule.polynomial, description="polynomial (decay) or constant")
@@ -151,6 +167,7 @@ class PruneConfig(_FineTuning):
         description="leave dense the smallest prunable layers that together hold at most this share of the "
         "model's prunable kernel weights (names not needed, so it transfers to any model)",
     )
+    depthwise: bool = Field(False, description="prune DepthwiseConv2D kernels too (tfmot leaves them dense on its own)")
 
     @field_validator("m_by_n")
     @classmethod
@@ -176,6 +193,8 @@ class PruneConfig(_FineTuning):
 
 
 class ClusterConfig(_FineTuning):
+    omit_if_default = _FineTuning.omit_if_default | {"depthwise"}
+
     clusters: int = Field(16, ge=2, description="distinct values per kernel")
     init: ClusterInit = Field(ClusterInit.kmeans_plus_plus, description="centroid initialisation")
     epochs: int = Field(2, ge=0)
@@ -188,6 +207,9 @@ class ClusterConfig(_FineTuning):
         lt=1.0,
         description="leave unclustered the smallest clusterable layers that together hold at most this share "
         "of the model's clusterable kernel weights",
+    )
+    depthwise: bool = Field(
+        False, description="cluster DepthwiseConv2D kernels too (tfmot leaves them as they are on its own)"
     )
 
 
@@ -231,6 +253,11 @@ class QATConfig(_FineTuning):
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(1e-5, gt=0)
     preserve: QATPreserve = Field(QATPreserve.auto, description="what QAT keeps; auto: clusters, else zeros")
+    calibrate_ranges: bool = Field(
+        True,
+        description="start the activation quantizers at the ranges of calibration data (as post-training "
+        "quantization does) instead of [-6, 6], from where 0.1% a step moves them too slowly on small data",
+    )
 
 
 class ConvertConfig(_Config):
@@ -284,8 +311,11 @@ class ValidateConfig(_Config):
     )
     latency: bool = Field(True, description="measure host latency (also without profiles)")
     cross_check: bool = Field(True, description="run the inputs through LiteRT's reference kernels too")
-    max_step_diff: int = Field(
-        1, ge=0, description="quantization steps two runtimes' integer outputs (or logits) may differ by"
+    max_step_diff: int | None = Field(
+        None,
+        ge=0,
+        description="quantization steps two runtimes' integer outputs (or logits) may differ by; default: "
+        "2 sqrt(requantizing ops before that tensor), so the bound grows with the network's depth",
     )
     timeout_s: float = Field(600.0, gt=0, description="seconds each runtime may take in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")

@@ -114,6 +114,7 @@ class GuardVerdict(Record):
     drop_points: float
     examples_lost: int
     examples_gained: int
+    detectable_points: float | None = None  # the smallest drop these examples could tell from chance
     regressed: bool
     action: str  # "none", "kept the input", "failed" or "continued"
     detail: str

@@ -190,6 +190,47 @@ def _fc_autoencoder(input_shape: tuple[int, ...], num_classes: int) -> Any:
     return keras.Model(inputs, out, name="fc_autoencoder")
 
 
+# (filters, stride) of the MobileNet-style blocks after the stem
+MOBILENET_STYLE_BLOCKS = ((24, 2), (24, 1), (32, 2), (32, 1), (48, 1), (48, 1))
+
+
+def mobilenet_style(keras_module: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """MobileNet-style blocks as a functional model of ``keras_module`` (tf-keras for edgeopt's stages, or
+    Keras 3 for a model that goes through the Keras 3 bridge): a 3x3 conv stem, then blocks of a 3x3
+    depthwise conv, BatchNormalization and ReLU6, a 1x1 conv and BatchNormalization, closed by a residual
+    Add where the shapes allow it and by ReLU6 where they do not, a 1x1 head, global average pooling and a
+    softmax classifier. About 14k parameters at 28x28x1; 14 convolutions (6 depthwise), 3 residual Adds."""
+    L = keras_module.layers
+
+    def conv_bn(x: Any, filters: int, kernel: int, name: str, relu: bool = True) -> Any:
+        x = L.Conv2D(filters, kernel, padding="same", use_bias=False, name=name)(x)
+        x = L.BatchNormalization(name=f"{name}_bn")(x)
+        return L.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
+
+    inputs = keras_module.Input(tuple(input_shape))
+    x = conv_bn(inputs, 16, 3, "stem")
+    for k, (filters, stride) in enumerate(MOBILENET_STYLE_BLOCKS):
+        skip = x
+        x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"b{k}_dw")(x)
+        x = L.BatchNormalization(name=f"b{k}_dw_bn")(x)
+        x = L.ReLU(6.0, name=f"b{k}_dw_relu")(x)
+        x = conv_bn(x, filters, 1, f"b{k}_pw", relu=False)
+        if stride == 1 and skip.shape[-1] == filters:
+            x = L.Add(name=f"b{k}_add")([skip, x])
+        else:
+            x = L.ReLU(6.0, name=f"b{k}_pw_relu")(x)
+    x = conv_bn(x, 64, 1, "head")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras_module.Model(inputs, outputs, name="mobilenet_style")
+
+
+def _mobilenet_style(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    from edgeopt._keras import keras  # lazy: imports TensorFlow
+
+    return mobilenet_style(keras, input_shape, num_classes)
+
+
 # Parameters and MACs of MLPerf Tiny's reference models, counted by edgeopt.tflite.inspect on the
 # reference .tflite files of github.com/mlcommons/tiny (benchmark/training/*/trained_models/, master at
 # 1afd2c9): pretrainedResnet_quant.tflite, kws_ref_model.tflite, vww_96_int8.tflite, ad01_int8.tflite.
@@ -212,6 +253,7 @@ ZOO: dict[str, Callable[[tuple[int, ...], int], Any]] = {
     "ds_cnn": _ds_cnn,
     "mobilenet_v1_025": _mobilenet_v1_025,
     "fc_autoencoder": _fc_autoencoder,
+    "mobilenet_style": _mobilenet_style,
 }
 
 

@@ -97,6 +97,8 @@ def training_options(cls: type[BaseModel]) -> list[inspect.Parameter]:
         option("batch_size", Annotated[int | None, opt(cls, "batch_size")]),
         option("learning_rate", Annotated[float | None, opt(cls, "learning_rate")]),
         option("lr_schedule", Annotated[LRSchedule | None, opt(cls, "lr_schedule")]),
+        option("min_steps", Annotated[int | None, opt(cls, "min_steps")]),
+        option("lr_batch_size", Annotated[int | None, opt(cls, "lr_batch_size")]),
     ]
 
 

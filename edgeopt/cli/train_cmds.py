@@ -93,6 +93,7 @@ def prune(
     skip_layer: Annotated[list[str] | None, opt(PruneConfig, "skip_layers", "--skip-layer")] = None,
     block: Annotated[int | None, opt(PruneConfig, "block")] = None,
     dense_share: Annotated[float | None, opt(PruneConfig, "dense_share")] = None,
+    depthwise: Annotated[bool | None, opt(PruneConfig, "depthwise", "--depthwise/--no-depthwise")] = None,
     **shared: Any,
 ) -> None:
     """Magnitude pruning (tfmot) with a polynomial-decay or constant sparsity schedule."""
@@ -116,6 +117,7 @@ def cluster(
     ] = None,
     skip_layer: Annotated[list[str] | None, opt(ClusterConfig, "skip_layers", "--skip-layer")] = None,
     dense_share: Annotated[float | None, opt(ClusterConfig, "dense_share")] = None,
+    depthwise: Annotated[bool | None, opt(ClusterConfig, "depthwise", "--depthwise/--no-depthwise")] = None,
     **shared: Any,
 ) -> None:
     """Weight clustering (tfmot) with fine-tuning; keeps the zeros of a pruned model."""
@@ -162,6 +164,9 @@ def qat(
     out: Annotated[Path, typer.Option(help="output SavedModel folder (QAT wrappers do not survive .keras)")],
     data: DataOpt = "fashion_mnist",
     preserve: Annotated[QATPreserve | None, opt(QATConfig, "preserve")] = None,
+    calibrate_ranges: Annotated[
+        bool | None, opt(QATConfig, "calibrate_ranges", "--calibrate-ranges/--no-calibrate-ranges")
+    ] = None,
     **shared: Any,
 ) -> None:
     """Quantization-aware training that keeps clusters and zeros (then `edgeopt convert OUT`)."""

@@ -118,6 +118,8 @@ def run(
         config, root, data, teacher, t_hash, model=teacher, model_hash=t_hash, cache=cache, context=context
     )
     correct = _val_correct(teacher, data)  # which validation examples the current model gets right
+    if (why := guard.split_warning(len(data.x_val), config.regression_tolerance)) and steps:
+        log.warning("stage guard: %s", why)
     records, reused = [teacher_record(config, t_hash, teacher_info)], []
     for step in steps:
         if step.index:

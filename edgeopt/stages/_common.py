@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt import progress
-from edgeopt._keras import keras
+from edgeopt._keras import keras, tfmot
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
 from edgeopt.keras3 import subclassed_message
@@ -104,16 +104,18 @@ def fit(
 ) -> dict[str, list[float]]:
     """Compile and train on the training split with a progress bar; returns Keras' history.
 
-    ``training`` is a stage config with ``epochs``, ``batch_size``, ``learning_rate`` and ``lr_schedule``.
+    ``training`` is a stage config with ``epochs``, ``batch_size``, ``learning_rate`` and ``lr_schedule``
+    (and ``min_steps`` and ``lr_batch_size``: ``training_plan`` says what they make of it).
     """
-    epochs, batch_size, learning_rate = training.epochs, training.batch_size, training.learning_rate
+    plan = training_plan(training, data)
+    epochs, batch_size, learning_rate = plan["epochs"], training.batch_size, plan["learning_rate"]
     lr_schedule = training.lr_schedule
 
     if epochs == 0:
         return {}
     lr: Any = learning_rate
     if str(lr_schedule) == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(learning_rate, math.ceil(len(data.x_train) / batch_size) * epochs)
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, plan["steps"])
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss=loss,
@@ -143,6 +145,20 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return math.ceil(len(data.x_train) / batch_size)
 
 
+def training_plan(training: Any, data: Dataset) -> dict[str, Any]:
+    """How long and how fast a stage trains on ``data``: its epochs, raised so that it takes at least
+    ``min_steps`` optimizer steps (a recipe written for 54,000 images still trains enough on 4,000), and its
+    learning rate scaled from ``lr_batch_size`` to ``batch_size`` by the square root of the ratio (the
+    scaling rule for Adam; Malladi et al., 2022)."""
+    per_epoch = steps_per_epoch(data, training.batch_size)
+    min_steps = getattr(training, "min_steps", 0)
+    epochs = training.epochs if training.epochs == 0 else max(training.epochs, math.ceil(min_steps / per_epoch))
+    lr = training.learning_rate * math.sqrt(
+        training.batch_size / getattr(training, "lr_batch_size", training.batch_size)
+    )
+    return {"epochs": epochs, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "learning_rate": lr}
+
+
 def kernel_weights(layer: Any) -> int:
     """How many kernel weights (kernel, depthwise or pointwise kernel) a layer holds."""
     return int(sum(int(np.prod(w.shape)) for w in layer.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES))
@@ -166,20 +182,66 @@ def dense_by_share(layers: list[Any], share: float) -> dict[str, str]:
     return out
 
 
+class DepthwiseWeights(
+    keras.layers.DepthwiseConv2D, tfmot.sparsity.keras.PrunableLayer, tfmot.clustering.keras.ClusterableLayer
+):
+    """A DepthwiseConv2D whose kernel tfmot prunes and clusters (tfmot 0.8 wraps the plain layer but touches
+    none of its weights); ``plain_layers`` turns it back into a DepthwiseConv2D after the wrappers are gone."""
+
+    def get_prunable_weights(self) -> list[Any]:
+        return [self.depthwise_kernel]
+
+    def get_clusterable_weights(self) -> list[tuple[str, Any]]:
+        return [("depthwise_kernel", self.depthwise_kernel)]
+
+
+def _retype(layer: Any, cls: type) -> Any:
+    """``layer`` as a ``cls`` instance with the same config and weights."""
+    new = cls.from_config(layer.get_config())
+    new.build(layer.input_shape)
+    new.set_weights(layer.get_weights())
+    return new
+
+
+def plain_layers(model: Any) -> Any:
+    """``model`` with every ``DepthwiseWeights`` layer back as a plain DepthwiseConv2D (same weights)."""
+    if not any(isinstance(layer, DepthwiseWeights) for layer in model.layers):
+        return model
+
+    def clone(layer: Any) -> Any:
+        return _retype(layer, keras.layers.DepthwiseConv2D) if isinstance(layer, DepthwiseWeights) else layer
+
+    out = keras.models.clone_model(model, clone_function=clone)
+    out.set_weights(model.get_weights())
+    return out
+
+
 def wrap_layers(
     model: Any,
     wrap: Any,
     why_not: Any,
     skip: list[str],
     dense_share: float = 0.0,
+    *,
+    depthwise: bool = False,
 ) -> tuple[Any, list[str], dict[str, str]]:
     """Clone ``model`` applying ``wrap(layer)`` to every layer for which ``why_not(layer)`` is None.
 
     ``dense_share`` leaves out, besides ``skip``, the smallest wrappable layers that together hold at most
-    that share of the wrappable layers' kernel weights (``dense_by_share``). ``model`` must already be a
-    private copy: unwrapped layers are reused as they are. Returns the new model, the wrapped layer names
-    and ``{skipped layer: reason}`` for layers with weights.
+    that share of the wrappable layers' kernel weights (``dense_by_share``). ``depthwise``: DepthwiseConv2D
+    layers become ``DepthwiseWeights`` first, so that their kernels are wrapped too. ``model`` must already
+    be a private copy: unwrapped layers are reused as they are. Returns the new model, the wrapped layer
+    names and ``{skipped layer: reason}`` for layers with weights.
     """
+    if depthwise and any(type(layer) is keras.layers.DepthwiseConv2D for layer in model.layers):
+        retyped = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: (
+                _retype(layer, DepthwiseWeights) if type(layer) is keras.layers.DepthwiseConv2D else layer
+            ),
+        )
+        retyped.set_weights(model.get_weights())
+        model = retyped
 
     names = [layer.name for layer in model.layers]
     unknown = [s for s in skip if s not in names]

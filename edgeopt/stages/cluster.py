@@ -17,7 +17,9 @@ from edgeopt.stages._common import (
     clone_with_weights,
     fit,
     kernels,
+    plain_layers,
     require_layer_graph,
+    training_plan,
     wrap_layers,
 )
 from edgeopt.stages.distill import fine_tune_args
@@ -60,6 +62,7 @@ def cluster(
             lambda layer: _why_not(layer, config.clusters),
             config.skip_layers,
             config.dense_share,
+            depthwise=config.depthwise,
         )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(
@@ -69,7 +72,7 @@ def cluster(
             training=config,
             **fine_tune_args(model, data, config, teacher, "cluster"),
         )
-        stripped = ck.strip_clustering(wrapped)
+        stripped = plain_layers(ck.strip_clustering(wrapped))
         after = accuracy(stripped, data.x_test, data.y_test)
     per_layer = {}
     for name, k in kernels(stripped).items():
@@ -95,6 +98,7 @@ def cluster(
         "accuracy": after,
         "accuracy_drop": before - after,
         "history": history,
+        "training": training_plan(config, data),
         "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }

@@ -25,6 +25,7 @@ from edgeopt.stages._common import (
     outputs_probabilities,
     predict,
     require_layer_graph,
+    training_plan,
 )
 
 
@@ -146,6 +147,7 @@ def distill(
             "dropout": config.dropout,
             "epochs": config.epochs,
             "history": history,
+            "training": training_plan(config, data),
             "seed": seed,
         }
         metrics["accuracy_drop"] = metrics["teacher_accuracy"] - metrics["accuracy"]

@@ -17,8 +17,9 @@ from edgeopt.stages._common import (
     clone_with_weights,
     fit,
     kernels,
+    plain_layers,
     require_layer_graph,
-    steps_per_epoch,
+    training_plan,
     wrap_layers,
 )
 from edgeopt.stages.distill import fine_tune_args
@@ -59,7 +60,7 @@ def prune(
     with Timer() as t:
         set_seed(seed)
         base = clone_with_weights(model)
-        sched = resolve_schedule(config, steps_per_epoch(data, config.batch_size) * config.epochs)
+        sched = resolve_schedule(config, training_plan(config, data)["steps"])
         if config.schedule is Schedule.polynomial:
             schedule = sp.PolynomialDecay(
                 initial_sparsity=config.initial_sparsity,
@@ -85,6 +86,7 @@ def prune(
             lambda layer: _why_not(layer, m_by_n),
             config.skip_layers,
             config.dense_share,
+            depthwise=config.depthwise,
         )
         before = accuracy(model, data.x_test, data.y_test)
         history = fit(
@@ -95,7 +97,7 @@ def prune(
             **fine_tune_args(model, data, config, teacher, "prune"),
             callbacks=[sp.UpdatePruningStep()],
         )
-        stripped = sp.strip_pruning(wrapped)
+        stripped = plain_layers(sp.strip_pruning(wrapped))
         after = accuracy(stripped, data.x_test, data.y_test)
     target = (1 - m_by_n[0] / m_by_n[1]) if m_by_n else config.final_sparsity
     per_layer = sparsity_per_layer(stripped, applied)
@@ -125,6 +127,7 @@ def prune(
         "accuracy": after,
         "accuracy_drop": before - after,
         "history": history,
+        "training": training_plan(config, data),
         "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }

@@ -9,20 +9,72 @@ the learned ranges into an int8 .tflite.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from edgeopt._keras import set_seed, tfmot
+from edgeopt._keras import set_seed, tf, tfmot
 from edgeopt.config import QATConfig, QATPreserve
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
 from edgeopt.progress import Timer
-from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels
+from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels, training_plan
 from edgeopt.stages.distill import fine_tune_args
 
 # A kernel with at most this many distinct values counts as clustered.
 CLUSTERED_MAX_DISTINCT = 256
+# Training examples whose activation ranges start the quantizers (the converter calibrates on 200).
+CALIBRATION_EXAMPLES = 512
+
+
+@contextlib.contextmanager
+def _ranges_from_batch() -> Iterator[None]:
+    """While open, tfmot's activation quantizers take the range of the batch they see (moving-average decay
+    0) instead of moving 0.1% of the way from their initial [-6, 6] (tfmot's MovingAverageQuantizer
+    hard-codes the decay 0.999 in its call)."""
+    # tfmot's private fake-quant op; importable once edgeopt._keras has loaded tfmot (with tf-keras)
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    cls = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
+    original = cls.__call__
+
+    def call(self: Any, inputs: Any, training: Any, weights: Any, **kwargs: Any) -> Any:
+        return quant_ops.MovingAvgQuantize(
+            inputs,
+            weights["min_var"],
+            weights["max_var"],
+            ema_decay=0.0,
+            is_training=training,
+            num_bits=self.num_bits,
+            per_channel=self.per_axis,
+            symmetric=self.symmetric,
+            narrow_range=self.narrow_range,
+        )
+
+    cls.__call__ = call
+    try:
+        yield
+    finally:
+        cls.__call__ = original
+
+
+def _is_range(v: Any) -> bool:
+    name = v.name.split("/")[-1].split(":")[0]
+    return name.endswith("_min") or name.endswith("_max")
+
+
+def calibrate_ranges(qmodel: Any, x: np.ndarray) -> dict[str, Any]:
+    """Set the quantizers' [min, max] from one forward pass over ``x``, as post-training quantization
+    calibrates, and leave every other variable (BatchNorm's moving statistics among them) as it was."""
+    keep = [(v, v.numpy()) for v in qmodel.weights if not _is_range(v)]
+    with _ranges_from_batch():
+        qmodel(tf.constant(x), training=True)
+    for v, value in keep:
+        v.assign(value)
+    ranges = [v for v in qmodel.weights if _is_range(v)]
+    return {"examples": int(len(x)), "quantizer_variables": len(ranges)}
 
 
 def detect_preserve(model: Any) -> tuple[QATPreserve, dict[str, Any]]:
@@ -73,6 +125,9 @@ def qat(
             raise BadInput(
                 f"quantization-aware training cannot wrap this model: {str(e).splitlines()[0][:300]}"
             ) from None
+        ranges = (
+            calibrate_ranges(qmodel, data.representative(CALIBRATION_EXAMPLES)) if config.calibrate_ranges else None
+        )
         acc_before = accuracy(model, data.x_test, data.y_test)
         history = fit(
             qmodel,
@@ -85,10 +140,12 @@ def qat(
     metrics = {
         "preserve": preserve.value,
         "input": before_info,
+        "ranges_calibrated": ranges,
         "accuracy_before": acc_before,
         "accuracy": acc,
         "accuracy_drop": acc_before - acc,
         "history": history,
+        "training": training_plan(config, data),
         "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }

@@ -1,0 +1,96 @@
+"""Recipes written in terms of the data: training length in optimizer steps with floors, learning rates tied
+to the batch size, QAT ranges started from calibration data, the stage guard's split size, depthwise
+kernels pruned and clustered when asked."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeopt import stages
+from edgeopt.config import ClusterConfig, DataConfig, PruneConfig, QATConfig, TrainConfig
+from edgeopt.data import Dataset, load_dataset
+from edgeopt.pipeline import guard
+from edgeopt.stages._common import accuracy, training_plan
+
+
+def sized(n: int) -> Dataset:
+    """A dataset object with ``n`` training examples (only its size matters to the plan)."""
+    x = np.zeros((n, 2), np.float32)
+    y = np.zeros(n, np.int64)
+    return Dataset("made-up", "test", 0, x, y, x[:1], y[:1], x[:1], y[:1], ["a", "b"])
+
+
+def test_a_step_floor_binds_on_small_data_only():
+    prune = PruneConfig(epochs=10, min_steps=2000)
+    big, small = training_plan(prune, sized(54_000)), training_plan(prune, sized(4_000))
+    assert big == {"epochs": 10, "steps": 4220, "steps_per_epoch": 422, "learning_rate": prune.learning_rate}
+    assert small["steps_per_epoch"] == 32 and small["epochs"] == math.ceil(2000 / 32) and small["steps"] >= 2000
+    assert training_plan(QATConfig(epochs=2), sized(4_000))["steps"] == 64  # no floor: the epochs as given
+
+
+def test_learning_rate_scales_with_the_batch_size_by_its_square_root():
+    base = PruneConfig(learning_rate=1e-3)
+    assert training_plan(base, sized(1000))["learning_rate"] == pytest.approx(1e-3)
+    big = PruneConfig(learning_rate=1e-3, batch_size=512)
+    assert training_plan(big, sized(1000))["learning_rate"] == pytest.approx(2e-3)  # 4x the batch: 2x the rate
+
+
+def test_defaults_stay_out_of_the_resolved_config():
+    """New options at their defaults leave an existing pipeline's config (and so its hash) as it was."""
+    dumped = PruneConfig().model_dump(mode="json")
+    assert "min_steps" not in dumped and "lr_batch_size" not in dumped and "depthwise" not in dumped
+    assert PruneConfig(min_steps=10).model_dump(mode="json")["min_steps"] == 10
+
+
+def test_prune_trains_for_the_floor_on_small_data(digits, tiny_model):
+    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.5, epochs=1, min_steps=60), seed=0)
+    plan = r.metrics["training"]
+    assert plan["steps"] >= 60 and plan["epochs"] > 1
+    assert r.metrics["schedule"]["total_steps"] == plan["steps"]  # the sparsity schedule spans all of them
+    assert len(r.metrics["history"]["loss"]) == plan["epochs"]
+
+
+@pytest.fixture(scope="module")
+def small_fashion():
+    """1,000 training images of Fashion-MNIST and a compact CNN trained on them."""
+    d = load_dataset(DataConfig(name="fashion_mnist", max_train=1000, max_test=1000, seed=1))
+    m = stages.train(d, TrainConfig(zoo="fashion_cnn_small", epochs=30, learning_rate=3e-3), seed=0).model
+    return d, m
+
+
+def test_qat_on_1000_examples_keeps_the_float_accuracy(small_fashion):
+    """Two epochs are 16 optimizer steps here: from tfmot's initial [-6, 6] the activation ranges barely
+    move and QAT collapses; started from calibration data they are right from the first step."""
+    d, m = small_fashion
+    before_val, before_test = accuracy(m, d.x_val, d.y_val), accuracy(m, d.x_test, d.y_test)
+    good = stages.qat(m, d, QATConfig(epochs=2), seed=0)
+    assert good.metrics["ranges_calibrated"]["examples"] == 512
+    assert accuracy(good.model, d.x_val, d.y_val) >= before_val - 0.01
+    assert good.metrics["accuracy"] >= before_test - 0.01
+    slow = stages.qat(m, d, QATConfig(epochs=2, calibrate_ranges=False), seed=0)
+    assert slow.metrics["accuracy"] < before_test - 0.03  # what the calibration prevents
+
+
+def test_guard_says_when_the_validation_split_is_too_small():
+    assert guard.split_warning(6000, 0.5) is None  # Fashion-MNIST's 6,000 images tell 0.45 points
+    why = guard.split_warning(160, 0.5)
+    assert why is not None and "160 examples" in why and "2.7 points" in why and "4,800" in why
+    assert guard.detectable_drop(4800) == pytest.approx(0.5)
+
+
+def test_depthwise_kernels_are_pruned_and_clustered_when_asked(digits):
+    from edgeopt import zoo
+
+    m = zoo.build("mobilenet_style", digits.input_shape, digits.num_classes)
+    plain = stages.prune(m, digits, PruneConfig(final_sparsity=0.5, epochs=1), seed=0)
+    assert not any("_dw/" in k for k in plain.metrics["layers"])  # tfmot alone leaves them dense
+    assert all("DepthwiseConv2D" in why for k, why in plain.metrics["skipped_layers"].items() if k.endswith("_dw"))
+    r = stages.prune(m, digits, PruneConfig(final_sparsity=0.5, epochs=1, depthwise=True), seed=0)
+    dw = {k: v for k, v in r.metrics["layers"].items() if "_dw/" in k}
+    assert len(dw) == 6 and all(v["sparsity"] == pytest.approx(0.5, abs=0.02) for v in dw.values())
+    assert type(r.model.get_layer("b0_dw")).__name__ == "DepthwiseConv2D"  # plain again after the stage
+    c = stages.cluster(r.model, digits, ClusterConfig(clusters=8, epochs=1, depthwise=True), seed=0)
+    assert all(v["distinct_values"] <= 8 for k, v in c.metrics["layers"].items() if "_dw/" in k)
