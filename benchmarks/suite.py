@@ -1,0 +1,374 @@
+"""``make suite`` (``python -m benchmarks.suite``): the default pipeline on models and data it was not tuned on.
+
+Every pair runs ``pipelines/fashion_mnist.yaml`` unchanged but for its name, data and teacher, as a user
+would after copying it, through ``edgeopt export`` (strict, the file's own gates), at two seeds (the
+model seed: initialisation, shuffling; the data split stays the file's). Every teacher is trained from
+scratch in the run with a fixed seed, once per pair, and shared by both seeds. The pairs:
+
+- ``fashion_cnn`` on Fashion-MNIST: today's default;
+- a Keras 3 functional MobileNet-style model (depthwise convolutions, BatchNorm, ReLU6, residual Add),
+  trained by Keras 3, saved as a Keras 3 ``.keras`` file and read through edgeopt's bridge;
+- MLPerf Tiny's ResNet-8 (edgeopt's zoo) on 32x32x3 inputs: Fashion-MNIST padded by 2 pixels a side and
+  tiled to 3 channels (Fashion-MNIST, not CIFAR-10: nothing is downloaded);
+- MLPerf Tiny's DS-CNN (the zoo's) on Fashion-MNIST's 28x28x1 images, an input it accepts;
+- ``mlp_300_100`` and ``tiny_cnn`` on scikit-learn's digits.
+
+Fashion-MNIST pairs but the first train on a slice of the training split (``max_train``, the same for
+all of them) so that the suite fits its time budget; the pipeline's step floors (``min_steps``) give every
+stage enough optimizer steps on it. Targets (``targets.yaml``, key ``suite``) are judged per pair on the
+mean of the seeds. Writes ``bench/suite.json`` and ``bench/suite.md`` (notes below its mark are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from benchmarks._report import write_results_md
+from edgeopt import hostinfo
+from edgeopt.artifacts import write_json
+from edgeopt.config import DataConfig
+from edgeopt.data import FASHION_CLASSES, load_dataset
+from edgeopt.errors import GateFailed, RuntimeCrash
+from edgeopt.export import export
+from edgeopt.manifest import BundleManifest
+from edgeopt.pipeline.spec import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "pipelines" / "fashion_mnist.yaml"
+TARGETS_FILE = Path(__file__).with_name("targets.yaml")
+SCHEMA = "edgeopt.suite/1"
+SEEDS = (42, 43)
+SLICE = 12_000  # training images of the Fashion-MNIST pairs other than the default
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One model family on one dataset: how its data and its teacher are made."""
+
+    name: str
+    title: str
+    data: dict[str, Any]  # the pipeline's data: block (DataConfig fields)
+    teacher: dict[str, Any]  # zoo, epochs, learning_rate, ... (TrainConfig) or keras3: true with epochs
+    note: str = ""
+    npz: str | None = None  # a dataset this harness writes first (see make_npz)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PAIRS = (
+    Pair(
+        "fashion_cnn",
+        "fashion_cnn on Fashion-MNIST (the default)",
+        {"name": "fashion_mnist"},
+        {"zoo": "fashion_cnn", "epochs": 12},
+    ),
+    Pair(
+        "mobilenet_style_k3",
+        "Keras 3 MobileNet-style on Fashion-MNIST",
+        {"name": "fashion_mnist", "max_train": SLICE},
+        {"keras3": True, "epochs": 15, "learning_rate": 0.003},
+        "Keras 3 functional model (6 depthwise blocks, BatchNorm, ReLU6, 3 residual Adds), read through the bridge",
+    ),
+    Pair(
+        "resnet8",
+        "MLPerf Tiny ResNet-8 on Fashion-MNIST 32x32x3",
+        {"name": "npz:build/suite/data/fashion32x3.npz", "max_train": SLICE},
+        {"zoo": "resnet8", "epochs": 10, "learning_rate": 0.002},
+        "Fashion-MNIST padded to 32x32 and tiled to 3 channels",
+        npz="fashion32x3",
+    ),
+    Pair(
+        "ds_cnn",
+        "MLPerf Tiny DS-CNN on Fashion-MNIST",
+        {"name": "fashion_mnist", "max_train": SLICE},
+        {"zoo": "ds_cnn", "epochs": 12, "learning_rate": 0.002},
+        "DS-CNN on 28x28x1 images instead of 49x10 MFCCs",
+    ),
+    Pair(
+        "mlp_digits",
+        "mlp_300_100 on digits",
+        {"name": "digits"},
+        {"zoo": "mlp_300_100", "epochs": 60, "learning_rate": 0.002},
+    ),
+    Pair(
+        "tiny_cnn_digits",
+        "tiny_cnn on digits",
+        {"name": "digits"},
+        {"zoo": "tiny_cnn", "epochs": 60, "learning_rate": 0.003},
+    ),
+)
+
+
+def load_targets() -> dict[str, Any]:
+    return yaml.safe_load(TARGETS_FILE.read_text())["suite"]
+
+
+# ---- data and teachers ------------------------------------------------------------------------------
+
+
+def make_npz(kind: str, path: Path) -> None:
+    """``fashion32x3``: Fashion-MNIST's training and test images padded to 32x32 and tiled to 3 channels."""
+    assert kind == "fashion32x3", kind
+    if path.is_file():
+        return
+    from edgeopt.data import _read_fashion, find_fashion_mnist
+
+    x_tr, y_tr, x_te, y_te = _read_fashion(find_fashion_mnist())
+
+    def prep(x: np.ndarray) -> np.ndarray:
+        x = np.pad(x.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2)))
+        return np.repeat(x[..., None], 3, axis=-1).astype(np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp, x_train=prep(x_tr), y_train=y_tr, x_test=prep(x_te), y_test=y_te, class_names=np.array(FASHION_CLASSES)
+    )
+    os.replace(tmp, path)
+
+
+def train_keras3_teacher(path: Path, data: dict[str, Any], teacher: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train the Keras 3 MobileNet-style teacher in a child process (Keras 3 and tf-keras do not share one)."""
+    args = [sys.executable, "-m", "benchmarks.suite", "--keras3-teacher", str(path)]
+    spec = json.dumps({"data": data, "teacher": teacher, "seed": seed})
+    proc = subprocess.run(args + ["--spec", spec], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Keras 3 teacher: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> None:
+    """The child: Keras 3 builds, trains and saves the model (``edgeopt.zoo.mobilenet_style``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras  # Keras 3: this process never imports edgeopt._keras
+
+    from edgeopt import zoo
+
+    keras.utils.set_random_seed(spec["seed"])
+    d = load_dataset(DataConfig(**{**spec["data"], "seed": spec["seed"]}))
+    t = spec["teacher"]
+    model = zoo.mobilenet_style(keras, d.input_shape, d.num_classes)
+    steps = int(np.ceil(len(d.x_train) / 128)) * t["epochs"]
+    lr = keras.optimizers.schedules.CosineDecay(t["learning_rate"], steps)
+    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    started = time.time()
+    model.fit(d.x_train, d.y_train, batch_size=128, epochs=t["epochs"], verbose=0)
+    acc = float(model.evaluate(d.x_test, d.y_test, verbose=0)[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    print(json.dumps({"params": model.count_params(), "accuracy": acc, "seconds": round(time.time() - started, 1)}))
+
+
+# ---- one pair ------------------------------------------------------------------------------------------
+
+
+def pipeline_for(pair: Pair, seed: int, teacher_path: Path) -> PipelineConfig:
+    """The default pipeline file with this pair's name, data and teacher, at ``seed``."""
+    raw = yaml.safe_load(PIPELINE.read_text())
+    raw["name"] = f"suite_{pair.name}"
+    raw["data"] = {**pair.data, "seed": raw["seed"]}
+    teacher: dict[str, Any] = {"path": str(teacher_path)}
+    if not pair.teacher.get("keras3"):
+        teacher["train"] = dict(pair.teacher)
+    raw["teacher"] = teacher
+    raw["seed"] = seed
+    return PipelineConfig.model_validate(raw)
+
+
+def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, Any]:
+    """The pair's teacher, then one strict export per seed; the figures of each."""
+    started = time.time()
+    if pair.npz:
+        make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
+    teacher_path = build / "models" / f"{pair.name}.keras"
+    teacher_path.unlink(missing_ok=True)  # every teacher is trained from scratch in the run
+    teacher_info: dict[str, Any] = {}
+    if pair.teacher.get("keras3"):
+        teacher_info = train_keras3_teacher(teacher_path, pair.data, pair.teacher, seed=SEEDS[0])
+    runs = []
+    for seed in seeds:
+        cfg = pipeline_for(pair, seed, teacher_path)
+        t = time.time()
+        try:
+            result = export(cfg, out / f"{pair.name}-s{seed}", build_dir=build / f"{pair.name}-s{seed}", strict=True)
+            manifest = result.manifest
+        except (GateFailed, RuntimeCrash) as e:
+            log.warning("%s seed %d: %s", pair.name, seed, e)
+            failed = out / f"{pair.name}-s{seed}.failed" / "manifest.json"
+            manifest = BundleManifest.model_validate_json(failed.read_text())
+        runs.append(figures(manifest, seed, time.time() - t))
+    return {
+        "pair": pair.name,
+        "title": pair.title,
+        "note": pair.note,
+        "data": pair.data,
+        "teacher": {**pair.teacher, **teacher_info},
+        "runs": runs,
+        "minutes": round((time.time() - started) / 60, 2),
+    }
+
+
+def _cross(gates: list[dict[str, Any]], gate: str) -> str | None:
+    """``measured/allowed`` steps of a cross-check gate over its profiles (the worst one)."""
+    found = [g for g in gates if g["gate"] == gate and g.get("measured") is not None]
+    if not found:
+        return None
+    worst = max(found, key=lambda g: g["measured"] / max(1, g["budget"] or 1))
+    return f"{worst['measured']:g}/{worst['budget']:g}"
+
+
+def figures(m: BundleManifest, seed: int, seconds: float) -> dict[str, Any]:
+    """What the table reports of one run: accuracies, sizes and ratios, reverted stages, cross-checks."""
+    shipped = m.model("mcu") or m.model("android")
+    base = m.baseline
+    art = next(a for a in m.artifacts if shipped is not None and a.path == shipped.build_artifact)
+    gates = art.gates
+    return {
+        "seed": seed,
+        "passed": m.passed,
+        "failed_gates": m.validation.failed_gates,
+        "not_evaluated": m.validation.not_evaluated or [],
+        "teacher_accuracy": base.accuracy if base else None,
+        "accuracy": art.accuracy,
+        "drop_points": (base.accuracy - art.accuracy) * 100 if base and art.accuracy is not None else None,
+        "teacher_bytes": base.bytes if base else None,
+        "teacher_gzip_bytes": base.gzip_bytes if base else None,
+        "bytes": art.bytes,
+        "gzip_bytes": art.gzip_bytes,
+        "raw_ratio": base.bytes / art.bytes if base else None,
+        "gzip_ratio": base.gzip_bytes / art.gzip_bytes if base else None,
+        "reverted": [s.name for s in m.stages if s.guard is not None and s.guard.action == "kept the input"],
+        "kernel_cross_check": _cross(gates, "kernel_cross_check"),
+        "tflm_agreement": _cross(gates, "tflm_agreement"),
+        "minutes": round(seconds / 60, 2),
+    }
+
+
+# ---- judging and the report ----------------------------------------------------------------------------
+
+
+def summarize(result: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
+    """Means over the seeds and the verdict on each target (pure: tested on made-up runs)."""
+    runs = result["runs"]
+
+    def mean(key: str) -> float | None:
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.fmean(vals) if len(vals) == len(runs) and vals else None
+
+    s = {k: mean(k) for k in ("teacher_accuracy", "accuracy", "drop_points", "bytes", "gzip_bytes", "raw_ratio")}
+    s["gzip_ratio"] = mean("gzip_ratio")
+    s["passed_runs"] = sum(1 for r in runs if r["passed"])
+    verdicts = {
+        "strict release passes": s["passed_runs"] == len(runs),
+        f"at most {targets['max_drop_points']:g} point below the teacher": s["drop_points"] is not None
+        and round(s["drop_points"], 9) <= targets["max_drop_points"],
+        f"at least {targets['min_raw_ratio']:g}x smaller raw": s["raw_ratio"] is not None
+        and s["raw_ratio"] >= targets["min_raw_ratio"],
+        f"at least {targets['min_gzip_ratio']:g}x smaller gzipped": s["gzip_ratio"] is not None
+        and s["gzip_ratio"] >= targets["min_gzip_ratio"],
+    }
+    return {**s, "verdicts": verdicts, "met": all(verdicts.values())}
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    t = r["targets"]
+    lines = [
+        f"Host: {r['host']['describe']}. Pipeline: `{r['pipeline']}` unchanged but for name, data and teacher; "
+        f"seeds {', '.join(map(str, r['seeds']))}; every teacher trained from scratch in the run. Figures are "
+        "means over the seeds (per seed in suite.json). Targets per pair: the strict release passes, at most "
+        f"{t['max_drop_points']:g} point below the teacher (test split, LiteRT), the shipped int8 model at least "
+        f"{t['min_raw_ratio']:g}x smaller raw and {t['min_gzip_ratio']:g}x smaller gzipped than the float32 teacher.",
+        "",
+        "| pair | teacher top-1 | shipped top-1 | drop (points) | raw bytes (x smaller) | gzip bytes (x smaller) "
+        "| strict release | stages the guard reverted | cross-checks: kernels, TFLite Micro (steps/allowed) "
+        "| minutes | targets |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---:|---|",
+    ]
+    for p in r["pairs"]:
+        s = p["summary"]
+        reverted = sorted({x for run in p["runs"] for x in run["reverted"]}) or ["none"]
+        cross = "; ".join(
+            f"{run['kernel_cross_check'] or 'n/a'}, {run['tflm_agreement'] or 'n/a'}" for run in p["runs"]
+        )
+        missed = [k for k, ok in s["verdicts"].items() if not ok]
+        lines.append(
+            f"| {p['title']} | {_f(s['teacher_accuracy'], '.2%')} | {_f(s['accuracy'], '.2%')} | "
+            f"{_f(s['drop_points'], '+.2f')} | {_f(s['bytes'], ',.0f')} ({_f(s['raw_ratio'], '.1f')}x) | "
+            f"{_f(s['gzip_bytes'], ',.0f')} ({_f(s['gzip_ratio'], '.1f')}x) | {s['passed_runs']}/{len(p['runs'])} | "
+            f"{', '.join(reverted)} | {cross} | {p['minutes']:.1f} | "
+            f"{'met' if s['met'] else 'missed: ' + '; '.join(missed)} |"
+        )
+    notes = [f"- {p['title']}: {p['note']}" for p in r["pairs"] if p["note"]]
+    lines += ["", *notes, "", f"Whole suite: {r['minutes']:.1f} minutes (target {t['max_minutes']:g})."]
+    return "\n".join(lines) + "\n"
+
+
+def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None) -> dict[str, Any]:
+    started = time.time()
+    targets = load_targets()
+    pairs = [p for p in PAIRS if not only or p.name in only]
+    results = []
+    for pair in pairs:
+        log.info("suite: %s", pair.title)
+        res = run_pair(pair, build / "dist", build, seeds)
+        res["summary"] = summarize(res, targets)
+        results.append(res)
+    r = {
+        "schema": SCHEMA,
+        "pipeline": str(PIPELINE.relative_to(ROOT)),
+        "seeds": seeds,
+        "host": {**hostinfo.host(), "describe": hostinfo.describe()},
+        "targets": targets,
+        "pairs": results,
+        "minutes": round((time.time() - started) / 60, 1),
+    }
+    r["all_met"] = all(p["summary"]["met"] for p in results) and r["minutes"] <= targets["max_minutes"]
+    write_json(out / "suite.json", r)
+    write_results_md(out / "suite.md", markdown(r))
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("bench"), help="where suite.md and suite.json go")
+    ap.add_argument("--build", type=Path, default=Path("build/suite"), help="stage folders, bundles, teachers")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    ap.add_argument("--pair", action="append", help="run only this pair (repeatable)")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--keras3-teacher", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.keras3_teacher:
+        _keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))
+        return 0
+    from edgeopt.cli import render
+
+    if args.build.exists() and not args.pair:
+        shutil.rmtree(args.build)  # from scratch: no stage of an earlier run is reused
+    with render.session(quiet=args.quiet):
+        r = run_suite(args.out, args.build, args.seeds, args.pair)
+        render.text_file(args.out / "suite.md")
+    return 0 if r["all_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
