@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.runtimes.litert import LiteRTModel, quantize
-from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
+from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, _interpreter, min_arena, run
 
 
 def _litert(content: bytes, threads: int | None, resolver: str, preserve: bool = False) -> Any:
@@ -90,7 +90,26 @@ def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[
     return {"arena_bytes": arena} | ({"arena_tries_crashed": crashes} if crashes else {}), out
 
 
-TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval}
+def tflm_raw(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """TFLite Micro on inputs already in the tensors' dtypes, as a firmware gets them: each row of ``x``
+    (uint8) holds one example's input tensors' bytes one after another (``inputs``: dtype and shape of
+    each); each row of the result holds its output tensors' bytes (``outputs`` of them) the same way."""
+    specs = job["inputs"]
+    it = _interpreter(content, int(job.get("arena", 16 << 20)))
+    rows = []
+    for row in np.asarray(x, np.uint8):
+        off = 0
+        for i, spec in enumerate(specs):
+            dt = np.dtype(spec["dtype"])
+            n = int(np.prod(spec["shape"])) * dt.itemsize
+            it.set_input(np.frombuffer(row[off : off + n].tobytes(), dt).reshape(spec["shape"]), i)
+            off += n
+        it.invoke()
+        rows.append(b"".join(np.ascontiguousarray(it.get_output(o)).tobytes() for o in range(int(job["outputs"]))))
+    return {}, np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1)
+
+
+TASKS = {"litert_eval": litert_eval, "litert_bench": litert_bench, "tflm_eval": tflm_eval, "tflm_raw": tflm_raw}
 
 
 def main(job_dir: str) -> int:
