@@ -279,7 +279,7 @@ def check(
             "min": per_invoke[0],
             "max": per_invoke[-1],
             "method": (
-                f"QEMU {base['qemu']} -icount {qemu.ICOUNT} (one guest instruction per virtual nanosecond): "
+                f"{base['qemu']}, -icount {qemu.ICOUNT} (one guest instruction per virtual nanosecond): "
                 f"SysTick ticks around each Invoke() x {ipt:g} instructions per tick, from a calibration loop of "
                 f"{result.calibration[0]:,} instructions that took {result.calibration[1]:,} ticks"
             ),
