@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIPELINE ?= pipelines/fashion_mnist.yaml
 
-.PHONY: install data export test test-slow bench search-bench arch-table calibrate lint clean
+.PHONY: install data firmware-deps export test test-slow bench search-bench arch-table firmware-table calibrate lint clean
 
 install: $(STAMP)
 
@@ -20,12 +20,27 @@ $(STAMP): pyproject.toml
 data: install
 	$(BIN)/edgeopt data fashion_mnist --fetch
 
+# The firmware check's tools (edgeopt firmware): Debian's Arm cross compiler with newlib and libstdc++, and
+# QEMU's Arm system emulator. Installed as root where apt-get exists; elsewhere this says what to install
+# and the firmware tests skip, saying why.
+FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+firmware-deps:
+	@if command -v arm-none-eabi-g++ >/dev/null && command -v qemu-system-arm >/dev/null \
+	    && [ -f "$$(arm-none-eabi-gcc -print-file-name=nano.specs)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(FIRMWARE_PACKAGES)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(FIRMWARE_PACKAGES) >/dev/null \
+	  || { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(FIRMWARE_PACKAGES) >/dev/null; } \
+	  || echo "firmware-deps: apt-get could not install $(FIRMWARE_PACKAGES); the firmware tests will skip"; \
+	else echo "firmware-deps: install $(FIRMWARE_PACKAGES) (Debian names) for edgeopt firmware; the firmware tests skip without them"; fi
+
 # Trains the reference teacher when models/fashion_mnist_teacher.keras is missing, runs the pipeline
 # (reusing cached stages in build/) and writes the release bundle to dist/<pipeline>/.
 export: install data
 	$(BIN)/edgeopt export $(PIPELINE)
 
-test: install data
+test: install data firmware-deps
 	$(BIN)/python -m pytest
 
 test-slow: install data
@@ -44,6 +59,13 @@ search-bench: install data
 # converted to int8 and validated in strict mode on pixel4-cpu4 and cortex-m7-512k.
 arch-table: install
 	$(BIN)/python -m benchmarks.archtable --out bench/architectures
+
+# Not part of `make test`: the firmware check on the default bundle (Cortex-M4, M7; CMSIS-NN and reference
+# kernels) and on MLPerf Tiny's reference architectures (M4, M33, M7), and the latency estimate against the
+# published MLPerf Tiny CMSIS-NN results. Writes bench/firmware.{md,json}. The TFLite Micro tree is
+# $$EDGEOPT_TFLM_SRC or ../shared/third_party/tflm/tflite-micro.
+firmware-table: install firmware-deps export
+	$(BIN)/python -m benchmarks.firmware_table --bundle dist/fashion_mnist --out bench
 
 # Measures MobileNet 1.0 224 here and stores host-to-device latency factors for the phone profiles.
 calibrate: install

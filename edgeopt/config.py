@@ -345,6 +345,8 @@ class Budget(_Config):
     arena_bytes: int | None = Field(None, gt=0, description="MCU RAM for the TFLite Micro tensor arena")
     accuracy_drop_max: float | None = Field(None, ge=0, description="points of top-1 vs the Keras reference")
     min_agreement: float | None = Field(None, ge=0, le=1, description="top-1 agreement with the Keras model")
+    flash_bytes: int | None = Field(None, gt=0, description="firmware flash: runtime + model (firmware: profiles)")
+    ram_bytes: int | None = Field(None, gt=0, description="firmware RAM: arena, stack, .bss, .data, heap (firmware:)")
 
 
 class DeviceReference(_Config):
@@ -373,12 +375,43 @@ class McuCore(StrEnum):
     cortex_m7 = "cortex-m7"
 
 
+class McuEnergy(_Config):
+    """A published energy figure of the board (MLPerf Tiny): microjoules and milliseconds of one
+    inference; their ratio is the board's average power while inferring (edgeopt.firmware.estimate)."""
+
+    benchmark: str = Field(description="which published run (e.g. MLPerf Tiny v1.3 image classification)")
+    microjoules: float = Field(gt=0)
+    latency_ms: float = Field(gt=0)
+    source: str
+
+
 class McuConfig(_Config):
-    """The CPU of an MCU board: its latency gate is estimated from the model's MACs (edgeopt.mcu_latency)."""
+    """The CPU of an MCU board: its latency gate is estimated from the model's MACs (edgeopt.mcu_latency)
+    or from the instructions the firmware check counted (edgeopt.firmware.estimate)."""
 
     core: McuCore
     clock_hz: float = Field(gt=0, description="CPU clock the estimate's cycles are divided by")
     source: str = Field(description="where the core and clock come from (datasheet, board)")
+    energy: list[McuEnergy] = Field(
+        default_factory=list, description="published energy of the board, for energy estimates (averaged over them)"
+    )
+
+
+class FirmwareKernels(StrEnum):
+    cmsis_nn = "cmsis-nn"
+    reference = "reference"
+
+
+class FirmwareConfig(_Config):
+    """The firmware check as a gate (edgeopt.firmware): the model built into TFLite Micro firmware for the
+    profile's ``mcu.core``, run in QEMU, bit-exact against TFLite Micro's Python interpreter, measured."""
+
+    kernels: FirmwareKernels = FirmwareKernels.cmsis_nn
+    inputs: int = Field(10, ge=1, description="test inputs run through the firmware and compared byte for byte")
+    timeout_s: float = Field(300.0, gt=0, description="seconds QEMU may run before the firmware counts as hung")
+    tflm_src: str | None = Field(
+        None, description="TFLite Micro tree (default: $EDGEOPT_TFLM_SRC, else ../shared/third_party/tflm/tflite-micro)"
+    )
 
 
 class DeviceProfile(_Config):
@@ -393,6 +426,13 @@ class DeviceProfile(_Config):
     reference: DeviceReference | None = None
     vela: VelaConfig | None = None
     mcu: McuConfig | None = None
+    firmware: FirmwareConfig | None = None  # needs mcu: (the core to build for)
+
+    @model_validator(mode="after")
+    def _firmware_needs_a_core(self) -> DeviceProfile:
+        if self.firmware is not None and self.mcu is None:
+            raise ValueError("firmware: needs an mcu: section (the core the firmware is built for)")
+        return self
 
 
 def format_validation_error(

@@ -275,7 +275,39 @@ def profile_gates(
         gates += tflm_gates(p, m, failures)
     if p.vela is not None:
         gates += vela_gates(p, m, failures)
+    if p.firmware is not None:
+        gates += firmware_gates(p, m, failures)
     return [g for g in gates if g is not None]
+
+
+def firmware_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> list[Gate | None]:
+    """The firmware check (edgeopt.firmware): the model in TFLite Micro firmware for the profile's core,
+    bit-exact in QEMU against TFLite Micro's Python interpreter; its flash and RAM against the budgets."""
+    name, b = p.name, p.budgets
+    r = m.firmware.get(name)
+    if r is None:
+        why = failures.get(f"firmware:{name}", "the firmware check did not run")
+        return [
+            _gate(name, "firmware", N, why),
+            budget_gate(name, "flash_bytes", None, b.flash_bytes, "bytes", why),
+            budget_gate(name, "ram_bytes", None, b.ram_bytes, "bytes", why),
+        ]
+    ins = (r.get("instructions") or {}).get("median")
+    ok = bool(r["passed"])
+    detail = (
+        f"bit-exact on {r['inputs']} inputs in QEMU ({r['board']}, {r['kernels']}), {ins:,} instructions per Invoke()"
+        if ok
+        else "; ".join(r["failures"])
+    )
+    fp = r.get("footprint") or {}
+    why = "; ".join(r["failures"]) or "not measured"
+    return [
+        _gate(name, "firmware", P if ok else F, detail, ins, unit="instructions"),
+        budget_gate(name, "flash_bytes", fp.get("flash_bytes"), b.flash_bytes, "bytes", why,
+                    describe=lambda v: f"{fmt(v, 'bytes')} of firmware flash (runtime + model)"),
+        budget_gate(name, "ram_bytes", fp.get("ram_bytes"), b.ram_bytes, "bytes", why,
+                    describe=lambda v: f"{fmt(v, 'bytes')} of RAM (arena, stack, .bss, .data, heap)"),
+    ]  # fmt: skip
 
 
 def cross_check_gate(profile: str, cross: CrossCheck | None, failures: dict[str, str]) -> Gate:
@@ -371,6 +403,12 @@ def mcu_latency_gate(p: DeviceProfile, m: Measurements) -> Gate:
             budget=budget,
             unit="ms",
         )
+    fw = next((x for x in (m.firmware.get(p.name) or {}).get("latency", []) if x["profile"] == p.name), None)
+    if fw is not None and fw.get("used") == "instructions":  # the firmware check's estimate is the better one here
+        g = budget_gate(p.name, "latency_p90_ms", fw["ms"], budget, "ms", "")
+        assert g is not None
+        method = f"estimate from the firmware check: {fw['method']} ({fw['source']})"
+        return g.model_copy(update={"detail": g.detail + f"; {method}", "method": method})
     est = mcu_latency.estimate(s, p.mcu.core.value, p.mcu.clock_hz)
     g = budget_gate(p.name, "latency_p90_ms", est.ms, budget, "ms", "")
     assert g is not None

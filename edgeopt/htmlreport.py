@@ -102,6 +102,40 @@ def _stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+FIRMWARE_HEADER = [
+    "model", "profile", "core / board / kernels", "bit-exact", "instructions / Invoke()", "flash (runtime + model)",
+    "RAM (arena used of built; stack; .bss + .data; heap)", "latency estimate", "energy estimate",
+]  # fmt: skip
+
+
+def _firmware_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """One row per MCU model and profile with a firmware check (edgeopt.firmware)."""
+    rows = []
+    for m in manifest["models"]:
+        for profile, r in (m.get("firmware") or {}).items():
+            fp, ins = r.get("footprint") or {}, r.get("instructions") or {}
+            model = (fp.get("flash_parts") or {}).get("model", 0)
+            lat = next((x for x in r.get("latency", []) if x["profile"] == profile), None)
+            en = next((x for x in r.get("energy", []) if x["profile"] == profile), None)
+            rows.append(
+                [
+                    m["path"],
+                    profile,
+                    f"{r['cpu']} / {r['board']} / {r['kernels']}",
+                    ("yes" if r["bit_exact"] else "NO") + f" ({r['inputs']} inputs)"
+                    + ("" if r["passed"] else "; " + "; ".join(r["failures"])),
+                    f"{ins['median']:,}" if ins else "-",
+                    f"{fp['flash_bytes']:,} B = {fp['flash_bytes'] - model:,} + {model:,}" if fp else "-",
+                    f"{fp['arena_used_bytes']:,} of {fp['arena_bytes']:,}; {fp['stack_bytes']:,}; "
+                    f"{fp['bss_bytes'] + fp['data_bytes']:,}; {fp['heap_bytes']:,} B" if fp else "-",
+                    f"{lat['ms']:.3g} ms from instructions, {lat['macs_ms']:.3g} ms from MACs ({lat['used']} used)"
+                    if lat else "-",
+                    f"{en['microjoules']:,.0f} uJ at {en['milliwatts']:.1f} mW (estimate)" if en else "-",
+                ]
+            )  # fmt: skip
+    return rows
+
+
 def model_card(manifest: BundleManifest | dict[str, Any]) -> str:
     """``model_card.md``: what the model is, its data, metrics per stage, budgets and gates, known limits."""
     manifest = _json(manifest)
@@ -171,6 +205,14 @@ def model_card(manifest: BundleManifest | dict[str, Any]) -> str:
     if v.get("strict"):  # a strict run fails on gates it could not evaluate
         problems += [f"not evaluated: {g}" for g in v.get("not_evaluated") or []]
     lines += ["", f"Overall: {'all gates passed' if v['passed'] else 'FAILED: ' + '; '.join(problems)}."]
+    fw = _firmware_rows(manifest)
+    if fw:
+        lines += ["", "## Firmware check", "",
+                  "The MCU model built into TFLite Micro firmware for the profile's core, run in QEMU and compared "
+                  "byte for byte with TFLite Micro's Python interpreter (edgeopt firmware); latency and energy are "
+                  "estimates for the profile's board.", "",
+                  "| " + " | ".join(FIRMWARE_HEADER) + " |", "|" + "---|" * len(FIRMWARE_HEADER)]  # fmt: skip
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in fw]
     lines += ["", "## Known limits", ""]
     limits = [
         f"Accuracy is measured on the test split of `{d.get('name')}` only ({d.get('test'):,} examples);"
@@ -453,6 +495,13 @@ def html_report(manifest: BundleManifest | dict[str, Any], build_root: Path) -> 
         )
         if title == "Accuracy vs size" and png:
             parts.append(_legend_table(pts, base_acc))
+    fw = _firmware_rows(manifest)
+    if fw:
+        parts.append(
+            "<h2>Firmware check</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in FIRMWARE_HEADER) + "</tr>"
+        )
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in fw]
+        parts.append("</table>")
     parts.append("<h2>Gates</h2>")
     rows = _gate_rows(manifest)
     if rows:

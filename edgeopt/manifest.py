@@ -166,7 +166,9 @@ class ArtifactRecord(Record):
     """A .tflite a convert step made, with what validation measured; the ``*_vs_baseline`` figures
     exist when the run has a baseline (and, for the speed-up, host latencies of both)."""
 
-    omit_if_none = frozenset({"gzip_ratio_vs_baseline", "speedup_vs_baseline_p50_1thread", "accuracy_drop_vs_baseline"})
+    omit_if_none = frozenset(
+        {"gzip_ratio_vs_baseline", "speedup_vs_baseline_p50_1thread", "accuracy_drop_vs_baseline", "firmware"}
+    )
 
     path: str
     quantization: str
@@ -183,6 +185,7 @@ class ArtifactRecord(Record):
     gzip_ratio_vs_baseline: float | None = None
     speedup_vs_baseline_p50_1thread: float | None = None
     accuracy_drop_vs_baseline: float | None = None  # baseline top-1 minus this one's (a fraction, not points)
+    firmware: dict[str, FirmwareRecord] | None = None  # profile -> the firmware check (profiles with firmware:)
 
     @property
     def name(self) -> str:
@@ -281,7 +284,7 @@ class ModelRecord(Record):
     """A model file shipped in the bundle. ``sha256`` and ``bytes`` are those of the shipped bytes (the
     Android asset, or the MCU C array's content); ``*_before_embedding`` those of the converter's file."""
 
-    omit_if_none = frozenset({"arena", "metadata_entry"})
+    omit_if_none = frozenset({"arena", "metadata_entry", "firmware"})
 
     path: str
     role: str  # "android" or "mcu"
@@ -303,6 +306,7 @@ class ModelRecord(Record):
     validation: dict[str, list[JSON]] = Field(default_factory=dict)  # profile -> its gates
     arena: ArenaRecord | None = None  # MCU only
     metadata_entry: str | None = None  # the edgeopt metadata entry in these bytes
+    firmware: dict[str, FirmwareRecord] | None = None  # MCU only: profile -> the firmware check (firmware: profiles)
 
 
 class FileRecord(Record):
@@ -408,3 +412,100 @@ class ManifestRef(Record):
     edgeopt: str  # the edgeopt version
     config_sha256: str
     sha256_before_embedding: str  # the converter's bytes: the image minus this entry
+
+
+# ---- the firmware check (edgeopt.firmware) -----------------------------------------------------------
+
+FIRMWARE_SCHEMA = "edgeopt.firmware/1"
+
+
+class FirmwareFootprint(Record):
+    """Flash and RAM of the firmware the check built. Flash is every section stored in flash (code,
+    constants, ``.data``'s initial values) less the check's test inputs; ``flash_parts`` splits it (the
+    model's C array, TFLite Micro, its kernels, CMSIS-NN, the C/C++ runtime, startup and main, padding).
+    RAM: ``.data`` + ``.bss`` (the arena included) + the stack's high-water mark + the heap newlib took."""
+
+    flash_bytes: int
+    flash_parts: dict[str, int]
+    test_inputs_bytes: int  # only in the check's build, not on the device
+    ram_bytes: int
+    arena_bytes: int  # the static arena the firmware was built with
+    arena_used_bytes: int  # MicroInterpreter::arena_used_bytes() after AllocateTensors
+    stack_bytes: int  # high-water mark (painted stack)
+    stack_reserved_bytes: int
+    bss_bytes: int  # .bss less the arena
+    data_bytes: int
+    heap_bytes: int
+    sections: dict[str, int]  # the ELF's sections (arm-none-eabi-size -A) the figures come from
+
+
+class FirmwareLatency(Record):
+    """Latency of one Invoke() on a profile's core and clock: ``ms`` estimated from the instructions QEMU
+    counted (``method`` and ``source`` say how), ``macs_ms`` by the MAC model (edgeopt.mcu_latency), and
+    ``used``, the one the latency gate takes for this core (the better on published results)."""
+
+    profile: str
+    core: str
+    clock_hz: float
+    ms: float
+    cycles_per_instruction: float
+    macs_ms: float
+    used: str  # "instructions" or "macs"
+    method: str
+    source: str
+
+    @property
+    def gate_ms(self) -> float:
+        return self.ms if self.used == "instructions" else self.macs_ms
+
+
+class FirmwareEnergy(Record):
+    """Energy of one inference on a board with published MLPerf Tiny energy: the board's average power
+    while inferring times the latency estimate. An estimate, with its source."""
+
+    profile: str
+    microjoules: float
+    milliwatts: float
+    method: str
+    source: str
+
+
+class FirmwareRecord(Record):
+    """One run of the firmware check: the model built into TFLite Micro firmware for a Cortex-M core,
+    run in QEMU on N inputs, its outputs compared byte for byte with TFLite Micro's Python interpreter."""
+
+    omit_if_none = frozenset({"first_difference", "footprint", "instructions"})
+
+    schema_: str = Field(FIRMWARE_SCHEMA, alias="schema")
+    passed: bool
+    failures: list[str] = Field(default_factory=list)
+    model: str  # what was checked (bundle or .tflite path)
+    model_sha256: str  # of the C array's bytes
+    reference: str  # the bytes TFLite Micro's Python interpreter ran, and why those
+    cpu: str
+    board: str
+    kernels: str
+    op_counts: dict[str, int] = Field(default_factory=dict)
+    kernel_sources: list[str] = Field(default_factory=list)
+    inputs: int
+    inputs_source: str
+    bit_exact: bool
+    differences: int = 0  # output bytes that differ, over all inputs
+    first_difference: str | None = None
+    instructions: JSON | None = None  # min, median, max per Invoke(), and how they were counted
+    footprint: FirmwareFootprint | None = None
+    latency: list[FirmwareLatency] = Field(default_factory=list)
+    energy: list[FirmwareEnergy] = Field(default_factory=list)
+    tflm_src: str
+    tflm_fingerprint: str
+    toolchain: str
+    qemu: str
+    build_seconds: float
+    compiled_sources: int  # 0: the library came from the cache
+    run_seconds: float
+
+
+ArtifactRecord.model_rebuild()
+RunManifest.model_rebuild()
+ModelRecord.model_rebuild()
+BundleManifest.model_rebuild()

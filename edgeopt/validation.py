@@ -140,6 +140,7 @@ class Measurements(_Record):
     latency: dict[str, Latency] = Field(default_factory=dict)  # by thread count, as a string
     tflm: TflmRun | None = None
     vela: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by accelerator config
+    firmware: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by profile: FirmwareRecord JSON
 
 
 # Keys of the flat dict that belong to the result, not to the measurements.

@@ -332,3 +332,48 @@ def text_file(path: Path) -> None:
     """A file's text as it is (``bench``'s results.md), unless quiet."""
     if not _quiet:
         console.print(path.read_text(), markup=False, highlight=False)
+
+
+def firmware(record: Any) -> None:
+    """The firmware check's summary: what ran, bit-exactness, instructions, flash, RAM and estimates."""
+    r = as_dict(record)
+    rows: list[tuple[str, Any]] = [
+        ("model", r["model"]),
+        ("core / board / kernels", f"{r['cpu']} / {r['board']} / {r['kernels']}"),
+    ]
+    if r["inputs"]:
+        rows += [
+            ("inputs", f"{r['inputs']}: {r['inputs_source']}"),
+            ("bit-exact", "yes" if r["bit_exact"] else f"no: {r.get('first_difference') or 'see the result'}"),
+        ]
+    else:
+        rows.append(("inputs", "not run (nothing was built)"))
+    ins = r.get("instructions")
+    if ins:
+        rows.append(("instructions / Invoke()", f"{ins['median']:,} (min {ins['min']:,}, max {ins['max']:,})"))
+    fp = r.get("footprint")
+    if fp:
+        parts = ", ".join(f"{k} {v:,}" for k, v in fp["flash_parts"].items())
+        rows += [
+            ("flash", f"{fp['flash_bytes']:,} B ({parts})"),
+            (
+                "RAM",
+                f"{fp['ram_bytes']:,} B (arena {fp['arena_bytes']:,}, used {fp['arena_used_bytes']:,}; stack "
+                f"{fp['stack_bytes']:,}; bss {fp['bss_bytes']:,}; data {fp['data_bytes']:,}; "
+                f"heap {fp['heap_bytes']:,})",
+            ),
+        ]
+    for lat in r.get("latency", []):
+        rows.append(
+            (
+                f"latency on {lat['profile']}",
+                f"estimate: {lat['ms']:.3g} ms from instructions, {lat['macs_ms']:.3g} ms from MACs ({lat['method']})",
+            )
+        )
+    for en in r.get("energy", []):
+        rows.append((f"energy on {en['profile']}", f"estimate: {en['microjoules']:,.0f} uJ ({en['method']})"))
+    if r["inputs"]:
+        compiled = f"{r['compiled_sources']} sources compiled" if r["compiled_sources"] else "library from the cache"
+        rows.append(("build / run", f"{r['build_seconds']:.1f} s ({compiled}) / {r['run_seconds']:.2f} s in QEMU"))
+    rows.append(("result", "passed" if r["passed"] else "FAILED: " + "; ".join(r["failures"])))
+    table("firmware check", rows)

@@ -21,6 +21,7 @@ from edgeopt import htmlreport, metadata, pipeline, report
 from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
 from edgeopt.errors import EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.export import android, embedded, mcu
+from edgeopt.firmware import example
 from edgeopt.manifest import (
     JSON,
     ArenaRecord,
@@ -28,6 +29,7 @@ from edgeopt.manifest import (
     BundleManifest,
     BundleStatus,
     FileRecord,
+    FirmwareRecord,
     ModelRecord,
     RunManifest,
     SourceModel,
@@ -146,6 +148,7 @@ def write_bundle(root: Path, run: RunManifest, build_root: Path, status: BundleS
         info = inspect(image)
         arena = mcu.arena(validations.get(mcu_art.name), content)
         path = mcu.write_mcu(root, name, image, info, arena, run)
+        example.write_bundle_example(root, name, image, info, run.data.name, run.data.seed)
         entry = metadata.MANIFEST_REF_ENTRY
         models.append(_model_record(path, "mcu", image, mcu_art, info, validations, entry, arena))
     else:
@@ -226,4 +229,5 @@ def _model_record(
         validation=per_profile,
         arena=arena,
         metadata_entry=entry,
+        firmware={k: FirmwareRecord.model_validate(r) for k, r in (v.get("firmware") or {}).items()} or None,
     )

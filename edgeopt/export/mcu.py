@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from edgeopt import metadata
 from edgeopt.artifacts import sha256_bytes, write_bytes
+from edgeopt.firmware.example import c_identifier  # the firmware example names the array the same way
 from edgeopt.manifest import JSON, ArenaRecord, RunManifest
 from edgeopt.runtimes import tflm
 from edgeopt.runtimes.isolate import ChildFailed, run_task
@@ -27,12 +27,6 @@ NO_INT8_README = (
     b"No int8 model in this pipeline: microcontroller firmware needs a full-integer model "
     b"(add a `{stage: convert, quantization: int8}` step).\n"
 )
-
-
-def c_identifier(name: str) -> str:
-    """``name`` as a C identifier (other characters become ``_``; a leading digit gets ``m_``)."""
-    ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return ident if not ident[:1].isdigit() else "m_" + ident
 
 
 def c_float(v: float) -> str:

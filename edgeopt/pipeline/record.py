@@ -76,6 +76,7 @@ def artifact_record(art: Artifact, root: Path) -> ArtifactRecord:
         inputs=[TensorRecord.model_validate(t) for t in art.metrics["inputs"]],
         outputs=[TensorRecord.model_validate(t) for t in art.metrics["outputs"]],
         ops=art.metrics["op_counts"],
+        firmware=(v or {}).get("firmware") or None,  # profile -> FirmwareRecord (profiles with firmware:)
     )
 
 

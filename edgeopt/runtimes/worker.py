@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeopt.runtimes.litert import LiteRTModel, quantize
 from edgeopt.runtimes.litert import tensors as litert_tensors_of
-from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, min_arena, run
+from edgeopt.runtimes.tflm import MAX_ARENA, ArenaExceeded, ProbeCrashed, _interpreter, min_arena, run
 from edgeopt.runtimes.tflm import tensors as tflm_tensors_of
 
 
@@ -109,12 +109,32 @@ def tflm_tensors(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[di
     return _save_tensors(job, values), None
 
 
+def tflm_raw(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """TFLite Micro on inputs already in the tensors' dtypes, as a firmware gets them: each row of ``x``
+    (uint8) holds one example's input tensors' bytes one after another (``inputs``: dtype and shape of
+    each); each row of the result holds its output tensors' bytes (``outputs`` of them) the same way."""
+    specs = job["inputs"]
+    it = _interpreter(content, int(job.get("arena", 16 << 20)))
+    rows = []
+    for row in np.asarray(x, np.uint8):
+        off = 0
+        for i, spec in enumerate(specs):
+            dt = np.dtype(spec["dtype"])
+            n = int(np.prod(spec["shape"])) * dt.itemsize
+            it.set_input(np.frombuffer(row[off : off + n].tobytes(), dt).reshape(spec["shape"]), i)
+            off += n
+        it.invoke()
+        rows.append(b"".join(np.ascontiguousarray(it.get_output(o)).tobytes() for o in range(int(job["outputs"]))))
+    return {}, np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1)
+
+
 TASKS = {
     "litert_eval": litert_eval,
     "litert_bench": litert_bench,
     "tflm_eval": tflm_eval,
     "litert_tensors": litert_tensors,
     "tflm_tensors": tflm_tensors,
+    "tflm_raw": tflm_raw,
 }
 
 

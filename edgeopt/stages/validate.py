@@ -20,6 +20,7 @@ from edgeopt import tflite as tfl
 from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
 from edgeopt.data import Dataset, align_labels, labels_from_tflite
 from edgeopt.errors import BadInput
+from edgeopt.firmware.check import check_profile
 from edgeopt.gates import precision_of
 from edgeopt.progress import Timer
 from edgeopt.runtimes import litert
@@ -235,7 +236,8 @@ def validate(
     litert_threads = sorted({1, *(p.threads for p in profiles if p.runtime is Runtime.litert)})
     tflm_needed = any(p.runtime is Runtime.tflm for p in profiles)
     vela_cfgs = {p.vela.model_dump_json(): p.vela for p in profiles if p.vela is not None}
-    steps = 2 + (len(litert_threads) if config.latency else 0) + int(tflm_needed) + len(vela_cfgs)
+    fw_profiles = [p for p in profiles if p.firmware is not None]
+    steps = 2 + (len(litert_threads) if config.latency else 0) + int(tflm_needed) + len(vela_cfgs) + len(fw_profiles)
     metrics: dict[str, Any] = {"structure": structure, "samples": int(len(x))}
     with Timer() as t, progress.task(f"validate {name}", steps) as advance:
         raw, raw_logits = _accuracy(metrics, children, x, y, config, keras_model)
@@ -246,6 +248,8 @@ def validate(
         metrics["tflm"] = _tflm(children, x, raw, raw_logits, structure, config.max_step_diff) if tflm_needed else None
         advance(int(tflm_needed))
         metrics["vela"] = _vela(children, vela_cfgs, config.timeout_s, advance)
+        if fw_profiles:
+            metrics["firmware"] = _firmware(children, fw_profiles, x, data.name, advance)
     measurements = Measurements.model_validate(metrics)
     failures = children.failures
     gates = judging.judge(measurements, config, profiles, calibration, baseline_accuracy, failures=failures)
@@ -422,3 +426,20 @@ def _vela(children: _Children, configs: dict[str, Any], timeout: float, advance:
             children.fail(f"vela:{key}", e)
         advance()
     return vela
+
+
+def _firmware(children: _Children, profiles: list[DeviceProfile], x: np.ndarray, data: str, advance: Any) -> dict:
+    """The firmware check of each profile with ``firmware:`` (edgeopt.firmware): the model built for the
+    profile's core, run in QEMU, bit-exact against TFLite Micro's Python interpreter, measured. Missing
+    tools or tree: not evaluated (BadInput's line says what to install); a hang or fault: crashed."""
+    out: dict[str, Any] = {}
+    for p in profiles:
+        try:
+            out[p.name] = check_profile(children.tflite, children.name, p, x=x, data=data).to_json()
+        except BadInput as e:
+            log.warning("%s: firmware check on %s: %s", children.name, p.name, e)
+            children.failures[f"firmware:{p.name}"] = str(e)
+        except ChildFailed as e:
+            children.fail(f"firmware:{p.name}", e)
+        advance()
+    return out
