@@ -233,10 +233,12 @@ def _cross(gates: list[dict[str, Any]], gate: str) -> str | None:
 
 
 def figures(m: BundleManifest, seed: int, seconds: float) -> dict[str, Any]:
-    """What the table reports of one run: accuracies, sizes and ratios, reverted stages, cross-checks."""
+    """What the table reports of one run: accuracies, sizes and ratios of the shipped model (the MCU image:
+    what flash stores), reverted stages, cross-checks."""
     shipped = m.model("mcu") or m.model("android")
+    assert shipped is not None, "a bundle ships a model"
     base = m.baseline
-    art = next(a for a in m.artifacts if shipped is not None and a.path == shipped.build_artifact)
+    art = next(a for a in m.artifacts if a.path == shipped.build_artifact)
     gates = art.gates
     return {
         "seed": seed,
@@ -248,10 +250,10 @@ def figures(m: BundleManifest, seed: int, seconds: float) -> dict[str, Any]:
         "drop_points": (base.accuracy - art.accuracy) * 100 if base and art.accuracy is not None else None,
         "teacher_bytes": base.bytes if base else None,
         "teacher_gzip_bytes": base.gzip_bytes if base else None,
-        "bytes": art.bytes,
-        "gzip_bytes": art.gzip_bytes,
-        "raw_ratio": base.bytes / art.bytes if base else None,
-        "gzip_ratio": base.gzip_bytes / art.gzip_bytes if base else None,
+        "bytes": shipped.bytes,
+        "gzip_bytes": shipped.gzip_bytes,
+        "raw_ratio": base.bytes / shipped.bytes if base else None,
+        "gzip_ratio": base.gzip_bytes / shipped.gzip_bytes if base else None,
         "reverted": [s.name for s in m.stages if s.guard is not None and s.guard.action == "kept the input"],
         "kernel_cross_check": _cross(gates, "kernel_cross_check"),
         "tflm_agreement": _cross(gates, "tflm_agreement"),

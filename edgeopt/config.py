@@ -139,7 +139,7 @@ class TrainConfig(_Training):
 
 
 class PruneConfig(_FineTuning):
-    omit_if_default = _FineTuning.omit_if_default | {"depthwise"}
+    omit_if_default = _FineTuning.omit_if_default | {"depthwise", "min_inputs"}
 
     final_sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="fraction of kernel weights set to zero")
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity at the begin step")
@@ -168,6 +168,12 @@ class PruneConfig(_FineTuning):
         "model's prunable kernel weights (names not needed, so it transfers to any model)",
     )
     depthwise: bool = Field(False, description="prune DepthwiseConv2D kernels too (tfmot leaves them dense on its own)")
+    min_inputs: int = Field(
+        0,
+        ge=0,
+        description="every output unit (neuron or filter) keeps at least this many of its inputs: a layer with "
+        "few inputs per unit is pruned less than final_sparsity, one with fewer than this not at all (0: no floor)",
+    )
 
     @field_validator("m_by_n")
     @classmethod

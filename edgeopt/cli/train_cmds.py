@@ -94,6 +94,7 @@ def prune(
     block: Annotated[int | None, opt(PruneConfig, "block")] = None,
     dense_share: Annotated[float | None, opt(PruneConfig, "dense_share")] = None,
     depthwise: Annotated[bool | None, opt(PruneConfig, "depthwise", "--depthwise/--no-depthwise")] = None,
+    min_inputs: Annotated[int | None, opt(PruneConfig, "min_inputs")] = None,
     **shared: Any,
 ) -> None:
     """Magnitude pruning (tfmot) with a polynomial-decay or constant sparsity schedule."""

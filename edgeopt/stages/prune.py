@@ -61,29 +61,20 @@ def prune(
         set_seed(seed)
         base = clone_with_weights(model)
         sched = resolve_schedule(config, training_plan(config, data)["steps"])
-        if config.schedule is Schedule.polynomial:
-            schedule = sp.PolynomialDecay(
-                initial_sparsity=config.initial_sparsity,
-                final_sparsity=config.final_sparsity,
-                begin_step=sched["begin_step"],
-                end_step=sched["end_step"],
-                frequency=sched["frequency"],
-            )
-        else:
-            schedule = sp.ConstantSparsity(
-                config.final_sparsity,
-                begin_step=sched["begin_step"],
-                end_step=sched["end_step"],
-                frequency=sched["frequency"],
-            )
         m_by_n = tuple(int(v) for v in config.m_by_n.split(":")) if config.m_by_n else None
-        kw: dict[str, Any] = {"pruning_schedule": schedule}
-        if m_by_n:
-            kw["sparsity_m_by_n"] = m_by_n
+        targets: dict[str, float] = {}
+
+        def wrap(layer: Any) -> Any:
+            targets[layer.name] = layer_target(layer, config)
+            kw: dict[str, Any] = {"pruning_schedule": _schedule(config, sched, targets[layer.name])}
+            if m_by_n:
+                kw["sparsity_m_by_n"] = m_by_n
+            return sp.prune_low_magnitude(layer, **kw, **_block_kw(layer, config.block))
+
         wrapped, applied, skipped = wrap_layers(
             base,
-            lambda layer: sp.prune_low_magnitude(layer, **kw, **_block_kw(layer, config.block)),
-            lambda layer: _why_not(layer, m_by_n),
+            wrap,
+            lambda layer: _why_not(layer, m_by_n, config.min_inputs),
             config.skip_layers,
             config.dense_share,
             depthwise=config.depthwise,
@@ -99,9 +90,11 @@ def prune(
         )
         stripped = plain_layers(sp.strip_pruning(wrapped))
         after = accuracy(stripped, data.x_test, data.y_test)
-    target = (1 - m_by_n[0] / m_by_n[1]) if m_by_n else config.final_sparsity
     per_layer = sparsity_per_layer(stripped, applied)
+    for name, v in per_layer.items():
+        v["target"] = targets.get(name.split("/")[0], config.final_sparsity)
     pruned_total = sum(v["weights"] for v in per_layer.values())
+    target = (1 - m_by_n[0] / m_by_n[1]) if m_by_n else _weighted_target(per_layer, config.final_sparsity)
     pruned_zeros = sum(v["zeros"] for v in per_layer.values())
     overall = pruned_zeros / pruned_total if pruned_total else 0.0
     all_k = kernels(stripped)
@@ -138,6 +131,60 @@ def prune(
     return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)
 
 
+def inputs_per_unit(layer: Any) -> int:
+    """How many inputs each output unit of ``layer`` reads: a Dense unit its input features, a conv filter
+    its kernel window times its input channels, a depthwise channel its kernel window."""
+    k = next((w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")), None)
+    if k is None:
+        return 0
+    shape = [int(d) for d in k.shape]
+    if "depthwise_kernel" in k.name:
+        return int(np.prod(shape[:-2]))
+    return int(np.prod(shape[:-1]))
+
+
+def layer_target(layer: Any, config: PruneConfig) -> float:
+    """``final_sparsity``, lowered where it would leave an output unit fewer than ``min_inputs`` inputs."""
+    if not config.min_inputs:
+        return config.final_sparsity
+    n = inputs_per_unit(layer)
+    return max(0.0, min(config.final_sparsity, 1.0 - config.min_inputs / n)) if n else config.final_sparsity
+
+
+def _weighted_target(per_layer: dict[str, dict[str, Any]], default: float) -> float:
+    total = sum(v["weights"] for v in per_layer.values())
+    return sum(v["weights"] * v["target"] for v in per_layer.values()) / total if total else default
+
+
+def _schedule(config: PruneConfig, sched: dict[str, Any], final: float) -> Any:
+    """tfmot's schedule for one layer: the config's, towards ``final`` (the layer's own target)."""
+    sp = tfmot.sparsity.keras
+    if config.schedule is Schedule.polynomial:
+        return sp.PolynomialDecay(
+            initial_sparsity=min(config.initial_sparsity, final),
+            final_sparsity=final,
+            begin_step=sched["begin_step"],
+            end_step=sched["end_step"],
+            frequency=sched["frequency"],
+        )
+    return sp.ConstantSparsity(
+        final, begin_step=sched["begin_step"], end_step=sched["end_step"], frequency=sched["frequency"]
+    )
+
+
+def flattened_channels(layer: Any) -> int | None:
+    """The channels of the feature map a Dense layer reads through a Flatten (its inputs are those channels at
+    each position, one position after another), or None when its input is not a flattened feature map."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    inbound = getattr(nodes[0], "inbound_layers", None) if nodes else None
+    if isinstance(inbound, list):
+        inbound = inbound[0] if len(inbound) == 1 else None
+    if inbound is None or type(inbound).__name__ != "Flatten":
+        return None
+    shape = inbound.input_shape
+    return int(shape[-1]) if shape and len(shape) > 2 and shape[-1] else None
+
+
 def blocked(layer: Any, block: int) -> bool:
     """Whether ``layer`` is pruned in blocks: a Dense kernel (Keras' [inputs, units], the .tflite's [units,
     inputs]) with more than ``block`` inputs and more than one unit. tfmot squeezes the kernel before pooling
@@ -147,6 +194,11 @@ def blocked(layer: Any, block: int) -> bool:
     if block == 1 or not isinstance(layer, keras.layers.Dense):
         return False
     rows, units = (int(d) for d in layer.kernel.shape)
+    channels = flattened_channels(layer)
+    # A block of a flattened feature map's inputs is `block` channels at one position: where there are few
+    # channels it would drop whole positions (4 channels, blocks of 4), so such a layer is pruned weight by weight.
+    if channels is not None and channels < 4 * block:
+        return False
     return rows > block and units > 1
 
 
@@ -156,7 +208,7 @@ def _block_kw(layer: Any, block: int) -> dict[str, Any]:
     return {"block_size": (block, 1), "block_pooling_type": "AVG"} if blocked(layer, block) else {}
 
 
-def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:
+def _why_not(layer: Any, m_by_n: tuple[int, ...] | None, min_inputs: int = 0) -> str | None:
     reg = tfmot.sparsity.keras.PrunableLayer
     if not isinstance(layer, reg) and not _registry().supports(layer):
         return f"{type(layer).__name__} is not supported by tfmot pruning"
@@ -169,6 +221,8 @@ def _why_not(layer: Any, m_by_n: tuple[int, ...] | None) -> str | None:
         return f"only {int(np.prod(k[0].shape))} weights (< {MIN_PRUNABLE_WEIGHTS})"
     if m_by_n and type(layer).__name__ not in ("Conv2D", "Dense"):
         return f"{m_by_n[0]}:{m_by_n[1]} sparsity is supported for Conv2D and Dense only"
+    if min_inputs and 0 < (n := inputs_per_unit(layer)) <= min_inputs:
+        return f"{n} inputs per output unit, at most min_inputs ({min_inputs}): nothing to prune"
     return None
 
 

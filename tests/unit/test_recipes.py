@@ -94,3 +94,29 @@ def test_depthwise_kernels_are_pruned_and_clustered_when_asked(digits):
     assert type(r.model.get_layer("b0_dw")).__name__ == "DepthwiseConv2D"  # plain again after the stage
     c = stages.cluster(r.model, digits, ClusterConfig(clusters=8, epochs=1, depthwise=True), seed=0)
     assert all(v["distinct_values"] <= 8 for k, v in c.metrics["layers"].items() if "_dw/" in k)
+
+
+def test_min_inputs_prunes_small_layers_less_and_tiny_ones_not_at_all(digits, tiny_model):
+    """tiny_cnn: fc1 has 128 inputs per unit (pruned to at most 1 - 32/128 = 75%), logits 32 (left dense)."""
+    from edgeopt.stages.prune import inputs_per_unit
+
+    assert {n: inputs_per_unit(tiny_model.get_layer(n)) for n in ("conv1", "fc1", "logits")} == {
+        "conv1": 9,
+        "fc1": 128,
+        "logits": 32,
+    }
+    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.8, epochs=2, min_inputs=32), seed=0)
+    layers = r.metrics["layers"]
+    assert layers["fc1"]["target"] == pytest.approx(0.75) and layers["fc1"]["sparsity"] == pytest.approx(0.75, abs=0.01)
+    assert "logits" not in layers and "min_inputs" in r.metrics["skipped_layers"]["logits"]
+    assert r.metrics["target_met"]
+
+
+def test_blocks_never_drop_whole_positions_of_a_thin_feature_map(digits, tiny_model):
+    """tiny_cnn's fc1 reads 8 channels at each position: blocks of 4 would take half a position at once, so
+    it is pruned weight by weight; fc1 -> logits (a Dense after a Dense) is blocked."""
+    from edgeopt.stages.prune import blocked, flattened_channels
+
+    fc1, logits = tiny_model.get_layer("fc1"), tiny_model.get_layer("logits")
+    assert flattened_channels(fc1) == 8 and flattened_channels(logits) is None
+    assert not blocked(fc1, 4) and blocked(fc1, 2) and blocked(logits, 4)
