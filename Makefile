@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIPELINE ?= pipelines/fashion_mnist.yaml
 
-.PHONY: install data firmware-deps export test test-slow bench search-bench arch-table firmware-table calibrate lint clean
+.PHONY: install data firmware-deps export test test-slow bench suite search-bench arch-table firmware-table calibrate lint clean
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ test-slow: install data
 # The default pipeline side by side with int8 PTQ and the tfmot tutorial; writes bench/results.{md,json}.
 bench: install data
 	$(BIN)/python -m benchmarks.compression pipelines/fashion_mnist.yaml --out bench
+
+# Not part of `make test` (at most an hour on 2 cores): the default pipeline file on six model families
+# (fashion_cnn, a Keras 3 MobileNet-style model, ResNet-8, DS-CNN, an MLP and a tiny CNN on digits), every
+# teacher trained in the run, two seeds; writes bench/suite.{md,json}.
+suite: install data
+	$(BIN)/python -m benchmarks.suite --out bench
 
 # Not part of `make test` (about an hour on 2 cores): the search against the hand-tuned default pipeline on
 # Fashion-MNIST, and against the fixed recipe on digits. Writes bench/search/results.{md,json} and Pareto plots.
