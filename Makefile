@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIPELINE ?= pipelines/fashion_mnist.yaml
 
-.PHONY: install data firmware-deps export test test-slow bench suite search-bench arch-table firmware-table calibrate lint clean
+.PHONY: install data firmware-deps export test test-slow bench suite search-bench arch-table firmware-table calibrate arm-tools arm-root phone-fit lint clean
 
 install: $(STAMP)
 
@@ -40,7 +40,7 @@ firmware-deps:
 export: install data
 	$(BIN)/edgeopt export $(PIPELINE)
 
-test: install data firmware-deps
+test: install data firmware-deps arm-tools
 	$(BIN)/python -m pytest
 
 test-slow: install data
@@ -76,6 +76,30 @@ firmware-table: install firmware-deps export
 # Measures MobileNet 1.0 224 here and stores host-to-device latency factors for the phone profiles.
 calibrate: install
 	$(BIN)/edgeopt calibrate
+
+# What the phone check needs from Debian: qemu-user (a qemu-aarch64 that loads TCG plugins), debootstrap, and gcc
+# for the instruction-counting plugin. Installed as root where apt exists; elsewhere `edgeopt phone setup` names
+# what is missing and the phone profiles' Arm gates are `not evaluated`, saying why.
+ARM_TOOLS := qemu-user debootstrap gcc libc6-dev
+arm-tools:
+	@if command -v qemu-aarch64 >/dev/null && command -v debootstrap >/dev/null && command -v gcc >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $(ARM_TOOLS) >/dev/null 2>&1 || \
+	  { apt-get update -qq -o DPkg::Lock::Timeout=600 && apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $(ARM_TOOLS); }; \
+	else echo "arm-tools: $(ARM_TOOLS) missing and not installable here (needs root and apt); the phone check will say what is missing"; fi
+
+# The phone check's arm64 guest (a Debian 12 arm64 root and LiteRT's aarch64 wheels), once per machine in
+# ~/.cache/edgeopt/arm64 (EDGEOPT_ARM_CACHE); validate and the tests build it on first use too.
+arm-root: install arm-tools
+	$(BIN)/edgeopt phone setup
+
+# Not part of `make test` (about 15 minutes): counts MobileNet 1.0 224's instructions on each phone profile's core,
+# refits the Arm-work latency estimate and writes bench/phone/{fit.md,fit.json,counts.json}; the counts become the
+# shipped ones.
+phone-fit: arm-root
+	$(BIN)/edgeopt phone fit --measure --out bench/phone
+	cp bench/phone/counts.json edgeopt/arm/mobilenet_counts.json
 
 lint: install
 	$(BIN)/ruff check edgeopt benchmarks tests

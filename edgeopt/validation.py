@@ -123,6 +123,51 @@ class TflmRun(_Record):
     agree: bool | None = None
 
 
+class ArmRun(_Record):
+    """One evaluation on the emulated core: its outputs against x86's and the reference kernels'."""
+
+    threads: int
+    samples: int
+    accuracy: float | None = None  # top-1 on the labelled examples it ran
+    vs_x86: CrossCheck | None = None
+    vs_reference: CrossCheck | None = None
+
+
+class ArmCount(_Record):
+    """Instructions per ``Invoke()`` at batch 1 (QEMU TCG plugin, median over ``windows``)."""
+
+    threads: int
+    windows: int
+    critical_path: int  # the busiest thread's instructions, waiting (spin) excluded: what latency follows
+    total: int  # all threads' instructions, waiting excluded
+    spin: int  # instructions in wait loops (YIELD/WFE blocks), all threads
+    per_thread: list[int]  # of the median window, busiest first
+    kernels: str  # the kernel families, from the instructions executed
+    top: dict[str, int]  # the most executed mnemonics (all threads)
+
+
+class ArmCheck(_Record):
+    """What the phone check measured on one core (edgeopt.arm.check): LiteRT's aarch64 build under QEMU."""
+
+    core: str
+    qemu_cpu: str
+    midr: str
+    uarch: str
+    isa: str
+    emulator: str
+    litert: str  # the aarch64 wheel's version
+    kernels: str | None = None  # the kernel families that ran (from the instruction counts)
+    runs: list[ArmRun] = Field(default_factory=list)
+    counts: list[ArmCount] = Field(default_factory=list)
+    method: str = ""
+
+    def run(self, threads: int) -> ArmRun | None:
+        return next((r for r in self.runs if r.threads == threads), None)
+
+    def count(self, threads: int) -> ArmCount | None:
+        return next((c for c in self.counts if c.threads == threads), None)
+
+
 class Measurements(_Record):
     """Everything validate measured; a field left unset was not measured (and is not written)."""
 
@@ -141,6 +186,7 @@ class Measurements(_Record):
     tflm: TflmRun | None = None
     vela: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by accelerator config
     firmware: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by profile: FirmwareRecord JSON
+    arm: dict[str, ArmCheck] = Field(default_factory=dict)  # the phone check, by core model
 
 
 # Keys of the flat dict that belong to the result, not to the measurements.

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +29,33 @@ class ChildFailed(Exception):
         return self.kind in ("crashed", "hung")
 
 
+Launch = Callable[[Path], tuple[list[str], dict[str, str]]]
+
+
 def run_task(
-    task: str, runtime: str, content: bytes, x: np.ndarray | None = None, *, timeout: float = 300.0, **args: Any
+    task: str,
+    runtime: str,
+    content: bytes,
+    x: np.ndarray | None = None,
+    *,
+    timeout: float = 300.0,
+    launch: Launch | None = None,
+    **args: Any,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Run ``task`` of ``edgeopt.runtimes.worker`` on ``content`` in a child; return (result, outputs)."""
+    """Run ``task`` of ``edgeopt.runtimes.worker`` on ``content`` in a child; return (result, outputs).
+
+    ``launch(job_dir)`` gives the interpreter command and environment to run the worker with (default:
+    this Python and this environment); the arm64 runtime runs it under QEMU that way."""
     with tempfile.TemporaryDirectory(prefix="edgeopt-job-") as tmp:
         d = Path(tmp)
         (d / "model.tflite").write_bytes(content)
         if x is not None:
             np.save(d / "x.npy", x)
         (d / "job.json").write_text(json.dumps({"task": task, **args}))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        python, env = launch(d) if launch else ([sys.executable], {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "edgeopt.runtimes.worker", str(d)],
+                [*python, "-m", "edgeopt.runtimes.worker", str(d)],
                 capture_output=True,
                 timeout=timeout,
                 env=env,

@@ -68,6 +68,40 @@ def litert_bench(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[di
     return {"init_ms": init_ms, "times_ms": times}, None
 
 
+MARK_MAGIC = 0x45440000  # edgeopt/arm/icount.c: the window marks the counting plugin watches for
+
+
+def _mark(code: int, window: int) -> None:
+    """Open (1) or close (2) a counting window: sched_get_priority_max() with a policy no one uses,
+    which the plugin sees before it fails with EINVAL."""
+    try:
+        os.sched_get_priority_max(MARK_MAGIC | code << 8 | window)
+    except OSError:
+        pass
+
+
+def litert_count(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], None]:
+    """Instructions executed per ``invoke()`` at batch 1, on an arm64 guest under QEMU with edgeopt's
+    counting plugin (which writes one JSON line per window to ``counts.jsonl`` in the job folder): warm-up
+    invokes (weights packed, code translated), then ``windows`` invokes, each in its own window."""
+    m = _litert(content, job.get("threads"), "auto")
+    m._allocate(1)
+    interp, inp = m.interpreter, m.inputs[0]
+    interp.set_tensor(inp["index"], quantize(x[:1], inp))
+    for _ in range(int(job.get("warmup", 2))):
+        interp.invoke()
+    windows = int(job.get("windows", 3))
+    for w in range(windows):
+        _mark(1, w)
+        interp.invoke()
+        _mark(2, w)
+    path = Path(job.get("count_file") or Path(job["dir"]) / "counts.jsonl")
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    if len(lines) != windows:
+        raise RuntimeError(f"the counting plugin wrote {len(lines)} of {windows} windows to {path}")
+    return {"windows": lines}, None
+
+
 def tflm_eval(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     """TFLite Micro: the smallest arena that allocates and runs (``arena_limit`` at most, by default
     64 MiB: the search doubles from 8 MiB, then bisects), then raw outputs. When the tapped run (every
@@ -131,6 +165,7 @@ def tflm_raw(job: dict[str, Any], content: bytes, x: np.ndarray) -> tuple[dict[s
 TASKS = {
     "litert_eval": litert_eval,
     "litert_bench": litert_bench,
+    "litert_count": litert_count,
     "tflm_eval": tflm_eval,
     "litert_tensors": litert_tensors,
     "tflm_tensors": tflm_tensors,

@@ -6,7 +6,9 @@ runtime workers (``python -m edgeopt.runtimes.worker JOB_DIR``) and Vela (the ``
 ``EDGEOPT_FAULT`` says which child does what, e.g. ``litert_bench:hang,tflm_eval:segv,vela:abort``:
 
 - the target is a worker task (the ``task`` of the job's ``job.json``), ``TASK@RESOLVER`` for a task run
-  with that LiteRT op resolver only (``litert_eval@reference``: the reference kernels), or ``vela``;
+  with that LiteRT op resolver only (``litert_eval@reference``: the reference kernels), ``TASK@MACHINE``
+  for a task run by a Python of that machine only (``litert_eval@aarch64``: the arm64 guest's worker
+  under QEMU, not the host's), or ``vela``;
 - the action is ``hang`` (sleep, deaf to SIGTERM and SIGINT, like a wedged native call), ``segv``,
   ``abort`` or ``kill`` (the process sends itself that signal), ``exit`` (exit code 70, no result), or
   ``corrupt=N``: the runtime computes op N wrongly (the weights it reads for op N are negated in the job's
@@ -55,8 +57,8 @@ def parse(spec: str) -> dict[str, str]:
 
 
 def targets(argv: list[str]) -> list[str]:
-    """Which child this process is, most specific first: ``TASK@RESOLVER`` and ``TASK`` for a worker task,
-    ``vela``, or nothing for any other process."""
+    """Which child this process is, most specific first: ``TASK@RESOLVER``, ``TASK@MACHINE`` and ``TASK``
+    for a worker task, ``vela``, or nothing for any other process."""
     if "-m" in argv:
         i = argv.index("-m")
         if argv[i + 1 : i + 2] == ["edgeopt.runtimes.worker"] and len(argv) > i + 2:
@@ -64,8 +66,11 @@ def targets(argv: list[str]) -> list[str]:
                 job = json.loads((Path(argv[i + 2]) / "job.json").read_text())
             except (OSError, ValueError):
                 return []
+            import platform
+
             task = str(job.get("task"))
-            return [f"{task}@{job['resolver']}", task] if "resolver" in job else [task]
+            by_resolver = [f"{task}@{job['resolver']}"] if "resolver" in job else []
+            return [*by_resolver, f"{task}@{platform.machine()}", task]
     if len(argv) > 1 and Path(argv[1]).name == "vela":
         return ["vela"]
     if "-c" in argv and "ethosu.vela" in " ".join(argv[argv.index("-c") + 1 :][:1]):
