@@ -65,7 +65,8 @@ def load(path: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def needs(profiles: list[DeviceProfile]) -> list[DeviceProfile]:
-    """The profiles whose latency gate scales host figures by a calibration factor."""
+    """The profiles whose latency gate scales host figures by a calibration factor (not those whose
+    gate estimates from the Arm work, ``arm: {latency: arm}``)."""
     return [
         p
         for p in profiles
@@ -73,6 +74,7 @@ def needs(profiles: list[DeviceProfile]) -> list[DeviceProfile]:
         and p.reference is not None
         and p.budgets.latency_p90_ms is not None
         and p.vela is None
+        and (p.arm is None or p.arm.latency.value != "arm")
     ]
 
 
@@ -100,20 +102,11 @@ def reference_model(input_size: int = 224, alpha: float = 1.0) -> Any:
     return keras.applications.MobileNet(input_shape=(input_size, input_size, 3), alpha=alpha, weights=None)
 
 
-def calibrate(
-    profiles: list[DeviceProfile],
-    *,
-    out: str | Path | None = None,
-    seconds: float = 3.0,
-    input_size: int = 224,
-    auto: bool = False,
-) -> dict[str, Any]:
-    """Measure the reference on this host for every thread count the profiles need; store the factors."""
-    from edgeopt import hostinfo, stages  # lazy: imports TensorFlow
+def reference_tflites(input_size: int = 224) -> tuple[dict[str, bytes], np.ndarray]:
+    """MobileNet 1.0 (random weights) converted to float32 and int8 (calibrated on 8 random images), and
+    the random images: latency does not depend on the weights. The phone check counts the same models."""
+    from edgeopt import stages  # lazy: imports TensorFlow
 
-    usable = [p for p in profiles if p.reference is not None and p.runtime.value == "litert"]
-    if not usable:
-        raise BadInput("none of the profiles has a published reference latency to calibrate against")
     model = reference_model(input_size)
     rng = np.random.default_rng(0)
     x = rng.random((8, input_size, input_size, 3), dtype=np.float32)
@@ -129,11 +122,27 @@ def calibrate(
         np.zeros(1, np.int64),
         [str(i) for i in range(1000)],
     )
-    log.info("converting the reference MobileNet 1.0 224 (random weights) to float32 and int8 ...")
+    log.info("converting the reference MobileNet 1.0 %d (random weights) to float32 and int8 ...", input_size)
     tfl = {
         "float32": stages.convert(model, ConvertConfig(quantization="float32")).tflite,
         "int8": stages.convert(model, ConvertConfig(quantization="int8", calibration_samples=8), data=fake).tflite,
     }
+    return tfl, x
+
+
+def calibrate(
+    profiles: list[DeviceProfile],
+    *,
+    out: str | Path | None = None,
+    seconds: float = 3.0,
+    input_size: int = 224,
+    auto: bool = False,
+) -> dict[str, Any]:
+    """Measure the reference on this host for every thread count the profiles need; store the factors."""
+    usable = [p for p in profiles if p.reference is not None and p.runtime.value == "litert"]
+    if not usable:
+        raise BadInput("none of the profiles has a published reference latency to calibrate against")
+    tfl, x = reference_tflites(input_size)
     host: dict[str, dict[str, Any]] = {"float32": {}, "int8": {}}
     threads = sorted({p.reference.threads for p in usable if p.reference})
     with progress.task("calibrate (host latency)", len(threads) * 2) as advance:

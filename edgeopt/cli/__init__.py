@@ -4,7 +4,8 @@ Exit codes: 0 ok, 1 a gate failed, 2 bad input or usage, 3 a runtime crashed, 13
 
 Layout: ``options`` (shared flags; help taken from the config fields), ``errors`` (errors to exit
 codes), ``render`` (all rich output: logging handler, progress bars, tables), and the commands by
-role: ``train_cmds``, ``model_cmds``, ``pipeline_cmds``, ``search_cmds``, ``firmware_cmds``.
+role: ``train_cmds``, ``model_cmds``, ``pipeline_cmds``, ``search_cmds``, ``firmware_cmds``, ``phone_cmds``
+(``edgeopt phone ...``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import typer
 
-from edgeopt.cli import errors, firmware_cmds, model_cmds, pipeline_cmds, render, search_cmds, train_cmds
+from edgeopt.cli import errors, firmware_cmds, model_cmds, phone_cmds, pipeline_cmds, render, search_cmds, train_cmds
 
 try:  # Typer >= 0.2x carries its own copy of Click
     from typer._click.exceptions import ClickException
@@ -46,6 +47,7 @@ for _fn, _name in (
     (search_cmds.search, "search"),
 ):
     app.command(_name)(_fn)
+app.add_typer(phone_cmds.app, name="phone")
 
 
 def main() -> None:
