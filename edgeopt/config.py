@@ -317,6 +317,11 @@ class ValidateConfig(_Config):
     )
     latency: bool = Field(True, description="measure host latency (also without profiles)")
     cross_check: bool = Field(True, description="run the inputs through LiteRT's reference kernels too")
+    phone_check: bool = Field(
+        True,
+        description="run phone profiles with an `arm:` core on LiteRT's own Arm kernels under QEMU "
+        "(`edgeopt phone setup`; built on first use)",
+    )
     max_step_diff: int | None = Field(
         None,
         ge=0,
@@ -420,6 +425,41 @@ class FirmwareConfig(_Config):
     )
 
 
+class LatencyEstimate(StrEnum):
+    """How a phone profile's latency gate estimates the device latency."""
+
+    arm = "arm"  # instructions counted on the profile's core model x a fitted CPI / clock (edgeopt.arm.latency)
+    host_factor = "host-factor"  # host p90 x a host-to-device factor (edgeopt.calibrate)
+
+
+class ArmCore(StrEnum):
+    """The Arm core models the phone check emulates; edgeopt.arm.cores says what each one is (its QEMU
+    CPU model and the MIDR XNNPACK sees)."""
+
+    cortex_a53 = "cortex-a53"
+    cortex_a55 = "cortex-a55"
+    cortex_a72 = "cortex-a72"
+    cortex_a76 = "cortex-a76"
+    kryo_280_gold = "kryo-280-gold"
+    kryo_385_gold = "kryo-385-gold"
+    kryo_485_gold = "kryo-485-gold"
+    armv9_i8mm = "armv9-i8mm"
+    armv9_sme = "armv9-sme"
+
+
+class ArmConfig(_Config):
+    """A phone's CPU for the phone check (edgeopt.arm): LiteRT's aarch64 build runs on this core model
+    under QEMU, and its instruction counts are divided by this clock."""
+
+    core: ArmCore = Field(description="core model the phone check emulates (edgeopt.arm.cores)")
+    clock_hz: float = Field(gt=0, description="clock of the cores the profile's threads run on")
+    source: str = Field(description="where the core and clock come from")
+    latency: LatencyEstimate = Field(
+        LatencyEstimate.host_factor,
+        description="the estimate the latency gate uses; the other is shown beside it (see `edgeopt phone fit`)",
+    )
+
+
 class DeviceProfile(_Config):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -433,6 +473,7 @@ class DeviceProfile(_Config):
     vela: VelaConfig | None = None
     mcu: McuConfig | None = None
     firmware: FirmwareConfig | None = None  # needs mcu: (the core to build for)
+    arm: ArmConfig | None = None  # a phone's CPU: the phone check (edgeopt.arm)
 
     @model_validator(mode="after")
     def _firmware_needs_a_core(self) -> DeviceProfile:

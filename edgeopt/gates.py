@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeopt import mcu_latency
-from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
+from edgeopt.arm import latency as arm_latency
+from edgeopt.config import DeviceProfile, LatencyEstimate, Runtime, ValidateConfig
 from edgeopt.runtimes import tflm as tflm_rt
-from edgeopt.validation import CrossCheck, Gate, GateStatus, Measurements
+from edgeopt.validation import ArmCheck, CrossCheck, Gate, GateStatus, Measurements
 
 GLOBAL = "-"  # the profile name of gates that come from the validate config, not from a device profile
 
@@ -136,7 +137,7 @@ def compare_detail(c: CrossCheck, what: str = "") -> str:
     else:
         allowed = "allowed: 1e-4 x the largest output, at least 1e-4"
     text = f"{what}max difference {fmt(c.max_diff, c.unit)} in the {c.compared} over {c.samples:,} inputs ({allowed})"
-    if c.compared != "output":
+    if c.compared not in ("output", "output and logits"):  # the largest difference is the output's already
         text += f"; probabilities differ by up to {fmt(c.output_max_diff, c.unit)}"
     text += f"; top-1 agreement {c.top1_agreement:.4f}"
     if c.flips:
@@ -270,6 +271,8 @@ def profile_gates(
         )
     )
     gates.append(cross_check_gate(name, m.kernel_cross_check, failures))
+    if p.arm is not None and p.runtime is Runtime.litert:
+        gates += arm_gates(p, m, failures)
     gates.append(latency_gate(p, m, failures, calibration))
     if p.runtime is Runtime.tflm:
         gates += tflm_gates(p, m, failures)
@@ -359,6 +362,17 @@ def latency_gate(
             budget=budget,
             unit="ms",
         )
+    if p.arm is not None and p.arm.latency is LatencyEstimate.arm:
+        return arm_latency_gate(p, m, failures, calibration)
+    g = host_factor_gate(p, m, failures, calibration)
+    return g if p.arm is None else _arm_beside(g, p, m)
+
+
+def host_factor_gate(
+    p: DeviceProfile, m: Measurements, failures: dict[str, str], calibration: dict[str, Any] | None
+) -> Gate:
+    """A LiteRT phone's latency: the host p90 at the profile's threads x the calibration factor."""
+    budget, gate = p.budgets.latency_p90_ms, "latency_p90_ms"
     host = m.latency.get(str(p.threads))
     if host is None:
         why = failures.get("litert:litert_bench") or "host latency not measured; run without --no-latency"
@@ -385,6 +399,123 @@ def latency_gate(
         f"{cal['source']})"
     )
     return g.model_copy(update={"detail": g.detail + f"; {method}", "method": method})
+
+
+def _arm_beside(g: Gate, p: DeviceProfile, m: Measurements) -> Gate:
+    """The Arm-work estimate added to a host-factor latency gate's detail, when the phone check counted."""
+    est, _ = arm_latency.for_profile(m.arm, p, precision_of(m.structure))
+    if est is None:
+        return g
+    return g.model_copy(
+        update={"detail": g.detail + f"; the Arm-work estimate would be {fmt(est.ms, 'ms')} ({est.method})"}
+    )
+
+
+def host_factor_estimate(p: DeviceProfile, m: Measurements, calibration: dict[str, Any] | None) -> float | None:
+    """The host-factor estimate (host p90 x the calibration factor), or None when either is missing."""
+    host = m.latency.get(str(p.threads))
+    entry = (calibration or {}).get("profiles", {}).get(p.name, {}).get(precision_of(m.structure))
+    return None if host is None or entry is None else host.p90_ms * entry["factor"]
+
+
+def arm_latency_gate(
+    p: DeviceProfile, m: Measurements, failures: dict[str, str], calibration: dict[str, Any] | None
+) -> Gate:
+    """A phone's latency from the work its kernels do: instructions per Invoke() counted on the core
+    model at the profile's threads x the fitted CPI / the core's clock (edgeopt.arm.latency); the
+    host-factor estimate is shown beside it when there is a calibration."""
+    assert p.arm is not None and p.budgets.latency_p90_ms is not None
+    budget, core = p.budgets.latency_p90_ms, p.arm.core
+    est, why = arm_latency.for_profile(m.arm, p, precision_of(m.structure))
+    if est is None:
+        why = failures.get(f"litert-arm ({core}):litert_count") or failures.get(f"litert-arm:{core}") or why
+        crashed = "crashed" in why or "hung" in why
+        return _gate(p.name, "latency_p90_ms", F if crashed else N, why, budget=budget, unit="ms")
+    g = budget_gate(p.name, "latency_p90_ms", est.ms, budget, "ms", "")
+    assert g is not None
+    other = host_factor_estimate(p, m, calibration)
+    beside = "" if other is None else f"; the host-factor estimate would be {fmt(other, 'ms')}"
+    return g.model_copy(update={"detail": g.detail + f"; {est.method}{beside}", "method": est.method})
+
+
+def arm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> list[Gate | None]:
+    """The phone check (edgeopt.arm): LiteRT's own aarch64 kernels on the profile's core model, against
+    x86 XNNPACK and against the reference kernels (at 1 thread and the profile's), and their top-1 on
+    the test split. Every detail starts with the kernels that ran."""
+    assert p.arm is not None
+    core, name = p.arm.core, p.name
+    c: ArmCheck | None = m.arm.get(core)
+    eval_failure = failures.get(f"litert-arm ({core}):litert_eval") or failures.get(f"litert-arm:{core}")
+    why = eval_failure or "the phone check did not run"
+    status = F if ("crashed" in why or "hung" in why) else N
+    if c is None or not c.runs:
+        gates = [_gate(name, g, status, why) for g in ("arm_vs_x86", "arm_vs_reference")]
+        if p.budgets.accuracy_drop_max is not None:
+            gates.append(
+                _gate(name, "arm_accuracy_drop_max", status, why, budget=p.budgets.accuracy_drop_max, unit="points")
+            )
+        return list(gates)
+    kernels = (
+        f"LiteRT {c.litert} aarch64 XNNPACK on {core} (QEMU {c.qemu_cpu}, shown as {c.uarch}): "
+        f"{c.kernels + ' kernels' if c.kernels else 'kernels not counted'}"
+    )
+    if eval_failure:
+        kernels += f" ({eval_failure})"
+
+    def compared(gate: str, attr: str, what: str) -> Gate:
+        runs = [(r.threads, getattr(r, attr)) for r in c.runs if getattr(r, attr) is not None]
+        if not runs:
+            missing = (
+                failures.get("litert:litert_eval") if attr == "vs_x86" else failures.get("litert-reference:litert_eval")
+            )
+            return _gate(name, gate, N, f"{kernels}; {missing or what + ' did not run'}")
+        parts = []
+        for threads, x in runs:
+            extra = getattr(x, "output_values_differing", None)
+            deq = getattr(x, "output_max_abs_diff_dequantized", None)
+            text = f"{threads} thread(s): {compare_detail(x)}"
+            if extra is not None:
+                text += f"; {extra:,} of {x.values:,} output values differ" + (
+                    f" (dequantized by up to {deq:.3g})" if extra and deq is not None else ""
+                )
+            parts.append(text)
+        worst = max((x for _, x in runs), key=lambda x: x.max_diff)
+        ok = all(x.agree for _, x in runs)
+        return _gate(
+            name, gate, P if ok else F, f"{kernels}; vs {what}: " + "; ".join(parts), worst.max_diff, worst.allowed,
+            worst.unit, c.method,
+        )  # fmt: skip
+
+    gates: list[Gate | None] = [
+        compared("arm_vs_x86", "vs_x86", "x86 XNNPACK on this host"),
+        compared("arm_vs_reference", "vs_reference", "the reference kernels"),
+    ]
+    run = c.run(p.threads)
+    if p.budgets.accuracy_drop_max is not None:
+        if run is None or run.accuracy is None:
+            gates.append(
+                _gate(name, "arm_accuracy_drop_max", status, why, budget=p.budgets.accuracy_drop_max, unit="points")
+            )
+        else:
+            ref, ref_name = (
+                (m.keras_accuracy, "the Keras model") if m.keras_accuracy is not None else (m.accuracy, "x86 LiteRT")
+            )
+            drop = points(ref - run.accuracy) if ref is not None else None
+            gates.append(
+                budget_gate(
+                    name,
+                    "arm_accuracy_drop_max",
+                    drop,
+                    p.budgets.accuracy_drop_max,
+                    "points",
+                    "no accuracy to compare with",
+                    describe=lambda d: (
+                        f"{kernels}, {p.threads} thread(s), "
+                        f"{run.samples:,} test examples: " + _drop_words(d, ref_name, ref, run.accuracy)
+                    ),
+                )  # fmt: skip
+            )
+    return gates
 
 
 def mcu_latency_gate(p: DeviceProfile, m: Measurements) -> Gate:

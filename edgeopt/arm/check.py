@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -30,67 +31,31 @@ SAMPLES_OTHER_THREADS = 200  # inputs run at the thread counts other than the pr
 COUNT_WINDOWS = 5  # invokes counted; several threads share work differently from one to the next
 
 
-@np.errstate(invalid="ignore")
-def compare(
-    a: np.ndarray,
-    b: np.ndarray,
-    a_logits: np.ndarray | None,
-    b_logits: np.ndarray | None,
-    out_detail: dict[str, Any],
-    logits_detail: dict[str, Any] | None,
-    tol: int,
-    method: str,
-    *,
-    same_kernels: bool = False,
-) -> CrossCheck:
-    """Two runs' raw outputs on the same inputs: top-1 agreement, the largest difference in quantization
-    steps (integer outputs; absolute for float), how many values differ, and the largest difference of
-    the dequantized outputs.
+# compare(arm, other, arm_logits, other_logits, same_kernels) -> a CrossCheck dict: validate's comparison,
+# with its bound (edgeopt.stages.validate.compare_arm); measuring here, judging there.
+Compare = Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, bool], dict[str, Any]]
 
-    Against other kernels (``same_kernels`` False: the reference kernels) the verdict is on the logits
-    (the input of a final integer SOFTMAX) when both runs give them, as validate's kernel cross-check
-    is: int8 softmax kernels approximate exp differently and differ by several steps on the
-    probabilities alone. Against the same kernels on another instruction set (XNNPACK on Arm against
-    XNNPACK on x86) the verdict is on both, the outputs being what an app reads."""
+
+@np.errstate(invalid="ignore")
+def differences(
+    a: np.ndarray, b: np.ndarray, a_logits: np.ndarray | None, b_logits: np.ndarray | None, out_detail: dict[str, Any]
+) -> dict[str, Any]:
+    """How many values of two runs' raw outputs (and logits) differ, and the largest difference of the
+    outputs once dequantized: what a comparison's largest step leaves out."""
     integer = np.dtype(out_detail["dtype"]).kind in "iu"
 
-    def steps(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return np.abs(p.astype(np.int64) - q.astype(np.int64)) if integer else np.abs(p.astype(np.float64) - q)
+    def differing(p: np.ndarray, q: np.ndarray) -> int:
+        return int(np.sum(p.astype(np.int64) != q.astype(np.int64) if integer else p != q))
 
-    d = steps(a, b)
-    d_max = float(d.max()) if d.size else 0.0
-    deq = np.abs(
-        dequantize_values(a, out_detail.get("scale", 0.0), out_detail.get("zero_point", 0)).astype(np.float64)
-        - dequantize_values(b, out_detail.get("scale", 0.0), out_detail.get("zero_point", 0))
-    )
-    if integer:
-        unit, ok = "steps", d_max <= tol
-    else:
-        unit, ok = "abs", d_max <= 1e-4 * max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
-    c: dict[str, Any] = {
-        "samples": int(len(a)),
-        "output_max_diff": d_max,
-        "output_values_beyond_tolerance": int((d > (tol if integer else 0)).sum()),
-        "output_values_differing": int((d > 0).sum()),
+    scale, zero = out_detail.get("scale", 0.0), out_detail.get("zero_point", 0)
+    deq = np.abs(dequantize_values(a, scale, zero).astype(np.float64) - dequantize_values(b, scale, zero))
+    out = {
+        "output_values_differing": differing(a, b),
         "output_max_abs_diff_dequantized": float(deq.max()) if deq.size else 0.0,
-        "values": int(a.size),
-        "top1_agreement": float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))) if len(a) else 1.0,
-        "unit": unit,
-        "allowed": tol,
-        "compared": "output",
-        "max_diff": d_max,
-        "agree": bool(ok),
-        "method": method,
     }
-    if integer and a_logits is not None and b_logits is not None and logits_detail is not None:
-        dl = steps(a_logits, b_logits)
-        dl_max = float(dl.max()) if dl.size else 0.0
-        c.update(logits_max_diff=dl_max, logits_values_differing=int((dl > 0).sum()))
-        if same_kernels:
-            c.update(compared="output and logits", max_diff=max(d_max, dl_max), agree=max(d_max, dl_max) <= tol)
-        else:
-            c.update(compared="logits (input of the final SOFTMAX)", max_diff=dl_max, agree=dl_max <= tol)
-    return CrossCheck.model_validate(c)
+    if a_logits is not None and b_logits is not None:
+        out["logits_values_differing"] = differing(a_logits, b_logits)
+    return out
 
 
 def summarize(threads: int, windows: list[dict[str, Any]]) -> ArmCount:
@@ -128,7 +93,7 @@ def measure(
     logits: dict[str, Any] | None,
     x86: tuple[np.ndarray, np.ndarray | None] | None,
     reference: tuple[np.ndarray, np.ndarray | None] | None,
-    tol: int,
+    compare: Compare,
     timeout: float,
     batch_size: int = 256,
     count: bool = True,
@@ -138,8 +103,8 @@ def measure(
     """Run ``content`` on core ``core_name`` at each of ``threads``: all of ``x`` at ``profile_threads``
     (the accuracy on the test split), the first 200 at the others; compare with ``x86`` (raw outputs
     and logits of the x86 XNNPACK run on the same ``x``) and ``reference`` (the reference kernels on
-    the first examples); count instructions per ``Invoke()`` at each thread count when ``count``.
-    Runs that crash or hang are recorded in ``failures`` / ``crashed`` and skipped."""
+    the first examples) with ``compare``; count instructions per ``Invoke()`` at each thread count when
+    ``count``. Runs that crash or hang are recorded in ``failures`` / ``crashed`` and skipped."""
     c = cores.core(core_name)
     name = litert_arm.runtime_name(c)
     integer = np.dtype(out_detail["dtype"]).kind in "iu"
@@ -187,18 +152,15 @@ def measure(
             out = dequantize_values(raw, out_detail.get("scale", 0.0), out_detail.get("zero_point", 0))
             run.accuracy = float(np.mean(np.argmax(out, -1) == y[:n]))
         where = f"{c.name} ({c.qemu_cpu}), {t} thread(s)"
-        if x86 is not None:
-            m = min(n, len(x86[0]))
-            run.vs_x86 = compare(
-                raw[:m], x86[0][:m], _head(raw_tap, m), _head(x86[1], m), out_detail, logits, tol,
-                f"LiteRT aarch64 XNNPACK on {where} vs x86 XNNPACK on this host", same_kernels=True,
-            )  # fmt: skip
-        if reference is not None:
-            m = min(n, len(reference[0]))
-            run.vs_reference = compare(
-                raw[:m], reference[0][:m], _head(raw_tap, m), _head(reference[1], m), out_detail, logits, tol,
-                f"LiteRT aarch64 XNNPACK on {where} vs the reference kernels (OpResolverType.BUILTIN_REF)",
-            )  # fmt: skip
+        for attr, other, same, what in (
+            ("vs_x86", x86, True, "x86 XNNPACK on this host"),
+            ("vs_reference", reference, False, "the reference kernels (OpResolverType.BUILTIN_REF)"),
+        ):
+            if other is not None:
+                m = min(n, len(other[0]))
+                cc = compare(raw[:m], other[0][:m], _head(raw_tap, m), _head(other[1], m), same)
+                cc["method"] = f"LiteRT aarch64 XNNPACK on {where} vs {what}"
+                setattr(run, attr, CrossCheck.model_validate(cc))
         runs.append(run)
 
     if count:
@@ -229,7 +191,7 @@ def measure_profiles(
     structure: dict[str, Any],
     x86: tuple[np.ndarray, np.ndarray | None] | None,
     reference: tuple[np.ndarray, np.ndarray | None] | None,
-    tol: int,
+    compare: Compare,
     timeout: float,
     batch_size: int,
     failures: dict[str, str],
@@ -258,7 +220,7 @@ def measure_profiles(
             out[str(core_name)] = measure(
                 g, core_name, content, x, y, threads=sorted(threads), profile_threads=max(threads),
                 out_detail=structure["outputs"][0], logits=structure["logits"], x86=x86, reference=reference,
-                tol=tol, timeout=timeout, batch_size=batch_size, failures=failures, crashed=crashed,
+                compare=compare, timeout=timeout, batch_size=batch_size, failures=failures, crashed=crashed,
             )  # fmt: skip
         except (EmulatorRefused, guest_mod.GuestMissing) as e:
             failures[f"litert-arm:{core_name}"] = f"the phone check could not run: {e}"

@@ -74,6 +74,7 @@ def validate(
     split: Annotated[Split | None, opt(ValidateConfig, "split")] = None,
     latency: Annotated[bool, opt(ValidateConfig, "latency")] = True,
     cross_check: Annotated[bool, opt(ValidateConfig, "cross_check")] = True,
+    phone_check: Annotated[bool, opt(ValidateConfig, "phone_check")] = True,
     max_step_diff: Annotated[int | None, opt(ValidateConfig, "max_step_diff")] = None,
     timeout: Annotated[float | None, opt(ValidateConfig, "timeout_s", "--timeout")] = None,
     calibration: Annotated[Path | None, typer.Option(help="calibration file (default: edgeopt calibrate's)")] = None,

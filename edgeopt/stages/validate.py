@@ -17,6 +17,7 @@ import numpy as np
 from edgeopt import gates as judging
 from edgeopt import progress
 from edgeopt import tflite as tfl
+from edgeopt.arm import check as phone_check
 from edgeopt.config import DeviceProfile, Runtime, ValidateConfig
 from edgeopt.data import Dataset, align_labels, labels_from_tflite
 from edgeopt.errors import BadInput
@@ -237,12 +238,14 @@ def validate(
     tflm_needed = any(p.runtime is Runtime.tflm for p in profiles)
     vela_cfgs = {p.vela.model_dump_json(): p.vela for p in profiles if p.vela is not None}
     fw_profiles = [p for p in profiles if p.firmware is not None]
+    arm_cores = {p.arm.core for p in profiles if p.arm is not None and p.runtime is Runtime.litert}
     steps = 2 + (len(litert_threads) if config.latency else 0) + int(tflm_needed) + len(vela_cfgs) + len(fw_profiles)
+    steps += len(arm_cores) if config.phone_check else 0
     metrics: dict[str, Any] = {"structure": structure, "samples": int(len(x))}
     with Timer() as t, progress.task(f"validate {name}", steps) as advance:
         raw, raw_logits = _accuracy(metrics, children, x, y, config, keras_model)
         advance()
-        metrics["kernel_cross_check"] = _cross_check(children, x, raw, raw_logits, structure, config)
+        metrics["kernel_cross_check"], reference = _cross_check(children, x, raw, raw_logits, structure, config)
         advance()
         metrics["latency"] = _latency(children, x, litert_threads, advance) if config.latency else {}
         metrics["tflm"] = _tflm(children, x, raw, raw_logits, structure, config.max_step_diff) if tflm_needed else None
@@ -250,6 +253,8 @@ def validate(
         metrics["vela"] = _vela(children, vela_cfgs, config.timeout_s, advance)
         if fw_profiles:
             metrics["firmware"] = _firmware(children, fw_profiles, x, data.name, advance)
+        if arm_cores:
+            metrics["arm"] = _phone(children, profiles, x, y, raw, raw_logits, reference, structure, config, advance)
     measurements = Measurements.model_validate(metrics)
     failures = children.failures
     gates = judging.judge(measurements, config, profiles, calibration, baseline_accuracy, failures=failures)
@@ -321,18 +326,19 @@ def _cross_check(
     raw_logits: np.ndarray | None,
     structure: dict[str, Any],
     config: ValidateConfig,
-) -> dict[str, Any] | None:
-    """The same inputs through LiteRT's reference kernels, compared with the optimized kernels' outputs."""
+) -> tuple[dict[str, Any] | None, tuple[np.ndarray, np.ndarray | None] | None]:
+    """The same inputs through LiteRT's reference kernels, compared with the optimized kernels' outputs;
+    also the reference outputs and logits (the phone check compares the Arm kernels with them too)."""
     if not config.cross_check:
         children.failures["litert-reference:litert_eval"] = "disabled (--no-cross-check)"
-        return None
+        return None, None
     if raw is None:
-        return None
+        return None, None
     n = min(len(x), CROSS_CHECK_SAMPLES)
     tap = _logits_tap(structure)
     r = children("litert_eval", "litert-reference", x[:n], batch_size=config.batch_size, resolver="reference", tap=tap)
     if r is None:
-        return None
+        return None, None
     cross = _compare(raw[:n], r[1], _head(raw_logits, n), r[0].get("tap"), structure, config.max_step_diff)
     cross["method"] = "optimized (XNNPACK) vs reference kernels (OpResolverType.BUILTIN_REF)"
     if not cross["agree"] and np.dtype(structure["outputs"][0]["dtype"]).kind in "iu":
@@ -342,7 +348,7 @@ def _cross_check(
             "litert_tensors", "litert-reference", x[k : k + 1], indices=_op_outputs(structure), resolver="reference"
         )
         cross["first_divergence"] = _locate(children.tflite, structure, mine, ref, k, "XNNPACK vs reference kernels")
-    return cross
+    return cross, (r[1], r[0].get("tap"))
 
 
 def _locate(
@@ -426,6 +432,64 @@ def _vela(children: _Children, configs: dict[str, Any], timeout: float, advance:
             children.fail(f"vela:{key}", e)
         advance()
     return vela
+
+
+def compare_arm(
+    a: np.ndarray,
+    b: np.ndarray,
+    a_logits: np.ndarray | None,
+    b_logits: np.ndarray | None,
+    structure: dict[str, Any],
+    fixed_steps: int | None,
+    *,
+    same_kernels: bool,
+) -> dict[str, Any]:
+    """The phone check's comparison of the Arm run (``a``) with x86's or the reference kernels' (``b``):
+    ``_compare``'s verdict and bound, the values that differ and by how much dequantized. Against the same
+    kernels on another instruction set (``same_kernels``: XNNPACK on x86) the outputs are judged too, not
+    the logits alone: they are what an app reads, and no kernel family's softmax excuses a difference."""
+    c = _compare(a, b, a_logits, b_logits, structure, fixed_steps)
+    c.update(phone_check.differences(a, b, a_logits, b_logits, structure["outputs"][0]))
+    if same_kernels and c["compared"] != "output":
+        out = _compare(a, b, None, None, structure, fixed_steps)
+        c.update(
+            compared="output and logits",
+            agree=c["agree"] and out["agree"],
+            max_diff=max(c["max_diff"], out["max_diff"]),
+            output_allowed=out["allowed"],
+        )
+    return c
+
+
+def _phone(
+    children: _Children,
+    profiles: list[DeviceProfile],
+    x: np.ndarray,
+    y: np.ndarray,
+    raw: np.ndarray | None,
+    raw_logits: np.ndarray | None,
+    reference: tuple[np.ndarray, np.ndarray | None] | None,
+    structure: dict[str, Any],
+    config: ValidateConfig,
+    advance: Any,
+) -> dict[str, Any]:
+    """The phone check (edgeopt.arm.check): LiteRT's own aarch64 build under QEMU on each phone profile's
+    core model, compared with the x86 run and the reference kernels above like the other cross-checks."""
+    litert_profiles = [p for p in profiles if p.runtime is Runtime.litert]
+    if not config.phone_check:
+        for p in litert_profiles:
+            if p.arm is not None:
+                children.failures[f"litert-arm:{p.arm.core}"] = "disabled (--no-phone-check)"
+        return {}
+
+    def compare(a: np.ndarray, b: np.ndarray, at: Any, bt: Any, same_kernels: bool) -> dict[str, Any]:
+        return compare_arm(a, b, at, bt, structure, config.max_step_diff, same_kernels=same_kernels)
+
+    return phone_check.measure_profiles(
+        litert_profiles, children.tflite, x, y, structure=structure, compare=compare,
+        x86=(raw, raw_logits) if raw is not None else None, reference=reference, timeout=config.timeout_s,
+        batch_size=config.batch_size, failures=children.failures, crashed=children.crashed, advance=advance,
+    )  # fmt: skip
 
 
 def _firmware(children: _Children, profiles: list[DeviceProfile], x: np.ndarray, data: str, advance: Any) -> dict:

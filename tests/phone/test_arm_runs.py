@@ -14,6 +14,8 @@ from edgeopt.arm import check, cores
 from edgeopt.runtimes import litert_arm
 from edgeopt.runtimes.isolate import ChildFailed
 from edgeopt.runtimes.litert import LiteRTModel
+from edgeopt.stages.validate import compare_arm
+from edgeopt.validation import CrossCheck
 from tests.faultinject import alive, fault_env, fired
 from tests.phone.conftest import DEFAULT_MODEL, random_cnn_int8
 
@@ -29,14 +31,23 @@ def x86_runs(content: bytes, x: np.ndarray, n_ref: int = 200):
     return s, xnn, ref
 
 
-def measure(guest, core, content, x, y, threads, profile_threads, tol=1, count=False, timeout=600.0) -> check.ArmCheck:
+def comparing(structure, fixed_steps=None):
+    """validate's comparison of the Arm run with another, as the phone check gets it."""
+
+    def compare(a, b, at, bt, same_kernels):
+        return compare_arm(a, b, at, bt, structure, fixed_steps, same_kernels=same_kernels)
+
+    return compare
+
+
+def measure(guest, core, content, x, y, threads, profile_threads, count=False, timeout=600.0) -> check.ArmCheck:
     s, xnn, ref = x86_runs(content, x)
     failures: dict[str, str] = {}
     crashed: list[str] = []
     result = check.measure(
         guest, core, content, x, y, threads=threads, profile_threads=profile_threads, out_detail=s["outputs"][0],
-        logits=s["logits"], x86=xnn, reference=ref, tol=tol, timeout=timeout, count=count, failures=failures,
-        crashed=crashed,
+        logits=s["logits"], x86=xnn, reference=ref, compare=comparing(s), timeout=timeout, count=count,
+        failures=failures, crashed=crashed,
     )  # fmt: skip
     assert not failures and not crashed, (failures, crashed)
     return result
@@ -54,7 +65,7 @@ def test_small_int8_model_is_bit_exact_on_every_core_family(arm_guest, small_int
         for run in r.runs:
             assert run.vs_x86.output_values_differing == 0, (core, run)
             assert run.vs_x86.output_max_abs_diff_dequantized == 0.0 and run.vs_x86.top1_agreement == 1.0
-            assert run.vs_x86.agree and run.vs_reference.top1_agreement >= 0.9 and run.vs_reference.max_diff <= 2
+            assert run.vs_x86.agree and run.vs_reference.agree and run.vs_reference.top1_agreement >= 0.9
         assert r.run(max(threads)).samples == 150 and r.run(max(threads)).accuracy is not None
         families[core] = r.kernels
     assert families == {
@@ -84,14 +95,15 @@ def test_default_model_known_one_step_difference_is_reported_and_judged(arm_gues
         assert np.array_equal(other, raw) and np.array_equal(other_tap, raw_tap), key
     d = np.abs(raw.astype(np.int64) - xnn)
     assert d.max() <= 1 and np.array_equal(raw_tap, xnn_tap) and np.array_equal(raw.argmax(1), xnn.argmax(1))
-    out, logits = s["outputs"][0], s["logits"]
-    for tol in (0, 1):
-        c = check.compare(raw, xnn, raw_tap, xnn_tap, out, logits, tol, "arm vs x86", same_kernels=True)
+    for fixed in (0, None):  # max_step_diff 0, and the bound that scales with the network
+        c = CrossCheck.model_validate(comparing(s, fixed)(raw, xnn, raw_tap, xnn_tap, True))
         assert c.output_values_differing == int((d > 0).sum()) and c.output_max_diff == d.max()
-        assert c.output_max_abs_diff_dequantized == pytest.approx(d.max() * out["scale"])
+        assert c.output_max_abs_diff_dequantized == pytest.approx(d.max() * s["outputs"][0]["scale"])
         assert c.logits_max_diff == 0 and c.top1_agreement == 1.0 and c.compared == "output and logits"
+        allowed = c.output_allowed  # the outputs' own bound (the logits have theirs, c.allowed)
+        assert allowed == 0 if fixed == 0 else allowed >= 1
         gate = gates.cross_check_gate("pixel4-cpu4", c, {})
-        assert gate.status == (gates.P if d.max() <= tol else gates.F), gate
+        assert gate.status == (gates.P if d.max() <= allowed else gates.F), gate
         assert f"max difference {gates.fmt(d.max(), 'steps')} in the output and logits over 500 inputs" in gate.detail
 
 
@@ -147,9 +159,8 @@ def test_a_crash_under_emulation_names_the_core_and_the_signal(arm_guest, small_
     s = tfl.inspect(small_int8, "m")
     r = check.measure(
         arm_guest, "kryo-280-gold", small_int8, np.zeros((8, 16, 16, 1), np.float32), None, threads=[1],
-        profile_threads=1,
-        out_detail=s["outputs"][0], logits=s["logits"], x86=None, reference=None, tol=1, timeout=120, count=False,
-        failures=failures, crashed=crashed,
+        profile_threads=1, out_detail=s["outputs"][0], logits=s["logits"], x86=None, reference=None,
+        compare=comparing(s), timeout=120, count=False, failures=failures, crashed=crashed,
     )  # fmt: skip
     assert r.runs == [] and crashed == [failures["litert-arm (kryo-280-gold):litert_eval"]]
     assert crashed[0].startswith("litert-arm (kryo-280-gold) crashed: killed by SIGSEGV")
