@@ -438,6 +438,18 @@ class Guest:
         return [*cmd, str(self.python)]
 
 
+def environment(cache: str | Path | None = None) -> str:
+    """What the phone check's results depend on besides the model and the versions a cache key holds
+    already: the emulator (its version and whether it can count), or why the check cannot run here. A
+    cached validation made without the check is not reused once the check can run."""
+    emu = qemu.find()
+    if emu is None:
+        return f"unavailable: {qemu.missing()}"
+    if problems(cache) and (tools := build_tools_missing()):
+        return "unavailable: cannot build the guest: " + "; ".join(tools)
+    return emu.describe()
+
+
 def setup(
     cache: str | Path | None = None, *, mirror_uri: str | None = None, rebuild: bool = False, build: bool = True
 ) -> Guest:

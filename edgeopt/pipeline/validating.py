@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edgeopt.arm import guest
 from edgeopt.artifacts import sha256_bytes, write_json
 from edgeopt.config import DeviceProfile, ValidateConfig
 from edgeopt.data import Dataset
@@ -36,7 +37,8 @@ def validate_artifact(
     Scores ``config.split`` of ``data``. The cache key holds the .tflite's bytes, the Keras reference's
     content hash (``keras_hash``, given with ``keras_model``), the split and the data's content, the
     settings, the resolved profiles, the latency calibration, the baseline accuracy the drop gate compares
-    with and the package versions. A result in which a runtime crashed is never cached."""
+    with, the package versions and, with a phone profile, the emulator of the phone check (or why there
+    is none). A result in which a runtime crashed is never cached."""
     profiles = profiles or []
     parts = {
         "stage": "validate-artifact",
@@ -50,6 +52,8 @@ def validate_artifact(
         "data": data_hash(data),
         "versions": versions(),
     }
+    if config.phone_check and any(p.arm is not None for p in profiles):
+        parts["phone_check"] = guest.environment()
     key = cache_key(parts)
     entry = cache.get(key) if cache is not None else None
     if entry is not None:

@@ -153,3 +153,29 @@ def test_cli_a_hang_in_the_guest_is_exit_3_naming_the_core(arm_guest, tiny_model
     assert r.exit_code == 3, r.output
     assert "litert-arm (kryo-485-gold) hung: no answer within 30 s, killed" in r.output
     assert [f["target"] for f in fired(log)] == ["litert_eval@aarch64"]  # the guest's worker only, once
+
+
+def test_a_validation_cached_without_the_emulator_is_not_reused_once_it_can_run(
+    arm_guest, tiny_model, digits, tmp_path
+):
+    """The phone check's environment is part of a cached validation's key: made where QEMU was missing,
+    the result is not taken from the cache once QEMU is there; with the same emulator it is."""
+    from edgeopt.pipeline.cache import StageCache
+    from edgeopt.pipeline.validating import validate_artifact
+
+    int8 = stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=digits).tflite
+    cache = StageCache(tmp_path / "cache")
+    cfg = ValidateConfig(max_samples=40, latency=False, cross_check=False)
+    profiles = [load_profile("pixel4-cpu4")]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEOPT_QEMU", str(tmp_path / "no-qemu"))
+    first, reused = validate_artifact(int8, digits, cfg, name="t", profiles=profiles, cache=cache)
+    mp.undo()
+    assert (
+        not reused
+        and "not an executable file" in next(g for g in first["gates"] if g["gate"] == "arm_vs_x86")["detail"]
+    )
+    second, reused = validate_artifact(int8, digits, cfg, name="t", profiles=profiles, cache=cache)
+    assert not reused and next(g for g in second["gates"] if g["gate"] == "arm_vs_x86")["status"] == "passed"
+    third, reused = validate_artifact(int8, digits, cfg, name="t", profiles=profiles, cache=cache)
+    assert reused and third["arm"] == second["arm"]
