@@ -190,6 +190,8 @@ def trial_pipeline(pipeline: Any, profiles: list[Any]) -> Any:
     check = {k: v for k, v in (validations[-1] if validations else {}).items() if k not in ("profiles", "profiles_for")}
     # Host latency only when a LiteRT profile needs it (Vela and the Cortex-M model estimate their own); the
     # accuracy gates of the file's validation compare with the test-split baseline, which a trial never sees.
+    # The phone check (Arm kernels under QEMU, about a minute a model) is a release check: the exported
+    # best.yaml runs it, a trial does not.
     check.update(
         stage=validating[0],
         split="val",
@@ -197,6 +199,7 @@ def trial_pipeline(pipeline: Any, profiles: list[Any]) -> Any:
         latency=any(p.runtime.value == "litert" for p in profiles),
         max_accuracy_drop=None,
         max_samples=None,
+        phone_check=False,
     )
     raw["steps"].append(check)
     known = {p["name"] for p in raw.get("profiles", [])}
