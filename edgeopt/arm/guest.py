@@ -153,29 +153,30 @@ def _wheels_dir(cache: Path, versions: dict[str, str]) -> Path:
     return cache / "wheels" / "_".join(f"{k}-{v}" for k, v in sorted(versions.items()))
 
 
+def _folder_problems(folder: Path, what: str, files: tuple[str, ...], absent: str) -> list[str]:
+    """What a built folder lacks: the folder, its stamp (written last: without it the build did not
+    finish), or some of ``files``."""
+    if not folder.is_dir():
+        return [absent]
+    out = []
+    if _stamp(folder) is None:
+        out.append(f"{what} {folder} is incomplete (no {STAMP}: its build did not finish)")
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing:
+        out.append(f"{what} {folder} lacks {', '.join(missing)}")
+    return out
+
+
 def _problems(cache: Path) -> dict[str, list[str]]:
     """What is missing or incomplete, by part (``root``, ``wheels``)."""
-    out: dict[str, list[str]] = {"root": [], "wheels": []}
     root = cache / "root"
-    if not root.is_dir():
-        out["root"].append(f"no arm64 root ({root})")
-    else:
-        if _stamp(root) is None:
-            out["root"].append(f"arm64 root {root} is incomplete (no {STAMP}: its build did not finish)")
-        missing = [f for f in ROOT_FILES if not (root / f).exists()]
-        if missing:
-            out["root"].append(f"arm64 root {root} lacks {', '.join(missing)}")
     versions = wanted_versions()
     wheels = _wheels_dir(cache, versions)
-    if not wheels.is_dir():
-        out["wheels"].append(f"no aarch64 wheels for {', '.join(f'{k} {v}' for k, v in versions.items())} ({wheels})")
-    else:
-        if _stamp(wheels) is None:
-            out["wheels"].append(f"wheel folder {wheels} is incomplete (no {STAMP})")
-        missing = [f for f in WHEEL_FILES if not (wheels / f).exists()]
-        if missing:
-            out["wheels"].append(f"wheel folder {wheels} lacks {', '.join(missing)}")
-    return out
+    wanted = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return {
+        "root": _folder_problems(root, "arm64 root", ROOT_FILES, f"no arm64 root ({root})"),
+        "wheels": _folder_problems(wheels, "wheel folder", WHEEL_FILES, f"no aarch64 wheels for {wanted} ({wheels})"),
+    }
 
 
 def problems(cache: str | Path | None = None) -> list[str]:
