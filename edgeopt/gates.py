@@ -474,6 +474,8 @@ def arm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> li
             extra = getattr(x, "output_values_differing", None)
             deq = getattr(x, "output_max_abs_diff_dequantized", None)
             text = f"{threads} thread(s): {compare_detail(x)}"
+            if getattr(x, "output_allowed", None) is not None:  # judged on the outputs too, at their own bound
+                text += f"; outputs allowed {fmt(x.output_allowed, 'steps')}"
             if extra is not None:
                 text += f"; {extra:,} of {x.values:,} output values differ" + (
                     f" (dequantized by up to {deq:.3g})" if extra and deq is not None else ""
