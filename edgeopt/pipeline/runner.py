@@ -118,7 +118,9 @@ def run(
         config, root, data, teacher, t_hash, model=teacher, model_hash=t_hash, cache=cache, context=context
     )
     correct = _val_correct(teacher, data)  # which validation examples the current model gets right
-    if (why := guard.split_warning(len(data.x_val), config.regression_tolerance)) and steps:
+    if any(_guarded(config, s) for s in steps) and (
+        why := guard.split_warning(len(data.x_val), config.regression_tolerance)
+    ):
         log.warning("stage guard: %s", why)
     records, reused = [teacher_record(config, t_hash, teacher_info)], []
     for step in steps:
@@ -167,16 +169,24 @@ def _raise_for_status(state: RunState, strict: bool) -> None:
         )
 
 
-def _judge(config: Any, step: Step, before: np.ndarray | None, after: np.ndarray | None) -> GuardVerdict | None:
-    """The stage guard on a model-making step, with its policy and tolerance: the step's own, else the
-    pipeline's for steps that fine-tune (a new student is judged by the release gates instead)."""
+def _policy(config: Any, step: Step) -> str:
+    """The step's own on_regression, else the pipeline's for steps that fine-tune; a new student (distill)
+    is not guarded unless its step asks (the release gates judge it against the teacher)."""
     policy = getattr(step.config, "on_regression", None)
     if policy is None:
         policy = config.on_regression.value if step.fine_tunes else "continue"
+    return str(getattr(policy, "value", policy))
+
+
+def _guarded(config: Any, step: Step) -> bool:
+    return step.makes_model and _policy(config, step) != "continue"
+
+
+def _judge(config: Any, step: Step, before: np.ndarray | None, after: np.ndarray | None) -> GuardVerdict | None:
+    """The stage guard on a model-making step, with its policy and tolerance: the step's own, else the
+    pipeline's for steps that fine-tune (a new student is judged by the release gates instead)."""
     tol = getattr(step.config, "regression_tolerance", None)
-    verdict = guard.judge(
-        getattr(policy, "value", policy), config.regression_tolerance if tol is None else tol, before, after
-    )
+    verdict = guard.judge(_policy(config, step), config.regression_tolerance if tol is None else tol, before, after)
     if verdict is not None and verdict.action == "failed":
         raise GateFailed(f"stage guard: {step.folder_name} {verdict.detail} (on_regression: fail)")
     if verdict is not None and verdict.action == "kept the input":
