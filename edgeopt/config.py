@@ -126,6 +126,13 @@ class KDConfig(_Config):
 
 
 class _FineTuning(_Training):
+    omit_if_default = _Training.omit_if_default | {"freeze_batchnorm"}
+
+    freeze_batchnorm: bool = Field(
+        True,
+        description="keep BatchNormalization layers as trained (their statistics and scale) while fine-tuning: "
+        "fine-tuning moves the other weights only, so the model does not drift with the last batches' statistics",
+    )
     kd: KDConfig | None = Field(
         None,
         description="fine-tune against the teacher's softened outputs (temperature, alpha) instead of the "

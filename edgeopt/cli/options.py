@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from edgeopt.artifacts import metrics_path, save_model, write_bytes, write_json
-from edgeopt.config import DataConfig, KDConfig, LRSchedule, format_validation_error
+from edgeopt.config import DataConfig, KDConfig, LRSchedule, PruneConfig, format_validation_error
 from edgeopt.data import load_dataset
 from edgeopt.errors import BadInput
 
@@ -102,8 +102,12 @@ def training_options(cls: type[BaseModel]) -> list[inspect.Parameter]:
     ]
 
 
-# Fine-tuning against a teacher (prune, cluster, qat).
+# Fine-tuning (prune, cluster, qat): BatchNorm kept as trained, and against a teacher.
 KD_OPTIONS = [
+    option(
+        "freeze_batchnorm",
+        Annotated[bool | None, opt(PruneConfig, "freeze_batchnorm", "--freeze-batchnorm/--no-freeze-batchnorm")],
+    ),
     option("teacher", TeacherOpt),
     option("kd_temperature", KDTemperatureOpt),
     option("kd_alpha", KDAlphaOpt),

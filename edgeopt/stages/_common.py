@@ -109,6 +109,8 @@ def fit(
     """
     plan = training_plan(training, data)
     epochs, batch_size, learning_rate = plan["epochs"], training.batch_size, plan["learning_rate"]
+    if getattr(training, "freeze_batchnorm", False):
+        freeze_batchnorm(model)
     lr_schedule = training.lr_schedule
 
     if epochs == 0:
@@ -143,6 +145,18 @@ def fit(
 
 def steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return math.ceil(len(data.x_train) / batch_size)
+
+
+def freeze_batchnorm(model: Any) -> int:
+    """Make every BatchNormalization layer of ``model`` (wrapped or not) untrainable, which in Keras also runs
+    it in inference mode (its moving statistics, not the batch's); returns how many."""
+    n = 0
+    for layer in _all_layers(model):
+        inner = getattr(layer, "layer", layer)  # tfmot wrappers hold the layer they wrap
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False
+            n += 1
+    return n
 
 
 def training_plan(training: Any, data: Dataset) -> dict[str, Any]:
