@@ -60,28 +60,40 @@ def test_schedule_defaults_end_on_an_update_step():
 
 
 def test_block_sparsity_gives_runs_of_zeros_in_the_tflite(digits, tiny_model):
-    """block=4: a Dense unit loses its inputs four consecutive at a time, which is contiguous in the .tflite's
-    [units, inputs] layout (what gzip sees); conv kernels (rank 4) stay weight by weight at the target."""
+    """block=2: a Dense unit loses its inputs two consecutive at a time, which is contiguous in the .tflite's
+    [units, inputs] layout (what gzip sees); conv kernels (rank 4) stay weight by weight at the target.
+    (tiny_cnn's fc1 reads a flattened 4x4x8 map: 8 channels take blocks of at most 2, see the next test.)"""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeopt.config import ConvertConfig
 
-    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.6, epochs=2, block=4), seed=0)
+    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.6, epochs=2, block=2), seed=0)
     k = kernels(r.model)
-    blocks = k["fc1"].T.reshape(k["fc1"].shape[1], -1, 4)  # (units, input blocks, 4)
+    blocks = k["fc1"].T.reshape(k["fc1"].shape[1], -1, 2)  # (units, input blocks, 2)
     zeros = (blocks == 0).sum(axis=-1)
-    assert set(np.unique(zeros)) <= {0, 4}, "a block is partly pruned"
-    assert (zeros == 4).mean() == pytest.approx(0.6, abs=0.02)
+    assert set(np.unique(zeros)) <= {0, 2}, "a block is partly pruned"
+    assert (zeros == 2).mean() == pytest.approx(0.6, abs=0.02)
     assert (k["conv1"] == 0).mean() == pytest.approx(0.6, abs=0.02)
     # logits ([32, 10]) is a Dense kernel taller than a block too
-    assert r.metrics["schedule"]["block"] == 4 and r.metrics["schedule"]["blocked_layers"] == ["fc1", "logits"]
+    assert r.metrics["schedule"]["block"] == 2 and r.metrics["schedule"]["blocked_layers"] == ["fc1", "logits"]
     c = stages.convert(r.model, ConvertConfig(quantization="int8"), data=digits)
     it = Interpreter(model_content=c.tflite)
     it.allocate_tensors()
     fc = [t for t in it.get_tensor_details() if "fc1" in t["name"] and tuple(t["shape"]) == (32, 128)]
     assert fc, [t["name"] for t in it.get_tensor_details()]
-    row_runs = it.get_tensor(fc[0]["index"]).reshape(32, -1, 4)  # int8 may round a few more weights to 0
-    assert (row_runs == 0).all(axis=-1)[zeros == 4].all(), "a pruned block is not a run of 4 zero bytes"
+    row_runs = it.get_tensor(fc[0]["index"]).reshape(32, -1, 2)  # int8 may round a few more weights to 0
+    assert (row_runs == 0).all(axis=-1)[zeros == 2].all(), "a pruned block is not a run of 2 zero bytes"
+
+
+def test_no_blocks_across_a_thin_flattened_map(digits, tiny_model):
+    """A block of a flattened map's inputs is `block` channels at one position: fc1 reads 8 channels, so
+    blocks of 4 would drop whole positions; it is pruned weight by weight, logits (no Flatten) in blocks."""
+    r = stages.prune(tiny_model, digits, PruneConfig(final_sparsity=0.6, epochs=1, block=4), seed=0)
+    assert r.metrics["schedule"]["blocked_layers"] == ["logits"]
+    k = kernels(r.model)
+    per_block = (k["fc1"].T.reshape(k["fc1"].shape[1], -1, 4) == 0).sum(axis=-1)
+    assert not set(np.unique(per_block)) <= {0, 4}, "fc1 was pruned in blocks of 4"
+    assert (k["fc1"] == 0).mean() == pytest.approx(0.6, abs=0.02)
 
 
 def test_block_falls_back_where_tfmot_cannot_block(digits):
@@ -91,7 +103,7 @@ def test_block_falls_back_where_tfmot_cannot_block(digits):
 
     L = keras.layers
     inputs = keras.Input((8, 8, 1))
-    f = L.Flatten()(inputs)
+    f = L.Flatten()(L.Reshape((2, 1, 32))(inputs))  # 32 channels: not a thin map for blocks of 8
     b = L.Dense(16, activation="relu", name="b")(L.Dense(8, activation="relu", name="a")(f))  # b: [8, 16]
     c = L.Dense(1, activation="relu", name="c")(f)  # [64, 1]
     out = L.Dense(10, activation="softmax", name="logits")(L.Concatenate()([b, c]))  # [17, 10]
