@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Layers between the two that scale with their input channel by channel.
 _POOLS = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
-_PASS = ("Dropout", "SpatialDropout2D", "GaussianDropout", "Flatten", *_POOLS)
+_PASS = ("Dropout", "SpatialDropout2D", "GaussianDropout", "Flatten", "Identity", *_POOLS)
 _FIRST = ("Conv2D", "DepthwiseConv2D", "Dense")
 _SECOND = ("Conv2D", "DepthwiseConv2D", "Dense")
 

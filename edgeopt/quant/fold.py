@@ -13,9 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._keras import keras
 from edgeopt.quant.graph import activation_name, consumers, inbound, kind, linear_layers
 
 log = logging.getLogger(__name__)
+
+
+class Identity(keras.layers.Layer):
+    """Passes its input through (what a folded BatchNormalization becomes). It takes the call arguments a
+    BatchNormalization node may carry: a model read from Keras 3 passes ``mask``."""
+
+    def call(self, inputs: Any, **kwargs: Any) -> Any:
+        return inputs
 
 
 def foldable(model: Any) -> dict[str, str]:
@@ -43,8 +52,6 @@ def foldable(model: Any) -> dict[str, str]:
 def fold_batchnorm(model: Any) -> tuple[Any, list[str]]:
     """A copy of ``model`` with every foldable BatchNormalization folded into its layer; the names of
     the folded BN layers. The caller's model is not touched."""
-    from edgeopt._keras import keras
-
     pairs = foldable(model)
     if not pairs:
         copy = keras.models.clone_model(model)
@@ -54,7 +61,7 @@ def fold_batchnorm(model: Any) -> tuple[Any, list[str]]:
 
     def clone(layer: Any) -> Any:
         if layer.name in pairs:
-            return keras.layers.Activation("linear", name=layer.name)
+            return Identity(name=layer.name)
         cfg = layer.get_config()
         if layer.name in targets:
             cfg["use_bias"] = True

@@ -1,5 +1,7 @@
 """Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8; weight-int8,
-int8-aeq and int4 through ai-edge-quantizer on the float32 .tflite, edgeopt.stages.aeq)."""
+int8-aeq and int4 through litert-quantizer on the float32 .tflite, edgeopt.stages.aeq). The post-training
+methods of edgeopt.quant run first on the Keras model (equalisation, AdaRound, bias correction) and inside
+the int8 conversion (activation ranges)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def convert(
     config = config or ConvertConfig()
     q = config.quantization
 
-    if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then ai-edge-quantizer's recipe on its bytes
+    if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then litert-quantizer's recipe on its bytes
         if q is not Quantization.weight_int8 and data is None:
             raise BadInput(f"{q.value} quantization needs calibration data (--data)")
         from edgeopt.quant import ptq
