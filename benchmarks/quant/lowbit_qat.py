@@ -3,7 +3,7 @@ ternary or binary kernels stored as INT4) -> top-1 on the full test split in Lit
 cortex-m7-512k profile (1,000 test images), raw / gzip / dieted bytes. One JSON line per try, appended to
 --out. Used for the figures in bench/quant.md, e.g.
 
-    .venv/bin/python bench/quant/lowbit_qat.py build/flash_first/01_distill/model.keras \
+    .venv/bin/python -m benchmarks.quant.lowbit_qat build/flash_first/01_distill/model.keras \
         --qat '{"weights": "int4", "epochs": 6, "learning_rate": 0.0003, "lr_schedule": "cosine"}' \
         --out bench/quant/lowbit_flash_first.jsonl
 """
@@ -68,8 +68,9 @@ def main() -> None:
                     for k, s in kernels.items()},
         "low_bit_layers": q.metrics.get("low_bit_layers"), "qat_seconds": round(qat_s, 1),
     }  # fmt: skip
-    print(json.dumps({k: row[k] for k in ("label", "accuracy", "qat_accuracy", "bytes", "diet_bytes", "gzip_bytes",
-                                          "tflm_arena", "tflm_agree", "failed_gates", "qat_seconds")}), flush=True)  # fmt: skip
+    shown = ("label", "accuracy", "qat_accuracy", "bytes", "diet_bytes", "gzip_bytes", "tflm_arena", "tflm_agree",
+             "failed_gates", "qat_seconds")  # fmt: skip
+    print(json.dumps({k: row[k] for k in shown}), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:

@@ -1,7 +1,7 @@
 """Post-training methods side by side on one Keras model: int8 top-1 on the test split in LiteRT (XNNPACK)
 against the Keras model's own top-1, one JSON line per method. Used for the figures in bench/quant.md.
 
-    .venv/bin/python bench/quant/ptq_methods.py build/fashion_mnist/03_cluster/model.keras --data fashion_mnist \
+    .venv/bin/python -m benchmarks.quant.ptq_methods build/fashion_mnist/03_cluster/model.keras \
         --out bench/quant/ptq_default_cluster.jsonl
 
 Every method is a ConvertConfig option (edgeopt convert flags, pipeline keys); "all" runs each alone and the
@@ -30,6 +30,12 @@ COMBOS = {
     "adaround+mse": {"adaround": True, "activation_ranges": "mse"},
     "equalize+adaround+mse": {"equalize": True, "adaround": True, "activation_ranges": "mse"},
     "equalize_relu6+bias_correction": {"equalize": True, "equalize_relu6": True, "bias_correction": True},
+    "equalize_relu6+adaround+mse": {
+        "equalize": True,
+        "equalize_relu6": True,
+        "adaround": True,
+        "activation_ranges": "mse",
+    },
 }
 
 
@@ -65,7 +71,8 @@ def main() -> None:
                "accuracy": v.measurements.accuracy, "drop_points": (keras_acc - v.measurements.accuracy) * 100,
                "bytes": len(r.tflite), "gzip_bytes": r.metrics["gzip_bytes"], "convert_seconds": round(secs, 1),
                "ptq": r.metrics.get("ptq")}  # fmt: skip
-        print(json.dumps({k: row[k] for k in ("method", "keras_accuracy", "accuracy", "drop_points", "bytes", "convert_seconds")}), flush=True)
+        shown = ("method", "keras_accuracy", "accuracy", "drop_points", "bytes", "convert_seconds")
+        print(json.dumps({k: row[k] for k in shown}), flush=True)
         with out.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
