@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from edgeopt.quant import grid
-from edgeopt.quant.graph import channel_mean, kind, layer_inputs, linear_layers, linear_twin, require_graph
+from edgeopt.quant.graph import (
+    channel_mean,
+    clone_with,
+    kind,
+    layer_inputs,
+    linear_layers,
+    linear_twin,
+    require_graph,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +30,8 @@ log = logging.getLogger(__name__)
 def with_biases(model: Any) -> Any:
     """A copy of ``model`` in which every Conv2D, DepthwiseConv2D and Dense layer has a bias (zeros where
     it had none), so a correction has somewhere to go."""
-    from edgeopt._keras import keras
-
     missing = {layer.name for layer in linear_layers(model) if not layer.use_bias}
-
-    def clone(layer: Any) -> Any:
-        cfg = layer.get_config()
-        if layer.name in missing:
-            cfg["use_bias"] = True
-        return type(layer).from_config(cfg)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
+    copy = clone_with(model, {name: {"use_bias": True} for name in missing})
     old = {layer.name: layer for layer in model.layers}
     for layer in copy.layers:
         w = old[layer.name].get_weights()

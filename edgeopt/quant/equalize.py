@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.quant.fold import fold_batchnorm
-from edgeopt.quant.graph import activation_name, consumers, kind, require_graph
+from edgeopt.quant.graph import activation_name, clone_with, consumers, kind, require_graph
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +240,8 @@ def _share_above_six(model: Any, names: list[str], x: np.ndarray) -> dict[str, f
 
 def _relu6_to_relu(model: Any, names: set[str]) -> Any:
     """A copy of ``model`` whose named ReLU6 layers (and fused relu6 activations) are plain ReLU."""
-    from edgeopt._keras import keras
-
-    def clone(layer: Any) -> Any:
-        cfg = layer.get_config()
-        if layer.name in names:
-            if kind(layer) == "ReLU":
-                cfg["max_value"] = None
-            else:
-                cfg["activation"] = "relu"
-        return type(layer).from_config(cfg)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
+    layers = {layer.name: layer for layer in model.layers}
+    edits = {n: {"max_value": None} if kind(layers[n]) == "ReLU" else {"activation": "relu"} for n in names}
+    copy = clone_with(model, edits)
     copy.set_weights(model.get_weights())
     return copy

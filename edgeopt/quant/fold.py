@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt._keras import keras
-from edgeopt.quant.graph import activation_name, consumers, inbound, kind, linear_layers
+from edgeopt.quant.graph import activation_name, clone_with, consumers, inbound, kind, linear_layers
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,9 @@ def fold_batchnorm(model: Any) -> tuple[Any, list[str]]:
         copy.set_weights(model.get_weights())
         return copy, []
     targets = set(pairs.values())
-
-    def clone(layer: Any) -> Any:
-        if layer.name in pairs:
-            return Identity(name=layer.name)
-        cfg = layer.get_config()
-        if layer.name in targets:
-            cfg["use_bias"] = True
-        return type(layer).from_config(cfg)
-
-    folded = keras.models.clone_model(model, clone_function=clone)
+    folded = clone_with(
+        model, {name: {"use_bias": True} for name in targets}, replace={bn: Identity(name=bn) for bn in pairs}
+    )
     by_name = {layer.name: layer for layer in model.layers}
     bn_of = {v: k for k, v in pairs.items()}
     for new in folded.layers:

@@ -64,6 +64,21 @@ def consumers(model: Any) -> dict[str, list[str]]:
     return out
 
 
+def clone_with(model: Any, edits: dict[str, dict[str, Any]], replace: dict[str, Any] | None = None) -> Any:
+    """A copy of ``model`` (fresh weights: the caller sets them) in which layer ``name`` is rebuilt from its
+    config updated with ``edits[name]``, or is ``replace[name]`` (a layer) instead."""
+    from edgeopt._keras import keras
+
+    replace = replace or {}
+
+    def clone(layer: Any) -> Any:
+        if layer.name in replace:
+            return replace[layer.name]
+        return type(layer).from_config({**layer.get_config(), **edits.get(layer.name, {})})
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
 def kind(layer: Any) -> str:
     return type(layer).__name__
 

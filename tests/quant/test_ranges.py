@@ -15,6 +15,12 @@ from edgeopt.quant import ranges
 from tests.quant.conftest import dequantized, run_litert
 
 
+def _dataset(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Dataset:
+    """2,000 training and the rest test examples, 10 classes, no validation split."""
+    return Dataset(name, "generated", seed, x[:2000], y[:2000], x[:0], y[:0], x[2000:], y[2000:],
+                   [str(i) for i in range(10)])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def rare_outliers():
     """16 uniform inputs -> Dense(32, relu) -> Dense(10). Unit 0 of the hidden layer fires on 1% of inputs
@@ -25,9 +31,7 @@ def rare_outliers():
     set_seed(7)
     rng = np.random.default_rng(7)
     x = rng.uniform(0, 1, (3000, 16)).astype(np.float32)
-    y = rng.integers(0, 10, 3000)
-    data = Dataset("outliers", "generated", 7, x[:2000], y[:2000], x[:0], y[:0], x[2000:], y[2000:],
-                   [str(i) for i in range(10)])  # fmt: skip
+    data = _dataset("outliers", x, rng.integers(0, 10, 3000), 7)
     inp = keras.Input(shape=(16,))
     h = keras.layers.Dense(32, activation="relu", name="h1")(inp)
     out = keras.layers.Dense(10, name="out")(h)
@@ -80,9 +84,7 @@ def heavy_tails():
     set_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (3000, 16)).astype(np.float32)
-    y = rng.integers(0, 10, 3000)
-    data = Dataset("heavy", "generated", 0, x[:2000], y[:2000], x[:0], y[:0], x[2000:], y[2000:],
-                   [str(i) for i in range(10)])  # fmt: skip
+    data = _dataset("heavy", x, rng.integers(0, 10, 3000), 0)
     inp = keras.Input(shape=(16,))
     h = keras.layers.Multiply(name="prod")(
         [keras.layers.Dense(32, name="a")(inp), keras.layers.Dense(32, name="b")(inp)]
