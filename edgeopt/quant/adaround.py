@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._keras import keras, tf
 from edgeopt.quant import grid
-from edgeopt.quant.graph import activation_fn, apply_linear, layer_inputs, linear_layers, require_graph
+from edgeopt.quant.fold import fold_batchnorm
+from edgeopt.quant.graph import activation_fn, apply_linear, layer_inputs, linear_layers, linear_twin, require_graph
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
 
 
 def _h(v: Any) -> Any:
-    from edgeopt._keras import tf
 
     return tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
@@ -48,7 +49,6 @@ def round_layer(
     """The AdaRounded kernel of ``layer`` (float values on the converter's grid) fitted so that the layer
     on ``x_in`` reproduces ``target`` (the float layer's activated outputs); metrics compare its output
     error with nearest rounding's."""
-    from edgeopt._keras import keras, tf
 
     kernel, bias = layer.get_weights()[0], (layer.get_weights()[1] if layer.use_bias else None)
     dw = grid.is_depthwise(layer)
@@ -130,10 +130,6 @@ def adaround(
 ) -> tuple[Any, dict[str, Any]]:
     """A copy of ``model`` (BatchNorm folded) whose kernels are AdaRounded one layer after the other on
     the calibration inputs ``x``; metrics per layer."""
-    from edgeopt._keras import keras
-    from edgeopt.quant.fold import fold_batchnorm
-    from edgeopt.quant.graph import linear_twin
-
     require_graph(model, "AdaRound")
     float_model, _ = fold_batchnorm(model)
     out = keras.models.clone_model(float_model)

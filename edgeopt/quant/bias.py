@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._keras import keras
 from edgeopt.quant import grid
+from edgeopt.quant.fold import fold_batchnorm
 from edgeopt.quant.graph import (
     channel_mean,
     clone_with,
@@ -45,7 +47,6 @@ def with_biases(model: Any) -> Any:
 
 def on_grid(model: Any) -> Any:
     """A copy of ``model`` whose kernels are replaced by the values the converter's int8 integers stand for."""
-    from edgeopt._keras import keras
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -71,8 +72,6 @@ def bias_correct(model: Any, x: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """A copy of ``model`` (BatchNorm folded, every kernel layer given a bias) whose biases cancel the mean
     output shift of int8 weights on the calibration inputs ``x``; the metrics give, per layer, the mean
     |shift| measured before the correction and after it."""
-    from edgeopt.quant.fold import fold_batchnorm
-
     require_graph(model, "bias correction")
     ref, _ = fold_batchnorm(model)  # the float model: the target, never changed
     out = with_biases(ref)  # float kernels, corrected biases: what the converter gets

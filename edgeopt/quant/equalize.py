@@ -22,8 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._keras import keras
 from edgeopt.quant.fold import fold_batchnorm
-from edgeopt.quant.graph import activation_name, clone_with, consumers, kind, require_graph
+from edgeopt.quant.graph import (
+    activation_name,
+    clone_with,
+    consumers,
+    kind,
+    layer_inputs,
+    linear_twin,
+    require_graph,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +180,6 @@ def equalize(
     pairs until no scale moves by more than ``tolerance`` (a layer can sit in two pairs). ``relu6``:
     equalise across ReLU6 too, turning those into ReLU; ``x`` (calibration inputs) then measures how
     many activations exceeded 6, that is where the float model changed."""
-    from edgeopt._keras import keras
 
     require_graph(model, "equalize")
     folded, bns = fold_batchnorm(model)
@@ -219,7 +227,6 @@ def _spread(layers: dict[str, Any], pairs: list[Pair]) -> float | None:
 
 def _share_above_six(model: Any, names: list[str], x: np.ndarray) -> dict[str, float]:
     """For every ReLU6 about to become ReLU: the share of its activations on ``x`` that exceeded 6."""
-    from edgeopt._keras import keras
 
     layers = [model.get_layer(n) for n in names]
     probe = keras.Model(model.inputs, [layer.output for layer in layers])
@@ -228,8 +235,6 @@ def _share_above_six(model: Any, names: list[str], x: np.ndarray) -> dict[str, f
     shares = {}
     for layer, y in zip(layers, outs, strict=True):
         if kind(layer) in _FIRST:  # fused: its output is already clipped, so ask the linear output
-            from edgeopt.quant.graph import layer_inputs, linear_twin
-
             y = linear_twin(layer)(layer_inputs(model, [layer], x)[0]).numpy()
             shares[layer.name] = float((y > 6.0).mean())
         else:

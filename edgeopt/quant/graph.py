@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._keras import keras, tf
 from edgeopt.errors import BadInput
 
 #: Layer types whose kernel the methods rewrite (their class names in tf-keras).
@@ -19,8 +20,6 @@ LINEAR_TYPES = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 def require_graph(model: Any, what: str) -> None:
     """BadInput for a subclassed model or one that is not a tf-keras model (a SavedModel, a QAT model)."""
-    from edgeopt._keras import keras
-
     if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
         if any(
             type(layer).__name__ == "QuantizeWrapperV2" or "Quantize" in type(layer).__name__ for layer in model.layers
@@ -33,8 +32,6 @@ def require_graph(model: Any, what: str) -> None:
 def inbound(model: Any) -> dict[str, list[str]]:
     """``{layer name: names of the layers whose outputs it reads}`` (the first layer of a Sequential model,
     and input layers, read nothing), from the model's config: Keras keeps no public graph API."""
-    from edgeopt._keras import keras
-
     if isinstance(model, keras.Sequential):
         names = [layer.name for layer in model.layers]
         return {n: names[i - 1 : i] for i, n in enumerate(names)}
@@ -67,8 +64,6 @@ def consumers(model: Any) -> dict[str, list[str]]:
 def clone_with(model: Any, edits: dict[str, dict[str, Any]], replace: dict[str, Any] | None = None) -> Any:
     """A copy of ``model`` (fresh weights: the caller sets them) in which layer ``name`` is rebuilt from its
     config updated with ``edits[name]``, or is ``replace[name]`` (a layer) instead."""
-    from edgeopt._keras import keras
-
     replace = replace or {}
 
     def clone(layer: Any) -> Any:
@@ -106,8 +101,6 @@ def kernel_and_bias(layer: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 def layer_inputs(model: Any, layers: list[Any], x: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
     """The input each of ``layers`` receives when ``model`` runs on ``x`` (one forward pass)."""
-    from edgeopt._keras import keras
-
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     outs = probe.predict(x, batch_size=batch_size, verbose=0)
     return [np.asarray(o) for o in (outs if isinstance(outs, list) else [outs])]
@@ -140,8 +133,6 @@ def channel_mean(y: np.ndarray) -> np.ndarray:
 def apply_linear(layer: Any, x: Any, kernel: Any, bias: Any | None) -> Any:
     """The layer's pre-activation output on ``x`` with ``kernel`` and ``bias`` (tensors: differentiable
     in them), using the layer's strides, padding and dilation."""
-    from edgeopt._keras import tf
-
     k = kind(layer)
     if k == "Dense":
         y = tf.tensordot(x, kernel, axes=1)
@@ -164,8 +155,6 @@ def apply_linear(layer: Any, x: Any, kernel: Any, bias: Any | None) -> Any:
 
 def activation_fn(layer: Any) -> Any:
     """The layer's fused activation as a function of tensors (identity for ``linear``)."""
-    from edgeopt._keras import tf
-
     name = activation_name(layer)
     return {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "linear": tf.identity, "": tf.identity}.get(
         name, layer.activation

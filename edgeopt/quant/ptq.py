@@ -9,8 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.artifacts import SavedModelDir
 from edgeopt.config import ConvertConfig, RangeEstimator
 from edgeopt.errors import BadInput
+from edgeopt.quant import ranges
+from edgeopt.quant.adaround import adaround
+from edgeopt.quant.bias import bias_correct
+from edgeopt.quant.equalize import equalize
+from edgeopt.quant.graph import require_graph
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +24,6 @@ log = logging.getLogger(__name__)
 def prepare(model: Any, x: np.ndarray | None, config: ConvertConfig, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """``model`` rewritten by the Keras-level methods of ``config`` (a new model; the caller's is not
     touched) and their metrics, keyed by method. ``x``: the calibration inputs."""
-    from edgeopt.artifacts import SavedModelDir
-
     methods = config.keras_methods
     if not methods:
         return model, {}
@@ -30,23 +34,15 @@ def prepare(model: Any, x: np.ndarray | None, config: ConvertConfig, *, seed: in
         )
     if x is None:
         raise BadInput(f"{', '.join(methods)} need calibration data (--data)")
-    from edgeopt.quant.graph import require_graph
-
     for m in methods:
         require_graph(model, m)
     metrics: dict[str, Any] = {}
     if config.equalize:
-        from edgeopt.quant.equalize import equalize
-
         r = equalize(model, relu6=config.equalize_relu6, x=x)
         model, metrics["equalize"] = r.model, r.metrics
     if config.adaround:
-        from edgeopt.quant.adaround import adaround
-
         model, metrics["adaround"] = adaround(model, x, iterations=config.adaround_iterations, seed=seed)
     if config.bias_correction:
-        from edgeopt.quant.bias import bias_correct
-
         model, metrics["bias_correction"] = bias_correct(model, x)
     return model, metrics
 
@@ -56,8 +52,6 @@ def convert_with_ranges(
 ) -> tuple[bytes, dict[str, Any]]:
     """The int8 model from ``converter`` (set up for full-integer conversion) with activation ranges by
     ``config.activation_ranges`` (percentile or mse) on the calibration inputs ``rep``."""
-    from edgeopt.quant import ranges
-
     method = config.activation_ranges
     assert method is not RangeEstimator.minmax
     calibrated = ranges.calibrate_only(converter)

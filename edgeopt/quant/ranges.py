@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.quant.flatbuf import pack
+from edgeopt.tflite import op_names, parse
+
 log = logging.getLogger(__name__)
 
 #: ops whose output the int8 kernels require at the scale and zero point of their (first) input
@@ -78,8 +81,6 @@ def quantize_calibrated(calibrated: bytes, io_dtype: Any, allow_float: bool = Fa
 
 
 def _op_names(model: Any) -> list[str]:
-    from edgeopt.tflite import op_names
-
     names = op_names(model)
     return [names[op.opcodeIndex] for op in model.subgraphs[0].operators or []]
 
@@ -87,8 +88,6 @@ def _op_names(model: Any) -> list[str]:
 def activation_groups(calibrated: bytes) -> tuple[list[list[int]], set[int]]:
     """(groups of activation tensor indices that must share a range, tensors to leave alone: model inputs
     and outputs, fixed-range outputs). Every calibrated activation is in exactly one group."""
-    from edgeopt.tflite import parse
-
     model = parse(calibrated, "calibrated model")
     sg = model.subgraphs[0]
     calibrated_idx = [
@@ -183,8 +182,6 @@ def estimate(
 ) -> dict[int, tuple[float, float, float, float]]:
     """``{tensor index: (calibrated min, calibrated max, new min, new max)}`` for every activation the
     estimator sets (``method``: ``percentile`` or ``mse``)."""
-    from edgeopt.tflite import parse
-
     groups, keep = activation_groups(calibrated)
     groups = [g for g in groups if not keep.intersection(g)]
     values = collect(calibrated, samples, sorted({t for g in groups for t in g}), seed=seed)
@@ -201,9 +198,6 @@ def estimate(
 
 def with_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float, float, float]]) -> bytes:
     """The calibrated model with the new ``min``/``max`` of ``ranges`` written into its tensors."""
-    from edgeopt.quant.flatbuf import pack
-    from edgeopt.tflite import parse
-
     model = parse(calibrated, "calibrated model")
     tensors = model.subgraphs[0].tensors
     for t, (_, _, lo, hi) in ranges.items():

@@ -15,6 +15,7 @@ from edgeopt.config import ConvertConfig, IOType, Quantization, RangeEstimator
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
 from edgeopt.progress import Timer, captured_stderr
+from edgeopt.quant import ptq
 from edgeopt.stages import aeq
 from edgeopt.stages._common import StageResult, count_params
 
@@ -38,8 +39,6 @@ def convert(
     if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then litert-quantizer's recipe on its bytes
         if q is not Quantization.weight_int8 and data is None:
             raise BadInput(f"{q.value} quantization needs calibration data (--data)")
-        from edgeopt.quant import ptq
-
         rep = data.representative(config.calibration_samples) if data is not None else None
         model, methods = ptq.prepare(model, rep, config, seed=seed)
         f32 = convert(model, ConvertConfig(quantization=Quantization.float32), data=data, seed=seed)
@@ -57,8 +56,6 @@ def convert(
         raise BadInput(f"{q.value} quantization needs calibration data (--data)")
     if data is not None:
         data.check_fits(model)
-    from edgeopt.quant import ptq
-
     with Timer() as t:
         set_seed(seed)
         rep = data.representative(config.calibration_samples) if data is not None and needs_data else None

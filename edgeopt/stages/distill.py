@@ -27,6 +27,7 @@ from edgeopt.stages._common import (
     require_layer_graph,
     training_plan,
 )
+from edgeopt.stages._hints import hinted
 
 
 def build_student(teacher: Any, data: Dataset, config: DistillConfig, *, unsafe: bool = False) -> Any:
@@ -137,8 +138,6 @@ def distill(
         kd = kd_fit_args(teacher, data, config.temperature, config.alpha, student_probs=outputs_probabilities(student))
         trainee, hint = student, None
         if config.hint_layer is not None:  # FitNets: the student also predicts a teacher layer's output
-            from edgeopt.stages._hints import hinted
-
             trainee, hint_mse = hinted(
                 student, teacher, config.hint_layer, config.student_hint_layer, config.hint_weight
             )

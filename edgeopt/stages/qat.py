@@ -20,6 +20,7 @@ from edgeopt.config import QATConfig, QATPreserve, WeightFormat
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
 from edgeopt.progress import Timer
+from edgeopt.quant import lowbit
 from edgeopt.stages._common import (
     StageResult,
     accuracy,
@@ -133,8 +134,6 @@ def qat(
             if config.weights is WeightFormat.int8:
                 annotated = q.quantize_annotate_model(base)
             else:
-                from edgeopt.quant import lowbit
-
                 candidates = [layer for layer in base.layers if type(layer).__name__ in lowbit.LOW_BIT_LAYERS]
                 keep = set(dense_by_share(candidates, config.int8_share))
                 annotated, low_bit = lowbit.annotate(base, config.weights.value, keep)
@@ -157,8 +156,6 @@ def qat(
             **fine_tune_args(model, data, config, teacher, "qat"),
         )
         if low_bit:
-            from edgeopt.quant import lowbit
-
             levels = lowbit.freeze(qmodel)
         acc = accuracy(qmodel, data.x_test, data.y_test)
     metrics = {
