@@ -4,12 +4,12 @@ test set, over several seeds.
 What runs: the teacher is trained once (``teacher.path`` of the pipeline file, seed of that file) and
 shared by every row, as a release would share it. The peers are computed once from it: the float32
 teacher .tflite (the baseline), int8 post-training quantization, the tfmot pruning tutorial
-(polynomial decay 50% -> 80% over 2 epochs, strip, int8) and ai-edge-quantizer's recipes on the
-teacher's float32 .tflite (weight-only int8, static int8, int4 weights with int8 activations). The
-default pipeline and the flash-first pipeline run once per seed (the model seed: initialisation,
-shuffling, dropout; the data split stays that of the file), sharing the stage cache with ``make export``
-for the file's own seed. Two "try" rows (first seed only) show what int4 weights give on the two
-pipelines' students.
+(polynomial decay 50% -> 80% over 2 epochs, strip, int8) and litert-quantizer's recipes on the
+teacher's float32 .tflite (weight-only int8, static int8, int4 weights with int8 activations, the same with
+MSE weight clipping). The default pipeline and the two flash-first pipelines (int8, and 4-bit kernels) run
+once per seed (the model seed: initialisation, shuffling, dropout; the data split stays that of the file),
+sharing the stage cache with ``make export`` for the file's own seed. The rows of the quantization frontier
+(PTQ only, the Keras 3 MobileNet-style model, the binarized default student) are ``benchmarks.quant.rows``'.
 
 Every row is validated by the same code (``stages.validate``): top-1 on the full test split in LiteRT,
 host latency at 1 and 4 threads, TFLite Micro (``cortex-m7-512k``: every op supported, arena), and a
@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from benchmarks._report import write_results_md
-from edgeopt.artifacts import load_model, write_json
+from benchmarks.quant import rows as quant_rows
+from edgeopt.artifacts import write_json
 from edgeopt.config import ConvertConfig, PruneConfig, Quantization, ValidateConfig
 from edgeopt.data import load_dataset
 from edgeopt.errors import GateFailed, RuntimeCrash
@@ -78,6 +79,8 @@ NUMERIC = (
     "tflm_arena_bytes",
     "tflm_runs",
     "macs",
+    "float_accuracy",  # rows judged against their own float model (PTQ only, the MobileNet-style model)
+    "drop_vs_float_points",
 )
 
 
@@ -273,19 +276,25 @@ def run_bench(
     )
 
     aeq_how = {
-        Quantization.weight_int8: "weight-only int8 (weight_only_wi8_afp32), float compute",
-        Quantization.int8_aeq: "static int8 (static_wi8_ai8), 200 calibration images",
-        Quantization.int4: "int4 weights (conv per channel, dense per tensor) + int8 activations, 200 images",
+        (Quantization.weight_int8, "min_max"): "weight-only int8 (weight_only_wi8_afp32), float compute",
+        (Quantization.int8_aeq, "min_max"): "static int8 (static_wi8_ai8), 200 calibration images",
+        (Quantization.int4, "min_max"): "int4 weights (conv per channel, dense per tensor), int8 activations",
+        (Quantization.int4, "mse"): "the same, weight scales by MSE clipping (its MSE algorithm)",
     }
-    for q, how in aeq_how.items():
+    for (q, algo), how in aeq_how.items():
         t = time.time()
-        r = aeq.quantize(f32, q, data=data, seed=cfg.seed)
-        measure(f"ai-edge-quantizer {q.value} of the teacher", "peer", r.tflite, time.time() - t, how)
+        r = aeq.quantize(f32, q, data=data, seed=cfg.seed, algorithm=aeq.WeightAlgorithm(algo))
+        label = f"litert-quantizer {q.value}" + ("" if algo == "min_max" else f" ({algo})") + " of the teacher"
+        measure(label, "peer", r.tflite, time.time() - t, how)
 
-    kinds = [("default", cfg)] + ([("flash_first", ff_cfg)] if ff_cfg is not None else [])
+    ff4_cfg = load_pipeline(quant_rows.FLASH_FIRST_INT4) if ff_cfg is not None else None
+    kinds = [("default", cfg)] + ([("flash_first", ff_cfg), ("flash_first_int4", ff4_cfg)] if ff_cfg else [])
+    roots: dict[str, Path] = {}
     for i, s in enumerate(seeds):
         for kind, pc in kinds:
-            root = _run_pipeline(pc, s, on_stage)
+            # the 4-bit flash-first pipeline distils the flash-first student: it reads that run's stage cache
+            shared = roots["flash_first"] / ".cache" if kind == "flash_first_int4" else None
+            root = roots[kind] = _run_pipeline(pc, s, on_stage, cache_dir=shared)
             manifest = RunManifest.model_validate_json((root / "manifest.json").read_text())
             art, v = _shipped(manifest)
             how = " -> ".join(st.stage for st in pc.steps if st.stage not in registry.having("validates"))
@@ -301,28 +310,22 @@ def run_bench(
             )
             r["validation_passed"] = manifest.passed
             rows.append(r)
-            if i == 0:  # what int4 weights give on this pipeline's student (one seed: a try, not a target)
+            if kind == "default":  # PTQ only: its model before QAT, every seed; binarized: first seed
                 src = _last_model(manifest, root)
                 if src is not None:
-                    t = time.time()
-                    model = load_model(src)
-                    c = stages.convert(model, ConvertConfig(quantization="int4"), data=data, seed=s).tflite
-                    tr = measure(
-                        f"try: {pc.name} student ({src.parent.name}) + AEQ int4",
-                        "try",
-                        c,
-                        time.time() - t,
-                        f"{src.parent.name}/{src.name} -> float32 .tflite -> ai-edge-quantizer int4",
-                        keras=model,
-                    )
-                    tr["seed"] = s
+                    quant_rows.ptq_row(measure, src, data, s, method=quant_rows.PTQ_METHOD)
+                distilled = next((root / st.output for st in manifest.stages if st.name == "distill"), None)
+                if i == 0 and distilled is not None and distilled.suffix == ".keras":
+                    quant_rows.binary_row(measure, distilled, data, s)
+    if ff_cfg is not None:
+        quant_rows.mobilenet_rows(measure, data, cfg.seed)
 
     relate(rows, base)
     summaries = aggregate(rows)
     verdict = judge(summaries)
     result = {
         "schema": SCHEMA,
-        "pipelines": [str(pipeline)] + ([str(flash_first)] if flash_first else []),
+        "pipelines": [str(pipeline)] + ([str(flash_first), quant_rows.FLASH_FIRST_INT4] if flash_first else []),
         "seeds": seeds,
         "teacher": {"path": str(cfg.teacher.path), "trained_once": True, "seed": cfg.seed},
         "test_examples": len(data.x_test),
@@ -358,13 +361,14 @@ METHOD = (
 )
 
 
-def _run_pipeline(pc: Any, seed: int, on_stage: Callable[[Any], None] | None) -> Path:
+def _run_pipeline(pc: Any, seed: int, on_stage: Callable[[Any], None] | None, cache_dir: Path | None = None) -> Path:
     """Run ``pc`` with ``seed``; the file's own seed runs in ``build/<name>`` (``make export`` reuses its
-    stages), another in ``build/<name>-seed<seed>``. A failed gate is recorded, not fatal."""
+    stages), another in ``build/<name>-seed<seed>``; ``cache_dir``: another run's stage cache to share. A
+    failed gate is recorded, not fatal."""
 
     root = Path("build") / (pc.name if seed == pc.seed else f"{pc.name}-seed{seed}")
     try:
-        run_pipeline(pc.model_copy(update={"seed": seed}), root, on_stage=on_stage)
+        run_pipeline(pc.model_copy(update={"seed": seed}), root, on_stage=on_stage, cache_dir=cache_dir)
     except (GateFailed, RuntimeCrash) as e:  # the table is still worth having; the gates are in it
         log.warning("%s seed %d: the pipeline's validation did not pass: %s", pc.name, seed, e)
     return root
@@ -379,7 +383,7 @@ def _shipped(manifest: RunManifest) -> tuple[ArtifactRecord, dict[str, Any]]:
 
 
 def _last_model(manifest: RunManifest, root: Path) -> Path | None:
-    """The last Keras model file the pipeline wrote (before QAT's SavedModel): the student to try int4 on."""
+    """The last Keras model file the pipeline wrote (before QAT's SavedModel): the model of the PTQ-only row."""
     for s in reversed(manifest.stages[1:]):
         p = root / s.output
         if p.suffix == ".keras" and p.is_file():
@@ -435,6 +439,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_pm(s, 'est_ms_pixel2-cpu1', '.3f')} | {_pm(s, 'speedup_pixel2-cpu1', '.1f')}x | "
             f"{_pm(s, 'host_speedup_1', '.1f')}x | {arena} |"
         )
+    own = [x for x in r["summary"] if x.get("float_accuracy") is not None]
+    if own:  # rows judged against their own float model (PTQ only, the MobileNet-style model)
+        lines += ["", "Against their own float (Keras) model:", ""]
+        lines += [
+            f"- {x['name']}: float {_pm(x, 'float_accuracy', '.2f', 100)}%, {_pm(x, 'accuracy', '.2f', 100)}% in "
+            f"LiteRT, {_pm(x, 'drop_vs_float_points', '+.2f')} points"
+            for x in own
+        ]
     lines += ["", "Targets (judged on the means; the speed-up on the pixel4-cpu4 device estimate, not the host):", ""]
     for kind, ts in r["targets"].items():
         for t in ts:

@@ -41,7 +41,7 @@ class Quantization(StrEnum):
     float16 = "float16"
     int8 = "int8"
     int16x8 = "int16x8"
-    # through ai-edge-quantizer on the float32 .tflite (edgeopt.stages.aeq)
+    # through litert-quantizer (ai-edge-quantizer's successor) on the float32 .tflite (edgeopt.stages.aeq)
     weight_int8 = "weight-int8"  # int8 weights dequantized to float: smaller file, float compute
     int8_aeq = "int8-aeq"  # static int8 weights and activations, AEQ's calibration
     int4 = "int4"  # int4 weights (conv per channel, dense per tensor: TFLite Micro runs it), int8 activations
@@ -50,6 +50,23 @@ class Quantization(StrEnum):
 # Quantizations whose model computes in integers only (int8 activations; int8 or int4 weights): what a
 # microcontroller runs and what a release ships when the pipeline makes one.
 INTEGER_QUANTIZATIONS = frozenset({Quantization.int8, Quantization.int4, Quantization.int8_aeq})
+
+
+class RangeEstimator(StrEnum):
+    """How int8 activation ranges are set from the calibration images (edgeopt.quant.ranges)."""
+
+    minmax = "minmax"  # the converter's own: smallest and largest value seen
+    percentile = "percentile"  # [P(100 - p), P(p)] of the values
+    mse = "mse"  # the range with the least 8-bit quantization error on the values
+
+
+class WeightAlgorithm(StrEnum):
+    """How litert-quantizer picks weight scales (edgeopt.stages.aeq): its algorithm keys."""
+
+    min_max = "min_max"
+    mse = "mse"  # the clipping with the least squared error, conv, depthwise and fully connected weights
+    octav = "octav"  # optimal clipping (OCTAV) of conv, depthwise and fully connected weights
+    gptq = "gptq"  # fully connected weights (Hessian-aware rounding); others min/max; weight-int8 only
 
 
 class IOType(StrEnum):
@@ -243,6 +260,21 @@ class DistillConfig(_Training):
     )
     epochs: int = Field(10, ge=1)
     compare_scratch: bool = Field(False, description="also train the student without the teacher")
+    hint_layer: str | None = Field(
+        None,
+        description="feature distillation (FitNets): a teacher layer whose output the student also learns to "
+        "predict, through a 1x1 convolution or Dense regressor that is dropped afterwards",
+    )
+    student_hint_layer: str | None = Field(
+        None, description="the student layer that predicts the hint (default: the layer named like hint_layer)"
+    )
+    hint_weight: float = Field(1.0, gt=0, description="weight of the hint loss (mean squared error) in the total")
+
+    @model_validator(mode="after")
+    def _hint(self) -> DistillConfig:
+        if self.student_hint_layer is not None and self.hint_layer is None:
+            raise ValueError("student_hint_layer needs hint_layer (the teacher layer to predict)")
+        return self
 
     @model_validator(mode="after")
     def _one_student(self) -> DistillConfig:
@@ -262,6 +294,15 @@ class QATPreserve(StrEnum):
     none = "none"
 
 
+class WeightFormat(StrEnum):
+    """The kernels QAT trains for (edgeopt.quant.lowbit): int8, or stored as int4 in the .tflite."""
+
+    int8 = "int8"
+    int4 = "int4"  # 15 levels, per channel in Conv2D, per tensor in Dense (what TFLite Micro runs)
+    ternary = "ternary"  # {-a, 0, a}
+    binary = "binary"  # {-a, a}
+
+
 class QATConfig(_FineTuning):
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(1e-5, gt=0)
@@ -272,12 +313,90 @@ class QATConfig(_FineTuning):
         "quantization does) instead of [-6, 6], from where 0.1% a step moves them too slowly on small data",
     )
 
+    weights: WeightFormat = Field(
+        WeightFormat.int8,
+        description="kernel format to train for: int8, or int4, ternary, binary (stored as int4 in the .tflite; "
+        "Conv2D per channel, Dense per tensor, depthwise kernels stay int8)",
+    )
+    int8_share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="with low-bit weights: keep int8 kernels in the smallest Conv2D/Dense layers that together "
+        "hold at most this share of their kernel weights (the first conv and the classifier, usually)",
+    )
+
+    @model_validator(mode="after")
+    def _low_bit(self) -> QATConfig:
+        if self.weights is not WeightFormat.int8 and self.preserve in (QATPreserve.cluster, QATPreserve.sparsity):
+            raise ValueError(f"weights {self.weights.value} cannot preserve {self.preserve.value}: use auto or none")
+        return self
+
 
 class ConvertConfig(_Config):
     quantization: Quantization = Field(Quantization.int8, description="post-training quantization")
     calibration_samples: int = Field(200, ge=1, description="representative examples for calibration")
     io_type: IOType | None = Field(None, description="default: int8 for int8, int16 for int16x8, else float32")
     allow_float_fallback: bool = Field(False, description="keep ops that cannot be quantized in float")
+    # Post-training methods on the Keras model before conversion (edgeopt.quant); int8 and int16x8.
+    equalize: bool = Field(
+        False, description="cross-layer equalisation (Nagel et al. 2019) of the Keras model before conversion"
+    )
+    equalize_relu6: bool = Field(
+        False,
+        description="equalise across ReLU6 too, replacing those ReLU6 by ReLU (changes the float model where an "
+        "activation exceeded 6; the metrics say how often)",
+    )
+    bias_correction: bool = Field(
+        False, description="correct each layer's bias for the mean output shift of its int8 weights (empirical)"
+    )
+    adaround: bool = Field(False, description="AdaRound (Nagel et al. 2020): round each int8 weight up or down by "
+                           "layer output error on the calibration images, not to nearest")  # fmt: skip
+    adaround_iterations: int = Field(1000, ge=1, description="AdaRound optimisation steps per layer")
+    activation_ranges: RangeEstimator = Field(
+        RangeEstimator.minmax, description="int8 activation ranges: minmax (the converter's), percentile or mse"
+    )
+    percentile: float = Field(99.99, gt=50.0, le=100.0, description="the percentile of activation_ranges: percentile")
+    weight_algorithm: WeightAlgorithm = Field(
+        WeightAlgorithm.min_max,
+        description="litert-quantizer's weight algorithm for weight-int8, int8-aeq and int4: min_max, mse, octav, "
+        "gptq (each on the ops it supports, min/max on the others)",
+    )
+
+    @property
+    def keras_methods(self) -> list[str]:
+        """The post-training methods that rewrite the Keras model before conversion, in the order they run."""
+        return [m for m in ("equalize", "adaround", "bias_correction") if getattr(self, m)]
+
+    @model_validator(mode="after")
+    def _methods(self) -> ConvertConfig:
+        q = self.quantization
+        if self.keras_methods and q not in (Quantization.int8, Quantization.int16x8):
+            if self.keras_methods != ["equalize"] or q not in (Quantization.int8_aeq, Quantization.int4):
+                raise ValueError(
+                    f"{', '.join(self.keras_methods)}: post-training methods for int8 or int16x8 (equalize also for "
+                    f"int8-aeq and int4), not {q.value}"
+                )
+        if self.equalize_relu6 and not self.equalize:
+            raise ValueError("equalize_relu6 needs equalize")
+        if self.activation_ranges is not RangeEstimator.minmax and q is not Quantization.int8:
+            raise ValueError(f"activation_ranges {self.activation_ranges.value} needs int8 quantization, not {q.value}")
+        if self.weight_algorithm is WeightAlgorithm.gptq and q is not Quantization.weight_int8:
+            # measured on tiny_cnn/digits: int8-aeq fails inside the quantizer (a reshape), int4 gives 13% top-1
+            # (min/max: 92.5%): litert-quantizer 0.11's GPTQ is written for weight-only recipes
+            raise ValueError(
+                f"weight_algorithm gptq works with weight-int8 only (litert-quantizer 0.11), not {q.value}"
+            )
+        if self.weight_algorithm is not WeightAlgorithm.min_max and q not in (
+            Quantization.weight_int8,
+            Quantization.int8_aeq,
+            Quantization.int4,
+        ):
+            raise ValueError(
+                f"weight_algorithm {self.weight_algorithm.value} is litert-quantizer's: it needs weight-int8, int8-aeq "
+                f"or int4, not {q.value}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _io(self) -> ConvertConfig:

@@ -280,11 +280,24 @@ class ArenaRecord(Record):
     method: str
 
 
+class DietRecord(Record):
+    """The flatbuffer diet of the MCU image (edgeopt.tflite_diet): the converter's bytes before, the
+    image's bytes before its reference entry was added, and what each cut saved."""
+
+    bytes_before: int
+    bytes_after: int
+    saved: int
+    cuts: list[str]
+    saved_by_cut: dict[str, int]
+    metadata_removed: list[str] = Field(default_factory=list)
+    sha256_after: str  # the dieted bytes (the image minus the edgeopt_manifest_ref entry)
+
+
 class ModelRecord(Record):
     """A model file shipped in the bundle. ``sha256`` and ``bytes`` are those of the shipped bytes (the
     Android asset, or the MCU C array's content); ``*_before_embedding`` those of the converter's file."""
 
-    omit_if_none = frozenset({"arena", "metadata_entry", "firmware"})
+    omit_if_none = frozenset({"arena", "metadata_entry", "firmware", "diet"})
 
     path: str
     role: str  # "android" or "mcu"
@@ -307,6 +320,7 @@ class ModelRecord(Record):
     arena: ArenaRecord | None = None  # MCU only
     metadata_entry: str | None = None  # the edgeopt metadata entry in these bytes
     firmware: dict[str, FirmwareRecord] | None = None  # MCU only: profile -> the firmware check (firmware: profiles)
+    diet: DietRecord | None = None  # MCU only: the flatbuffer diet applied before the entry was added
 
 
 class FileRecord(Record):
@@ -411,7 +425,7 @@ class ManifestRef(Record):
     pipeline: str
     edgeopt: str  # the edgeopt version
     config_sha256: str
-    sha256_before_embedding: str  # the converter's bytes: the image minus this entry
+    sha256_before_embedding: str  # the converter's bytes (the image minus this entry, before the diet)
 
 
 # ---- the firmware check (edgeopt.firmware) -----------------------------------------------------------

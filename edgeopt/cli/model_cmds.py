@@ -28,7 +28,15 @@ from edgeopt.cli.options import (
     read_tflite,
     write_stage_output,
 )
-from edgeopt.config import ConvertConfig, IOType, Quantization, Split, ValidateConfig
+from edgeopt.config import (
+    ConvertConfig,
+    IOType,
+    Quantization,
+    RangeEstimator,
+    Split,
+    ValidateConfig,
+    WeightAlgorithm,
+)
 from edgeopt.data import read_labels_file
 from edgeopt.profiles import load_profile, shipped
 from edgeopt.tflite import inspect as inspect_tflite
@@ -43,6 +51,14 @@ def convert(
     calibration_samples: Annotated[int | None, opt(ConvertConfig, "calibration_samples")] = None,
     io_type: Annotated[IOType | None, opt(ConvertConfig, "io_type")] = None,
     allow_float_fallback: Annotated[bool, opt(ConvertConfig, "allow_float_fallback")] = False,
+    equalize: Annotated[bool, opt(ConvertConfig, "equalize")] = False,
+    equalize_relu6: Annotated[bool, opt(ConvertConfig, "equalize_relu6")] = False,
+    bias_correction: Annotated[bool, opt(ConvertConfig, "bias_correction")] = False,
+    adaround: Annotated[bool, opt(ConvertConfig, "adaround")] = False,
+    adaround_iterations: Annotated[int | None, opt(ConvertConfig, "adaround_iterations")] = None,
+    activation_ranges: Annotated[RangeEstimator | None, opt(ConvertConfig, "activation_ranges")] = None,
+    percentile: Annotated[float | None, opt(ConvertConfig, "percentile")] = None,
+    weight_algorithm: Annotated[WeightAlgorithm | None, opt(ConvertConfig, "weight_algorithm")] = None,
     seed: SeedOpt = 0,
     unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,

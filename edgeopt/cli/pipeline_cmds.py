@@ -46,12 +46,22 @@ def export(
             "--strict/--no-strict", help="a gate that could not be evaluated fails the release (default: strict)"
         ),
     ] = True,
+    diet: Annotated[
+        bool,
+        typer.Option(
+            "--diet/--no-diet",
+            help="cut from the MCU image what no runtime reads (tensor names, signatures, unused metadata and "
+            "buffers) and store repeated vectors once; outputs stay identical (default: on)",
+        ),
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a pipeline and write a release bundle: Android assets, MCU C sources, manifest, model card, report."""
 
     cfg = load_pipeline(pipeline)
-    result = export_bundle(cfg, out, build_dir=build, force=force, strict=strict, on_stage=render.stage_summary)
+    result = export_bundle(
+        cfg, out, build_dir=build, force=force, strict=strict, on_stage=render.stage_summary, diet=diet
+    )
     render.bundle(result)
 
 

@@ -36,6 +36,7 @@ from edgeopt.config import (
     QATPreserve,
     Schedule,
     TrainConfig,
+    WeightFormat,
 )
 from edgeopt.errors import BadInput
 
@@ -143,6 +144,9 @@ def distill(
     alpha: Annotated[float | None, opt(DistillConfig, "alpha")] = None,
     dropout: Annotated[float | None, opt(DistillConfig, "dropout")] = None,
     compare_scratch: Annotated[bool, opt(DistillConfig, "compare_scratch")] = False,
+    hint_layer: Annotated[str | None, opt(DistillConfig, "hint_layer")] = None,
+    student_hint_layer: Annotated[str | None, opt(DistillConfig, "student_hint_layer")] = None,
+    hint_weight: Annotated[float | None, opt(DistillConfig, "hint_weight")] = None,
     **shared: Any,
 ) -> None:
     """Hinton distillation of a teacher into a compact student."""
@@ -168,6 +172,8 @@ def qat(
     calibrate_ranges: Annotated[
         bool | None, opt(QATConfig, "calibrate_ranges", "--calibrate-ranges/--no-calibrate-ranges")
     ] = None,
+    weights: Annotated[WeightFormat | None, opt(QATConfig, "weights")] = None,
+    int8_share: Annotated[float | None, opt(QATConfig, "int8_share")] = None,
     **shared: Any,
 ) -> None:
     """Quantization-aware training that keeps clusters and zeros (then `edgeopt convert OUT`)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt import htmlreport, metadata, pipeline, report
+from edgeopt import htmlreport, metadata, pipeline, report, tflite_diet
 from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
 from edgeopt.errors import EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.export import android, embedded, mcu
@@ -28,6 +28,7 @@ from edgeopt.manifest import (
     ArtifactRecord,
     BundleManifest,
     BundleStatus,
+    DietRecord,
     FileRecord,
     FirmwareRecord,
     ModelRecord,
@@ -73,12 +74,14 @@ def export(
     cache_dir: str | Path | None = None,
     on_stage: Callable[[Any], None] | None = None,
     strict: bool = True,
+    diet: bool = True,
 ) -> ExportResult:
     """Run ``config`` (a ``PipelineConfig``; stages in ``build_dir``, default ``build/<name>``) and write
     the bundle to ``out`` (default ``dist/<name>``). Raises GateFailed / RuntimeCrash after writing the
     failed bundle to ``<out>.failed`` when a gate failed or a runtime crashed; any other error leaves
     no bundle. ``force``, ``cache_dir``, ``on_stage`` and ``strict`` go to ``edgeopt.pipeline.run``:
-    a release is strict by default, so a gate that could not be evaluated fails it too."""
+    a release is strict by default, so a gate that could not be evaluated fails it too. ``diet``: the MCU
+    image through the flatbuffer diet (on by default; ``edgeopt.tflite_diet``)."""
 
     target = Path(out) if out is not None else Path("dist") / config.name
     build_root = Path(build_dir) if build_dir is not None else Path("build") / config.name
@@ -96,7 +99,7 @@ def export(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=final.parent))
     try:
-        manifest = write_bundle(tmp, run, build_root, status)
+        manifest = write_bundle(tmp, run, build_root, status, diet=diet)
         _swap(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,8 +132,12 @@ def _swap(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bundle(root: Path, run: RunManifest, build_root: Path, status: BundleStatus) -> BundleManifest:
-    """Write every bundle file into ``root`` (an empty folder), ``manifest.json`` last."""
+def write_bundle(
+    root: Path, run: RunManifest, build_root: Path, status: BundleStatus, *, diet: bool = True
+) -> BundleManifest:
+    """Write every bundle file into ``root`` (an empty folder), ``manifest.json`` last. ``diet``: the MCU image
+    goes through the flatbuffer diet (names, signatures, unused metadata and buffers cut; vectors shared),
+    which leaves LiteRT's and TFLite Micro's outputs as they are."""
 
     name = run.pipeline
     validations = run.validations()
@@ -144,13 +151,19 @@ def write_bundle(root: Path, run: RunManifest, build_root: Path, status: BundleS
         models.append(_model_record(path, "android", asset, android_art, info, validations, metadata.MANIFEST_ENTRY))
     if mcu_art is not None:
         content = (build_root / mcu_art.path).read_bytes()
-        image = embedded.with_manifest_ref(run, content)
+        slim, diet_rec = content, None
+        if diet:  # what no runtime reads, cut; repeated vectors stored once (edgeopt.tflite_diet)
+            slim, cut = tflite_diet.diet(content)
+            diet_rec = DietRecord(**cut.to_dict(), sha256_after=sha256_bytes(slim))
+        image = embedded.with_manifest_ref(run, content, into=slim)
         info = inspect(image)
         arena = mcu.arena(validations.get(mcu_art.name), content)
-        path = mcu.write_mcu(root, name, image, info, arena, run)
+        path = mcu.write_mcu(root, name, image, info, arena, run, diet_rec.saved if diet_rec else None)
         example.write_bundle_example(root, name, image, info, run.data.name, run.data.seed)
         entry = metadata.MANIFEST_REF_ENTRY
-        models.append(_model_record(path, "mcu", image, mcu_art, info, validations, entry, arena))
+        rec = _model_record(path, "mcu", image, mcu_art, info, validations, entry, arena)
+        rec.diet = diet_rec
+        models.append(rec)
     else:
         mcu.write_no_int8(root)
 

@@ -1,9 +1,10 @@
 """The bundle's ``mcu/`` folder: the int8 model as a C array for TFLite Micro, its sha256, the tensor
 arena and the input/output quantization, in ``<name>_model.h`` and ``<name>_model.c``.
 
-The array holds the converter's bytes plus one small metadata entry, ``edgeopt_manifest_ref``
-(``edgeopt.export.embedded``): the full manifest would cost flash (61,464 converter bytes became
-69,440 with it on the default pipeline) and lives in the bundle's ``manifest.json`` instead.
+The array holds the converter's bytes after the flatbuffer diet (``edgeopt.tflite_diet``: names, signatures,
+metadata and buffers no runtime reads, cut; on by default, ``--no-diet`` keeps them) plus one small metadata
+entry, ``edgeopt_manifest_ref`` (``edgeopt.export.embedded``): the full manifest would cost flash (61,464
+converter bytes became 69,440 with it on the default pipeline) and lives in the bundle's ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def arena(validation: JSON | None, content: bytes) -> ArenaRecord:
 
 
 def mcu_sources(
-    name: str, content: bytes, info: dict[str, Any], arena: ArenaRecord, run: RunManifest
+    name: str, content: bytes, info: dict[str, Any], arena: ArenaRecord, run: RunManifest, diet_saved: int | None = None
 ) -> tuple[str, str]:
     """``<name>_model.h`` and ``<name>_model.c``: the MCU image ``content`` as an aligned C array, and its
-    facts (``info`` is ``edgeopt.tflite.inspect(content)``)."""
+    facts (``info`` is ``edgeopt.tflite.inspect(content)``; ``diet_saved``: bytes the flatbuffer diet cut)."""
     ident = c_identifier(name)
     up = ident.upper()
     digest = sha256_bytes(content)
@@ -79,7 +80,13 @@ def mcu_sources(
         'extern "C" {',
         "#endif",
         "",
-        "/* The .tflite flatbuffer (TFLite Micro reads it in place), 16-byte aligned: the converter's model plus",
+        "/* The .tflite flatbuffer (TFLite Micro reads it in place), 16-byte aligned: the converter's model"
+        + (
+            f" after the flatbuffer diet ({diet_saved} bytes of names, signatures, unused metadata and buffers"
+            " cut, repeated vectors stored once; the same outputs) plus"
+            if diet_saved is not None
+            else " plus"
+        ),
         f"   one metadata entry, {metadata.MANIFEST_REF_ENTRY} ({len(ref)} bytes of JSON: the bundle manifest's",
         "   schema, the pipeline, the edgeopt version, the config sha256 and the sha256 of the converter's",
         "   bytes), which interpreters ignore. The full manifest is the bundle's manifest.json. */",
@@ -125,10 +132,16 @@ def mcu_sources(
 
 
 def write_mcu(
-    root: Path, name: str, image: bytes, info: dict[str, Any], arena_rec: ArenaRecord, run: RunManifest
+    root: Path,
+    name: str,
+    image: bytes,
+    info: dict[str, Any],
+    arena_rec: ArenaRecord,
+    run: RunManifest,
+    diet_saved: int | None = None,
 ) -> str:
     """Write ``mcu/<name>_model.h`` and ``.c`` under ``root``; return the bundle path of the C file."""
-    h, c = mcu_sources(name, image, info, arena_rec, run)
+    h, c = mcu_sources(name, image, info, arena_rec, run, diet_saved)
     write_bytes(root / "mcu" / f"{name}_model.h", h.encode())
     write_bytes(root / "mcu" / f"{name}_model.c", c.encode())
     return f"mcu/{name}_model.c"

@@ -1,9 +1,12 @@
-"""ai-edge-quantizer (AEQ) recipes applied to a float32 .tflite: weight-only int8, static int8, and
-int4 weights with int8 activations.
+"""litert-quantizer recipes applied to a float32 .tflite: weight-only int8, static int8, and int4 weights
+with int8 activations, with its weight algorithms (min/max, MSE, OCTAV, GPTQ).
 
-AEQ rewrites the float flatbuffer directly (no TensorFlow graph), so it quantizes any float .tflite,
+litert-quantizer is ai-edge-quantizer (AEQ) continued under a new name (0.11; AEQ 0.10 is frozen): the
+same recipes and API, more weight algorithms. It pins ai-edge-litert 2.3.0, the LiteRT edgeopt pins. It
+rewrites the float flatbuffer directly (no TensorFlow graph), so it quantizes any float .tflite,
 including one converted from a SavedModel. Static recipes are calibrated on training images drawn with
-the dataset seed, as convert's int8 is.
+the dataset seed, as convert's int8 is. Its algorithms set weight scales only; activation ranges stay
+(moving-average) min/max.
 
 Why the int4 recipe is not "int4 everywhere": TFLite Micro runs int4 weights only where it unpacks
 them into int8 before the int8 kernel. CONV_2D (and DEPTHWISE_CONV_2D) accept per-channel int4 filters,
@@ -24,7 +27,7 @@ import numpy as np
 
 from edgeopt import tflite as tfl
 from edgeopt.artifacts import gzip_size, sha256_bytes
-from edgeopt.config import IOType, Quantization
+from edgeopt.config import IOType, Quantization, WeightAlgorithm
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
 from edgeopt.progress import Timer, captured_stderr
@@ -41,8 +44,22 @@ INT4_CHANNELWISE_OPS = ("CONV_2D",)
 INT4_TENSORWISE_OPS = ("FULLY_CONNECTED",)
 
 
+#: the package's name on PyPI and its module
+PACKAGE, MODULE = "litert-quantizer", "litert_quantizer"
+#: edgeopt's weight algorithm names -> litert-quantizer's algorithm keys
+ALGORITHM_KEYS = {
+    WeightAlgorithm.min_max: "min_max_uniform_quantize",
+    WeightAlgorithm.mse: "MSE",
+    WeightAlgorithm.octav: "OCTAV",
+    WeightAlgorithm.gptq: "GPTQ",
+}
+#: the weighted ops each algorithm is applied to (it supports them: ``algorithm_manager.get_supported_ops``;
+#: its other supported ops have no weights, so they keep min/max, which is what the algorithm does there)
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
 class AEQError(EdgeoptError):
-    """ai-edge-quantizer refused the model (exit 2: the model does not fit the recipe)."""
+    """litert-quantizer refused the model (exit 2: the model does not fit the recipe)."""
 
     exit_code = 2
 
@@ -50,28 +67,42 @@ class AEQError(EdgeoptError):
 def version() -> str:
     from importlib.metadata import version as v
 
-    return v("ai-edge-quantizer")
+    return v(PACKAGE)
 
 
-def recipe(quantization: Quantization) -> list[dict[str, Any]]:
-    """The AEQ recipe (a JSON-able list of op configs, later entries win) for an AEQ quantization."""
-    from ai_edge_quantizer import recipe as aeq_recipe
+def algorithm_ops(algorithm: WeightAlgorithm) -> list[str]:
+    """The weighted ops ``algorithm`` quantizes (litert-quantizer's registry)."""
+    from litert_quantizer import algorithm_manager
+
+    supported = {getattr(o, "value", o) for o in algorithm_manager.get_supported_ops(ALGORITHM_KEYS[algorithm])}
+    return [op for op in WEIGHTED_OPS if op in supported]
+
+
+def recipe(quantization: Quantization, algorithm: WeightAlgorithm = WeightAlgorithm.min_max) -> list[dict[str, Any]]:
+    """The recipe (a JSON-able list of op configs, later entries win) for an AEQ quantization: the base
+    recipe for every op, then one entry per op that gets int4 weights or the weight ``algorithm``."""
+    from litert_quantizer import recipe as aeq_recipe
 
     if quantization is Quantization.weight_int8:
         rec = aeq_recipe.weight_only_wi8_afp32()
     elif quantization in (Quantization.int8_aeq, Quantization.int4):
         rec = aeq_recipe.static_wi8_ai8()
     else:
-        raise BadInput(f"{quantization.value} is not an ai-edge-quantizer quantization")
+        raise BadInput(f"{quantization.value} is not a litert-quantizer quantization")
     rec = _plain(rec)
+    base = rec[0]
+    int4 = {}
     if quantization is Quantization.int4:
-        base = rec[0]
-        for ops, granularity in ((INT4_CHANNELWISE_OPS, "CHANNELWISE"), (INT4_TENSORWISE_OPS, "TENSORWISE")):
-            for op in ops:
-                entry = copy.deepcopy(base)
-                entry["operation"] = op
-                entry["op_config"]["weight_tensor_config"].update(num_bits=4, granularity=granularity)
-                rec.append(entry)
+        int4 = {op: "CHANNELWISE" for op in INT4_CHANNELWISE_OPS} | {op: "TENSORWISE" for op in INT4_TENSORWISE_OPS}
+    algo = algorithm_ops(algorithm) if algorithm is not WeightAlgorithm.min_max else []
+    for op in [o for o in WEIGHTED_OPS if o in int4 or o in algo]:
+        entry = copy.deepcopy(base)
+        entry["operation"] = op
+        if op in int4:
+            entry["op_config"]["weight_tensor_config"].update(num_bits=4, granularity=int4[op])
+        if op in algo:
+            entry["algorithm_key"] = ALGORITHM_KEYS[algorithm]
+        rec.append(entry)
     return rec
 
 
@@ -93,15 +124,17 @@ def quantize(
     data: Dataset | None = None,
     calibration_samples: int = 200,
     seed: int = 0,
+    algorithm: WeightAlgorithm = WeightAlgorithm.min_max,
 ) -> StageResult:
-    """Apply the AEQ recipe for ``quantization`` to ``float_tflite`` (a float32 .tflite). Static recipes
-    (``int8-aeq``, ``int4``) need ``data``: ``calibration_samples`` training images calibrate them."""
-    from ai_edge_quantizer import quantizer
+    """Apply the recipe for ``quantization`` to ``float_tflite`` (a float32 .tflite), weights by
+    ``algorithm``. Static recipes (``int8-aeq``, ``int4``) and GPTQ need ``data``: ``calibration_samples``
+    training images calibrate them."""
+    from litert_quantizer import quantizer
 
-    rec = recipe(quantization)
+    rec = recipe(quantization, algorithm)
     info = tfl.inspect(float_tflite, "float model")
     if info["constant_dtypes"].get("int8") or info["inputs"][0]["dtype"] != "float32":
-        raise BadInput("ai-edge-quantizer needs a float32 .tflite (this one is already quantized)")
+        raise BadInput(f"{PACKAGE} needs a float32 .tflite (this one is already quantized)")
     with Timer() as t:
         try:
             with captured_stderr() as err:  # AEQ's calibration prints a progress bar on stderr
@@ -122,18 +155,19 @@ def quantize(
             raise
         except Exception as e:  # noqa: BLE001 - AEQ raises ValueError, RuntimeError, KeyError ...
             detail = next((ln for ln in err if "error" in ln.lower()), "") if err else ""
-            raise AEQError(f"ai-edge-quantizer {quantization.value} failed: {e or detail}".strip()[:400]) from None
+            raise AEQError(f"{PACKAGE} {quantization.value} failed: {e or detail}".strip()[:400]) from None
     info = tfl.inspect(content)
     desc = {k: info[k] for k in ("ops", "op_counts", "float_ops", "inputs", "outputs", "constant_dtypes")}
     kernels = weight_stats(content)
     if quantization is not Quantization.weight_int8 and desc["float_ops"]:
         ops = ", ".join(sorted(set(desc["float_ops"])))
-        raise AEQError(f"ai-edge-quantizer {quantization.value} left op(s) {ops} in float")
+        raise AEQError(f"{PACKAGE} {quantization.value} left op(s) {ops} in float")
     metrics = {
         "kernels": kernels,
         "weight_dtypes": dict(sorted({k: v["dtype"] for k, v in kernels.items()}.items())),
         "quantization": quantization.value,
-        "quantizer": f"ai-edge-quantizer {version()}",
+        "quantizer": f"{PACKAGE} {version()}",
+        "weight_algorithm": algorithm.value,
         "recipe": rec,
         "io_type": desc["inputs"][0]["dtype"],
         "calibration_samples": calibration,

@@ -1,5 +1,7 @@
 """Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8; weight-int8,
-int8-aeq and int4 through ai-edge-quantizer on the float32 .tflite, edgeopt.stages.aeq)."""
+int8-aeq and int4 through litert-quantizer on the float32 .tflite, edgeopt.stages.aeq). The post-training
+methods of edgeopt.quant run first on the Keras model (equalisation, AdaRound, bias correction) and inside
+the int8 conversion (activation ranges)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from typing import Any
 from edgeopt import tflite as tfl
 from edgeopt._keras import set_seed, tf
 from edgeopt.artifacts import SavedModelDir, gzip_size, sha256_bytes
-from edgeopt.config import ConvertConfig, IOType, Quantization
+from edgeopt.config import ConvertConfig, IOType, Quantization, RangeEstimator
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
 from edgeopt.progress import Timer, captured_stderr
+from edgeopt.quant import ptq
 from edgeopt.stages import aeq
 from edgeopt.stages._common import StageResult, count_params
 
@@ -33,12 +36,19 @@ def convert(
     config = config or ConvertConfig()
     q = config.quantization
 
-    if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then ai-edge-quantizer's recipe on its bytes
+    if q in aeq.AEQ_QUANTIZATIONS:  # float32 .tflite first, then litert-quantizer's recipe on its bytes
         if q is not Quantization.weight_int8 and data is None:
             raise BadInput(f"{q.value} quantization needs calibration data (--data)")
+        rep = data.representative(config.calibration_samples) if data is not None else None
+        model, methods = ptq.prepare(model, rep, config, seed=seed)
         f32 = convert(model, ConvertConfig(quantization=Quantization.float32), data=data, seed=seed)
-        r = aeq.quantize(f32.tflite, q, data=data, calibration_samples=config.calibration_samples, seed=seed)
+        r = aeq.quantize(
+            f32.tflite, q, data=data, calibration_samples=config.calibration_samples, seed=seed,
+            algorithm=config.weight_algorithm,
+        )  # fmt: skip
         r.metrics.update(keras_params=f32.metrics["keras_params"], allow_float_fallback=config.allow_float_fallback)
+        if methods:
+            r.metrics["ptq"] = methods
         r.seconds += f32.seconds
         return r
     needs_data = q in (Quantization.int8, Quantization.int16x8)
@@ -48,6 +58,8 @@ def convert(
         data.check_fits(model)
     with Timer() as t:
         set_seed(seed)
+        rep = data.representative(config.calibration_samples) if data is not None and needs_data else None
+        model, methods = ptq.prepare(model, rep, config, seed=seed)
         converter = _converter(model)
         if q is not Quantization.float32:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -55,8 +67,7 @@ def convert(
             converter.target_spec.supported_types = [tf.float16]
         calibration = 0
         if needs_data:
-            assert data is not None
-            rep = data.representative(config.calibration_samples)
+            assert rep is not None
             calibration = len(rep)
 
             def representative_dataset() -> Any:
@@ -77,9 +88,14 @@ def convert(
             if io is not IOType.float32:
                 converter.inference_input_type = getattr(tf, _IO_DTYPES[io])
                 converter.inference_output_type = getattr(tf, _IO_DTYPES[io])
+        ranges = None
         try:
             with captured_stderr() as log:
-                content = converter.convert()
+                if config.activation_ranges is RangeEstimator.minmax:
+                    content = converter.convert()
+                else:
+                    io = getattr(tf, _IO_DTYPES[config.resolved_io_type])
+                    content, ranges = ptq.convert_with_ranges(converter, rep, config, io, seed=seed)
         except Exception as e:  # noqa: BLE001 - the converter raises several types
             raise ConversionError(_explain(e, log, config)) from None
     info = tfl.inspect(content)
@@ -105,6 +121,8 @@ def convert(
         **desc,
         "seed": seed,
     }
+    if methods or ranges:
+        metrics["ptq"] = {**methods, **({"activation_ranges": ranges} if ranges else {})}
     if needs_data and config.allow_float_fallback and desc["float_ops"]:
         metrics["float_fallback_ops"] = sorted(set(desc["float_ops"]))
     return StageResult("convert", metrics=metrics, tflite=content, seconds=t.seconds)

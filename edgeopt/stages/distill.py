@@ -27,6 +27,7 @@ from edgeopt.stages._common import (
     require_layer_graph,
     training_plan,
 )
+from edgeopt.stages._hints import hinted
 
 
 def build_student(teacher: Any, data: Dataset, config: DistillConfig, *, unsafe: bool = False) -> Any:
@@ -135,7 +136,17 @@ def distill(
         if student.output_shape[-1] != teacher.output_shape[-1]:
             raise BadInput(f"student has {student.output_shape[-1]} outputs, teacher {teacher.output_shape[-1]}")
         kd = kd_fit_args(teacher, data, config.temperature, config.alpha, student_probs=outputs_probabilities(student))
-        history = fit(student, data, description="distill", training=config, **kd)
+        trainee, hint = student, None
+        if config.hint_layer is not None:  # FitNets: the student also predicts a teacher layer's output
+            trainee, hint_mse = hinted(
+                student, teacher, config.hint_layer, config.student_hint_layer, config.hint_weight
+            )
+            probe = (data.x_val if len(data.x_val) else data.x_train)[:1000]
+            hint = {"layer": config.hint_layer, "student_layer": config.student_hint_layer or config.hint_layer,
+                    "weight": config.hint_weight, "mse_before": hint_mse(probe)}  # fmt: skip
+        history = fit(trainee, data, description="distill", training=config, **kd)
+        if hint is not None:
+            hint["mse_after"] = hint_mse(probe)
         metrics: dict[str, Any] = {
             "teacher_params": count_params(teacher),
             "student_params": count_params(student),
@@ -150,6 +161,8 @@ def distill(
             "training": training_plan(config, data),
             "seed": seed,
         }
+        if hint is not None:
+            metrics["hint"] = hint
         metrics["accuracy_drop"] = metrics["teacher_accuracy"] - metrics["accuracy"]
         if config.compare_scratch:
             set_seed(seed)

@@ -16,11 +16,20 @@ from typing import Any
 import numpy as np
 
 from edgeopt._keras import set_seed, tf, tfmot
-from edgeopt.config import QATConfig, QATPreserve
+from edgeopt.config import QATConfig, QATPreserve, WeightFormat
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
 from edgeopt.progress import Timer
-from edgeopt.stages._common import StageResult, accuracy, clone_with_weights, fit, kernels, training_plan
+from edgeopt.quant import lowbit
+from edgeopt.stages._common import (
+    StageResult,
+    accuracy,
+    clone_with_weights,
+    dense_by_share,
+    fit,
+    kernels,
+    training_plan,
+)
 from edgeopt.stages.distill import fine_tune_args
 
 # A kernel with at most this many distinct values counts as clustered.
@@ -111,6 +120,9 @@ def qat(
         base = clone_with_weights(model)
         found, before_info = detect_preserve(base)
         preserve = found if config.preserve is QATPreserve.auto else config.preserve
+        low_bit: dict[str, str] = {}
+        if config.weights is not WeightFormat.int8:  # low-bit kernels keep nothing else (edgeopt.quant.lowbit)
+            preserve = QATPreserve.none
         if preserve is QATPreserve.cluster:
             scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=before_info["sparsity"] > 0.05)
         elif preserve is QATPreserve.sparsity:
@@ -118,8 +130,15 @@ def qat(
         else:
             scheme = q.Default8BitQuantizeScheme() if hasattr(q, "Default8BitQuantizeScheme") else None
         try:
-            annotated = q.quantize_annotate_model(base)
-            with q.quantize_scope():
+            custom: dict[str, Any] = {}
+            if config.weights is WeightFormat.int8:
+                annotated = q.quantize_annotate_model(base)
+            else:
+                candidates = [layer for layer in base.layers if type(layer).__name__ in lowbit.LOW_BIT_LAYERS]
+                keep = set(dense_by_share(candidates, config.int8_share))
+                annotated, low_bit = lowbit.annotate(base, config.weights.value, keep)
+                custom = lowbit.CUSTOM_OBJECTS
+            with q.quantize_scope(custom):
                 qmodel = q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
         except (ValueError, RuntimeError) as e:
             raise BadInput(
@@ -136,9 +155,14 @@ def qat(
             training=config,
             **fine_tune_args(model, data, config, teacher, "qat"),
         )
+        if low_bit:
+            levels = lowbit.freeze(qmodel)
         acc = accuracy(qmodel, data.x_test, data.y_test)
     metrics = {
         "preserve": preserve.value,
+        "weights": config.weights.value,
+        "low_bit_layers": low_bit,
+        **({"low_bit_levels": levels} if low_bit else {}),
         "input": before_info,
         "ranges_calibrated": ranges,
         "accuracy_before": acc_before,

@@ -1,5 +1,5 @@
-"""ai-edge-quantizer recipes through convert: the weight dtypes inside the .tflite, accuracy close to
-the float model, and (for int4) a model TFLite Micro runs."""
+"""litert-quantizer (ai-edge-quantizer continued) recipes through convert: the weight dtypes inside the
+.tflite, accuracy close to the float model, and (for int4) a model TFLite Micro runs."""
 
 from __future__ import annotations
 

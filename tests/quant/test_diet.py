@@ -1,0 +1,76 @@
+"""The flatbuffer diet: every cut, alone and together, leaves LiteRT's and TFLite Micro's outputs identical
+to the byte and the arena the same, and the bytes fewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt import stages, tflite_diet
+from edgeopt import tflite as tfl
+from edgeopt.config import ConvertConfig, QATConfig
+from edgeopt.errors import BadInput
+from edgeopt.runtimes import tflm
+from tests.quant.conftest import run_litert
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model, mobilenet_model, digits) -> dict[str, bytes]:
+    q = stages.qat(tiny_model, digits, QATConfig(weights="int4", epochs=1, learning_rate=1e-3), seed=0)
+    return {
+        "tiny int8": stages.convert(tiny_model, ConvertConfig(quantization="int8"), data=digits).tflite,
+        "tiny int4 (QAT)": stages.convert(q.model, ConvertConfig(quantization="int8"), data=digits).tflite,
+        "mobilenet block int8": stages.convert(mobilenet_model, ConvertConfig(quantization="int8"), data=digits).tflite,
+    }
+
+
+def _same_everywhere(a: bytes, b: bytes, x: np.ndarray, arena: int | None = None) -> int:
+    """Identical outputs in LiteRT and in TFLite Micro; without ``arena``, also the same smallest arena."""
+    assert np.array_equal(run_litert(a, x), run_litert(b, x))
+    if arena is None:
+        arena = tflm.min_arena(a, x[:1])
+        assert tflm.min_arena(b, x[:1]) == arena
+    assert np.array_equal(tflm.run(a, x, arena)[0], tflm.run(b, x, arena)[0])
+    return arena
+
+
+@pytest.mark.parametrize("name", ["tiny int8", "tiny int4 (QAT)", "mobilenet block int8"])
+def test_diet_keeps_outputs(models, digits, name):
+    content = models[name]
+    x = digits.x_test[:40]
+    slim, report = tflite_diet.diet(content)
+    assert report.bytes_before == len(content) and report.bytes_after == len(slim) < len(content)
+    assert sum(report.saved_by_cut.values()) == report.saved
+    assert report.metadata_removed == ["min_runtime_version", "CONVERSION_METADATA"] or sorted(
+        report.metadata_removed
+    ) == ["CONVERSION_METADATA", "min_runtime_version"]
+    m = tfl.parse(slim)
+    assert all(t.name is None for t in m.subgraphs[0].tensors) and m.signatureDefs is None and not m.metadata
+    assert all(b.data is not None and len(b.data) for b in m.buffers[1:])  # only buffer 0 is empty
+    # constants are byte for byte the converter's, and the buffers they need are all there
+    before = {tuple(t["shape"]): t for t in tfl.constant_tensors(content)}
+    for t in tfl.constant_tensors(slim):
+        assert t["dtype"] == before[tuple(t["shape"])]["dtype"]
+    arena = _same_everywhere(content, slim, x)
+    for cut in tflite_diet.CUTS:  # each cut alone is safe too
+        alone, r = tflite_diet.diet(content, cuts=[cut])
+        assert r.saved > 0, cut
+        _same_everywhere(content, alone, x[:10], arena)
+
+
+def test_shared_vectors_shrink_per_channel_zero_points(models):
+    content = models["mobilenet block int8"]
+    _, with_shared = tflite_diet.diet(content)
+    _, without = tflite_diet.diet(content, cuts=[c for c in tflite_diet.CUTS if c != "shared"])
+    assert with_shared.bytes_after < without.bytes_after - 200  # int64 zero points, one vector per length
+
+
+def test_anatomy_and_errors(models):
+    content = models["tiny int8"]
+    a = tflite_diet.anatomy(content)
+    assert a["bytes"] == len(content) == sum(v for k, v in a.items() if k != "bytes")
+    assert a["weights"] >= 4488 and a["names"] > 0
+    slim, _ = tflite_diet.diet(content, keep_metadata=("min_runtime_version",))
+    assert [m.name for m in tfl.parse(slim).metadata] == [b"min_runtime_version"]
+    with pytest.raises(BadInput, match="unknown diet cut"):
+        tflite_diet.diet(content, cuts=["names", "weights"])
