@@ -212,8 +212,9 @@ def _pct(v: float | None) -> str:
 def _ci(r: dict[str, Any] | None, key: str) -> str:
     if r is None or r.get(key) is None:
         return "n/a"
-    lo, hi = r.get("test_low" if key == "test_accuracy" else "accuracy_low"), r.get(
-        "test_high" if key == "test_accuracy" else "accuracy_high"
+    lo, hi = (
+        r.get("test_low" if key == "test_accuracy" else "accuracy_low"),
+        r.get("test_high" if key == "test_accuracy" else "accuracy_high"),
     )
     return f"{r[key]:.2%} [{lo:.2%}, {hi:.2%}]" if lo is not None else f"{r[key]:.2%}"
 
@@ -225,7 +226,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Host: {r['host']['describe']}. `make search-bench` (`python -m benchmarks.search_bench`), seeds "
         f"{', '.join(str(s) for s in sorted({x['seed'] for x in r['runs']}))}; suite pair: {r['suite_pair']}. "
         "Trial 0 of every search is the pipeline as written; test top-1 (LiteRT) with its 95% interval "
-        "(Wilson), measured once the search has chosen; \"vs trial 0\" is the paired test on the same test "
+        '(Wilson), measured once the search has chosen; "vs trial 0" is the paired test on the same test '
         "images (McNemar, beyond chance at two standard deviations).",
         "",
         "| run | trials: done / stopped early (at a rung) | teacher test | pipeline as written (trial 0): test, "

@@ -58,9 +58,7 @@ def test_search_of_the_digits_pipeline_starts_from_it_and_never_ends_below_it(tm
     best = yaml.safe_load((out / "best.yaml").read_text())
     ref_correct = unpack_outcomes(trial0.user_attrs["correct"], trial0.user_attrs["n"])
     if chosen == 0:
-        assert [dict(s) for s in best["steps"]] == [
-            s.model_dump(mode="json", exclude_unset=True) for s in pipe.steps
-        ]
+        assert [dict(s) for s in best["steps"]] == [s.model_dump(mode="json", exclude_unset=True) for s in pipe.steps]
         assert "no trial beat the pipeline as written" in (out / "best.yaml").read_text()
     else:
         pick = study.trials[chosen]
