@@ -194,7 +194,7 @@ def choose(
     maximize: bool,
     floor: float | None = None,
     recheck: int = 3,
-    remeasure: Callable[[Candidate], np.ndarray] | None = None,
+    remeasure: Callable[[Candidate], np.ndarray | None] | None = None,
 ) -> Choice:
     """``best.yaml``'s trial. The feasible candidates ahead of the reference by the rule, in the rule's order,
     are tested against the reference on the validation split (``replaces``); when ``remeasure`` is given (the
@@ -240,6 +240,9 @@ def choose(
     ref_pooled = None
     for c in passed[:recheck]:
         pooled = remeasure(c)
+        if pooled is None:
+            notes[c.number] = (notes.get(c.number, "") + "; could not be re-measured").lstrip("; ")
+            continue
         remeasured[c.number] = acc = float(pooled.mean())
         if floor is not None and acc < floor:
             notes[c.number] = (
@@ -250,6 +253,9 @@ def choose(
         if ref_ok:
             if ref_pooled is None:  # measured once, and only when a candidate needs it
                 ref_pooled = remeasure(reference)  # type: ignore[arg-type]
+                if ref_pooled is None:
+                    fallback.why += " (the pipeline as written could not be re-measured)"
+                    break
                 remeasured[reference.number] = float(ref_pooled.mean())  # type: ignore[union-attr]
             ok, why = replaces(
                 ref_pooled,

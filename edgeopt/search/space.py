@@ -211,17 +211,16 @@ def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: s
         raise BadInput(format_validation_error(e, "trial", tags=registry.names()).splitlines()[0]) from None
 
 
-def trial_pipeline(pipeline: Any, profiles: list[Any], *, light: bool = False, reference: bool = False) -> Any:
+def trial_pipeline(pipeline: Any, profiles: list[Any], *, light: bool = False) -> Any:
     """What a trial runs: the steps up to the last .tflite, without the other .tflite-making and validation
     steps and the baseline, then one validation of that .tflite on the *validation* split against
     ``profiles`` (the search's resolved device profiles; the test split is kept for the models the search
     chooses), keeping which examples it got right (for the paired tests). ``light``: accuracy only (a cheap
     rung, a re-measurement fold): no profiles, no host latency, no cross-check.
 
-    The stage guard is set to go on (``on_regression: continue``): its keep_best would swap a bad stage's
-    output for its input, and the trial would measure other parameters than it reports. The pipeline as
-    written (``reference``) keeps the file's own policy, so that trial 0 is exactly what ``edgeopt run``
-    makes of the file."""
+    The stage guard keeps the file's policy: a trial is what ``edgeopt run`` (and ``edgeopt export`` of its
+    ``best.yaml``) makes of its values, trial 0 exactly the pipeline as written, and every trial is compared
+    with trial 0 on equal terms. A stage the guard reverted is recorded with the trial (its ``guard``)."""
     makers, validating = registry.having("makes_artifact"), registry.having("validates")
     raw = pipeline.model_dump(mode="json", exclude_unset=True)
     steps = raw["steps"]
@@ -253,10 +252,6 @@ def trial_pipeline(pipeline: Any, profiles: list[Any], *, light: bool = False, r
         raw["profiles"] = raw.get("profiles", []) + [p.model_dump(mode="json") for p in profiles if p.name not in known]
     raw["baseline"] = None
     raw.pop("search", None)
-    if not reference:
-        raw["on_regression"] = "continue"
-        for s in raw["steps"]:
-            s.pop("on_regression", None)
     return PipelineConfig.model_validate(raw)
 
 

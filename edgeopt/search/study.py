@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeopt import calibrate
 from edgeopt.config import Split, ValidateConfig
 from edgeopt.data import load_dataset
@@ -24,16 +26,16 @@ from edgeopt.errors import BadInput, EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.pipeline.cache import StageCache
 from edgeopt.pipeline.guard import detectable_drop, examples_needed
 from edgeopt.pipeline.runner import ensure_teacher
-from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.pipeline.spec import PipelineConfig, load_pipeline
 from edgeopt.pipeline.validating import validate_artifact
 from edgeopt.search import report, selection
 from edgeopt.search import storage as st
 from edgeopt.search.config import Objective, SearchConfig
 from edgeopt.search.objectives import accuracy_floor, resolve_profiles, with_constraints
 from edgeopt.search.report import status_line
-from edgeopt.search.space import reference_values, resolve_space
+from edgeopt.search.space import reference_values, resolve_space, trial_pipeline
 from edgeopt.search.storage import safe
-from edgeopt.search.worker import WorkerJob, make_sampler, run_worker
+from edgeopt.search.worker import WorkerJob, make_sampler, run_quietly, run_worker, tflite_validation
 from edgeopt.validation import unpack_outcomes
 
 log = logging.getLogger(__name__)
@@ -334,13 +336,7 @@ class Remeasure:
         self.prep, self.study, self.folds = prep, study, folds
         self.trials = {t.number: t for t in trials}
 
-    def __call__(self, cand: Any) -> Any:
-        import numpy as np
-
-        from edgeopt.pipeline.spec import PipelineConfig
-        from edgeopt.search.space import trial_pipeline
-        from edgeopt.search.worker import _run_quietly, _validation
-
+    def __call__(self, cand: Any) -> Any | None:
         t = self.trials[cand.number]
         parts = [cand.correct]
         full = PipelineConfig.model_validate(t.user_attrs["pipeline"])
@@ -348,12 +344,17 @@ class Remeasure:
             key = f"fold:{t.number}:{fold}"
             rec = self.study.user_attrs.get(key)
             if rec is None:
-                cfg = trial_pipeline(full, [], light=True, reference=bool(t.user_attrs.get("reference")))
+                cfg = trial_pipeline(full, [], light=True)
                 raw = cfg.model_dump(mode="json", exclude_unset=True)
                 raw["data"] = {**raw["data"], "val_fold": fold}
                 log.info("search: re-measuring trial %d on validation fold %d of %d", t.number, fold, self.folds)
                 out = self.prep.root / "trials" / f"{t.number:04d}" / f"fold{fold}"
-                v = _validation(_run_quietly(PipelineConfig.model_validate(raw), out, str(self.prep.cache_dir)))
+                try:
+                    manifest = run_quietly(PipelineConfig.model_validate(raw), out, str(self.prep.cache_dir))
+                    v = tflite_validation(manifest)
+                except (EdgeoptError, RuntimeError) as e:
+                    log.warning("search: trial %d could not be re-measured on fold %d: %s", t.number, fold, e)
+                    return None
                 rec = {"accuracy": v["accuracy"], "n": v["samples"], "correct": v["correct"]}
                 self.study.set_user_attr(key, rec)
             parts.append(unpack_outcomes(rec["correct"], rec["n"]))

@@ -169,7 +169,7 @@ class TrialFunction:
         values = {p.name: space.round_value(self._suggest(trial, p)) for p in self.params}
         self.ran += 1
         try:
-            if reference:  # exactly the file: its values, its guard policy
+            if reference:  # exactly the file
                 full = space.apply(self.pipeline, [], {}, name=f"{self.pipeline.name}_best")
             else:
                 full = space.apply(self.pipeline, self.params, values, name=f"{self.pipeline.name}_best")
@@ -177,7 +177,7 @@ class TrialFunction:
             out = self.root / "trials" / f"{trial.number:04d}"
             for k, fraction in enumerate(self.fractions[:-1]):
                 self._rung(trial, k, fraction, full, out / f"rung{k}", reference)
-            run_cfg = space.trial_pipeline(full, self.profiles, reference=reference)
+            run_cfg = space.trial_pipeline(full, self.profiles)
             manifest = self._run(trial, run_cfg, out, reference)
             score = self._score(trial, manifest, out)
             if reference:
@@ -220,9 +220,9 @@ class TrialFunction:
         validation split; then go on (return) or stop the trial (``optuna.TrialPruned``)."""
         import optuna
 
-        cfg = space.at_fidelity(space.trial_pipeline(full, self.profiles, light=True, reference=reference), fraction)
-        manifest = _run_quietly(cfg, out, self.job.cache_dir)
-        validation = _validation(manifest)
+        cfg = space.at_fidelity(space.trial_pipeline(full, self.profiles, light=True), fraction)
+        manifest = run_quietly(cfg, out, self.job.cache_dir)
+        validation = tflite_validation(manifest)
         record = {
             "fraction": fraction,
             "accuracy": validation["accuracy"],
@@ -314,8 +314,8 @@ class TrialFunction:
 
         try:
             return run(run_cfg, out, cache_dir=self.job.cache_dir, on_stage=on_stage).manifest
-        except GateFailed:  # a failed gate is a constraint of the trial, not an error: score it
-            return RunManifest.model_validate_json((out / "manifest.json").read_text())
+        except GateFailed as e:  # a failed gate is a constraint of the trial, not an error: score it
+            return _written(out, e)
 
     def _score(self, trial: Any, manifest: RunManifest, out: Path) -> Any:
         art = manifest.shipped()[0]
@@ -355,15 +355,24 @@ def _guard_actions(manifest: RunManifest) -> dict[str, str]:
     return {s.name: s.guard.action for s in manifest.stages if s.guard is not None and s.guard.action != "none"}
 
 
-def _run_quietly(cfg: Any, out: Path, cache_dir: str) -> RunManifest:
+def run_quietly(cfg: Any, out: Path, cache_dir: str) -> RunManifest:
     """A rung or a re-measurement fold: the pipeline's manifest, gates or not (a light run has none)."""
     try:
         return run(cfg, out, cache_dir=cache_dir).manifest
-    except GateFailed:
-        return RunManifest.model_validate_json((out / "manifest.json").read_text())
+    except GateFailed as e:
+        return _written(out, e)
 
 
-def _validation(manifest: RunManifest) -> dict[str, Any]:
+def _written(out: Path, e: GateFailed) -> RunManifest:
+    """The manifest a run wrote before it raised GateFailed; a run stopped before it wrote one (the stage
+    guard with ``on_regression: fail``) is an error of the trial."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        raise RuntimeError(str(e)) from e
+    return RunManifest.model_validate_json(path.read_text())
+
+
+def tflite_validation(manifest: RunManifest) -> dict[str, Any]:
     art = manifest.shipped()[0]
     if art is None:
         raise RuntimeError("the trial made no .tflite")
