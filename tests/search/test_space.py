@@ -275,3 +275,14 @@ def test_cli_bad_input_is_exit_2_and_one_line(tmp_path):
     )
     assert r.exit_code == 2
     assert "--storage postgresql+psycopg://u@127.0.0.1:9/db: cannot connect" in r.output
+
+
+def test_the_fashion_search_file_starts_from_the_default_pipeline():
+    """make search-bench's Fashion-MNIST search: trial 0 is the default pipeline, so both files have the same
+    steps (and every trial reuses the default's cached student)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "pipelines"
+    default, searched = load_pipeline(root / "fashion_mnist.yaml"), load_pipeline(root / "search_fashion_mnist.yaml")
+    assert [s.model_dump() for s in searched.steps] == [s.model_dump() for s in default.steps]
+    assert searched.search is not None and searched.search.select == "gzip_bytes"
