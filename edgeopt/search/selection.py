@@ -269,11 +269,11 @@ def choose(
                 continue
         else:
             notes[c.number] = f"re-measured on {len(pooled):,} examples: {acc:.4f}"
-        why = "the first trial by the rule that beats the pipeline as written beyond chance, on the validation split "
-        why += (
+        why = (
+            "the first trial by the rule that beats the pipeline as written beyond chance, on the validation split "
             "and re-measured on more data"
             if ref_ok
-            else "the first feasible trial by the rule that meets the floor re-measured"
+            else "the first feasible trial by the rule that meets the accuracy floor re-measured on more data"
         )
         return Choice(c.number, why, notes, remeasured)
     if not ref_ok and passed:

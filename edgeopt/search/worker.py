@@ -298,12 +298,15 @@ class TrialFunction:
             trial.set_user_attr("stages", stages)
             if reference or event.val_accuracy is None or self.floor is None:
                 return
+            # the model that goes on: the stage's input when the stage guard kept it
+            kept = event.guard is not None and event.guard.action == "kept the input"
+            acc = event.guard.val_accuracy_before if kept else event.val_accuracy  # type: ignore[union-attr]
             left = remaining_fine_tuning(run_cfg, event.index)
             need = self.floor - floor_margin(self.search, left)
             as_written = ref_stages.get(keys[event.index - 1])
-            if event.val_accuracy < need and (as_written is None or event.val_accuracy < as_written):
+            if acc < need and (as_written is None or acc < as_written):
                 why = (
-                    f"after {event.stage}: validation accuracy {event.val_accuracy:.4f} < floor {self.floor:.4f}"
+                    f"after {event.stage}: validation accuracy {acc:.4f} < floor {self.floor:.4f}"
                     f" - {self.search.recover_points:g} points x {left} remaining fine-tuning stage(s)"
                 )
                 if as_written is not None:
