@@ -95,11 +95,19 @@ class _Config(BaseModel):
 class DataConfig(_Config):
     """A named dataset: ``fashion_mnist``, ``digits``, ``npz:PATH`` or ``image_dir:PATH``."""
 
+    omit_if_default = frozenset({"val_fold"})
+
     name: str = Field("fashion_mnist", description="fashion_mnist, digits, npz:PATH or image_dir:PATH")
     seed: int = Field(0, description="seed for splits, initialisation and shuffling")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     max_train: int | None = Field(None, ge=1, description="use at most this many training examples")
     max_test: int | None = Field(None, ge=1, description="use at most this many test examples")
+    val_fold: int = Field(
+        0,
+        ge=0,
+        description="which block of val_fraction of the shuffled training data is the validation split: 0 the "
+        "first (the usual split), 1 the next, ... (k-fold: a search re-measures its best candidates on other folds)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -434,7 +442,7 @@ class Split(StrEnum):
 
 
 class ValidateConfig(_Config):
-    omit_if_default = frozenset({"split"})
+    omit_if_default = frozenset({"split", "outcomes"})
 
     split: Split = Field(Split.test, description="the examples scored: test (releases) or val (a search's trials)")
     profiles: list[str] = Field(default_factory=list, description="device profiles: shipped names or YAML paths")
@@ -456,6 +464,11 @@ class ValidateConfig(_Config):
     )
     timeout_s: float = Field(600.0, gt=0, description="seconds each runtime may take in its child process")
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test examples")
+    outcomes: bool = Field(
+        False,
+        description="keep which examples the .tflite got right (the result's correct field, packed bits), so two "
+        "models can be compared on the same examples (a search's paired tests)",
+    )
     batch_size: int = Field(256, ge=1)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="gate: fail below this top-1 accuracy")
     max_accuracy_drop: float | None = Field(

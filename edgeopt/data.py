@@ -74,6 +74,7 @@ class Dataset:
     # False when class_names are only the label numbers ("0", "1", ... of an npz without class_names):
     # then there is no name to match a model's labels by, and label i means output i.
     named_classes: bool = True
+    val_folds: int = 1  # how many disjoint validation splits of this size the training data holds (k-fold)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -186,7 +187,15 @@ def _load(cfg: DataConfig) -> Dataset:
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(x_tr))
     n_val = int(round(len(x_tr) * cfg.val_fraction))
-    val, train = perm[:n_val], perm[n_val:]
+    folds = len(x_tr) // n_val if n_val else 1
+    if cfg.val_fold >= folds:
+        raise BadInput(
+            f"data {cfg.name}: val_fold {cfg.val_fold} out of range: {len(x_tr):,} training examples make "
+            f"{folds} validation fold(s) of {n_val:,} (val_fraction {cfg.val_fraction:g}), numbered from 0"
+        )
+    # Fold f is the f-th block of n_val examples of the permutation; fold 0 is the usual split, unchanged.
+    lo, hi = cfg.val_fold * n_val, (cfg.val_fold + 1) * n_val
+    val, train = perm[lo:hi], np.concatenate([perm[:lo], perm[hi:]])
     if cfg.max_train is not None:
         train = train[: cfg.max_train]
         val = val[: max(1, cfg.max_train // 9)] if n_val else val
@@ -205,6 +214,7 @@ def _load(cfg: DataConfig) -> Dataset:
         y_test=y_te,
         class_names=list(classes),
         named_classes=named,
+        val_folds=folds,
     )
 
 

@@ -7,9 +7,11 @@ report.html and bench read it); ``from_dict`` reads one back (cached results, JS
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
@@ -180,6 +182,7 @@ class Measurements(_Record):
     keras_accuracy: float | None = None
     agreement: float | None = None
     accuracy_drop_vs_keras: float | None = None  # fraction (keras - litert), not points
+    correct: str | None = None  # which scored examples were right, in order (pack_outcomes), when asked for
     max_abs_output_diff: float | None = None
     kernel_cross_check: CrossCheck | None = None
     latency: dict[str, Latency] = Field(default_factory=dict)  # by thread count, as a string
@@ -187,6 +190,16 @@ class Measurements(_Record):
     vela: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by accelerator config
     firmware: dict[str, dict[str, Any]] = Field(default_factory=dict)  # by profile: FirmwareRecord JSON
     arm: dict[str, ArmCheck] = Field(default_factory=dict)  # the phone check, by core model
+
+
+def pack_outcomes(correct: np.ndarray) -> str:
+    """Per-example outcomes (a bool array) as text: bits packed 8 to a byte, base64 (10,000 examples: 1.7 kB)."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool))).decode()
+
+
+def unpack_outcomes(text: str, n: int) -> np.ndarray:
+    """The bool array ``pack_outcomes`` packed (``n``: how many examples it holds)."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
 
 
 # Keys of the flat dict that belong to the result, not to the measurements.

@@ -37,11 +37,12 @@ def search(
 ) -> None:
     """Search the pipeline's parameters for the best model under the device budgets (multi-objective Optuna).
 
-    Writes every trial (trials.csv, trials.json), the Pareto front (pareto.png, pareto.html) and best.yaml,
-    a complete pipeline file for `edgeopt export`. Exit 1 when no trial met every constraint."""
+    Trial 0 is the pipeline as written; best.yaml, a complete pipeline file for `edgeopt export`, is that
+    pipeline unless a trial beats it by more than chance. Writes every trial (trials.csv, trials.json) and
+    the Pareto front (pareto.png, pareto.html). Exit 1 when no trial met every constraint."""
     result = run_search(
         pipeline, trials=trials, workers=workers, storage=storage, study_name=study, cache=cache, out=out
     )
-    typer.echo(
-        f"best: {result.best}  (all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'})"
-    )
+    s = result.summary
+    typer.echo(f"best: {result.best}: trial {s.get('chosen')}, {s.get('why', '')}")
+    typer.echo(f"  all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'}")

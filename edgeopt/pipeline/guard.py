@@ -10,13 +10,13 @@ noise.
 
 from __future__ import annotations
 
-import base64
 import math
 from typing import Any
 
 import numpy as np
 
 from edgeopt.manifest import GuardVerdict
+from edgeopt.validation import pack_outcomes, unpack_outcomes
 
 ACTIONS = {"keep_best": "kept the input", "fail": "failed", "continue": "continued"}
 # Share of validation examples whose outcome a fine-tuning stage changes, to size the split by: on the
@@ -53,19 +53,14 @@ def pack(correct: np.ndarray | None) -> dict[str, Any]:
     """Top-1 on the validation split and the per-example outcome, packed for a cache entry's info."""
     if correct is None:
         return {"val_accuracy": None}
-    return {
-        "val_accuracy": float(correct.mean()),
-        "val_correct": base64.b64encode(np.packbits(correct)).decode(),
-        "val_n": len(correct),
-    }
+    return {"val_accuracy": float(correct.mean()), "val_correct": pack_outcomes(correct), "val_n": len(correct)}
 
 
 def unpack(info: dict[str, Any]) -> np.ndarray | None:
     """The per-example outcome ``pack`` stored (None when the step has no validation split)."""
     if not info.get("val_correct"):
         return None
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(info["val_correct"]), np.uint8))
-    return bits[: info["val_n"]].astype(bool)
+    return unpack_outcomes(info["val_correct"], info["val_n"])
 
 
 def mcnemar(before: np.ndarray, after: np.ndarray) -> tuple[int, int, bool]:

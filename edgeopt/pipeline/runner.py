@@ -49,6 +49,7 @@ class StageEvent:
     seconds: float
     val_accuracy: float | None  # top-1 on the validation split after a model-making step, else None
     summary: list[tuple[str, Any]]
+    guard: GuardVerdict | None = None  # the stage guard's verdict (its action says whether the input went on)
 
 
 @dataclass
@@ -138,7 +139,9 @@ def run(
             val = info.get("val_accuracy") if step.makes_model else None
             summary = step.summary(result.metrics)
             on_stage(
-                StageEvent(step.index, step.name, folder, result.metrics, was_reused, info["seconds"], val, summary)
+                StageEvent(
+                    step.index, step.name, folder, result.metrics, was_reused, info["seconds"], val, summary, verdict
+                )
             )
     manifest = run_manifest(state, records, reused, vers, time.time() - started, strict)
     write_json(root / "manifest.json", manifest.to_json())

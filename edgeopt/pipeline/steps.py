@@ -9,6 +9,7 @@ TensorFlow, so they are imported inside the methods: the registry stays cheap to
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,15 +144,43 @@ class Step:
         return []
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
-        """What ``edgeopt search`` varies of this step by default: ``{field: choices or Range}``, and
-        ``None: [True, False]`` when the step may be dropped. ``integer_only``: a device the pipeline
-        validates for runs integer models only (TFLite Micro)."""
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
+        """What ``edgeopt search`` varies of this step by default, around the step's own values (which every
+        choice list and range holds, so the pipeline as written is a point of the space): ``{field: choices
+        or Range}``, and ``None: [True, False]`` when the step may be dropped. ``integer_only``: a device the
+        pipeline validates for runs integer models only (TFLite Micro); ``n_train``: training examples (which
+        of epochs and min_steps decides a training length), None when not known."""
+        return {}
+
+    @classmethod
+    def at_fidelity(cls, config: Any, fraction: float) -> dict[str, Any]:
+        """The fields to change so that the step does ``fraction`` of its work (a search's cheap first rungs);
+        empty for a step whose cost does not shrink that way."""
         return {}
 
 
 def _rows(metrics: dict[str, Any], keys: list[str]) -> list[tuple[str, Any]]:
     return [(k, metrics[k]) for k in keys if k in metrics]
+
+
+def _length_space(config: Any, n_train: int | None, factors: tuple[float, ...]) -> dict[str | None, Any]:
+    """A training length around the step's: the field that decides it on this data (``epochs``, or
+    ``min_steps`` when its floor of optimizer steps is more than the epochs make), times each factor."""
+    if config.epochs == 0:
+        return {}
+    per_epoch = math.ceil(n_train / config.batch_size) if n_train else None
+    if config.min_steps and per_epoch and config.min_steps > config.epochs * per_epoch:
+        return {"min_steps": sorted({round(config.min_steps * f) for f in factors})}
+    return {"epochs": sorted({max(1, round(config.epochs * f)) for f in factors})}
+
+
+def _around(value: float, spread: float, lo: float, hi: float, step: float) -> Range:
+    """A range of ``value`` +- ``spread`` on a grid of ``step`` through ``value``, kept inside [lo, hi]."""
+    below = math.floor(min(spread, value - lo) / step + 1e-9)
+    above = math.floor(min(spread, hi - value) / step + 1e-9)
+    if below + above == 0:  # no room on the grid within the bounds: the range cannot be empty
+        above = 1
+    return Range(low=round(value - below * step, 6), high=round(value + above * step, 6), step=step)
 
 
 class DistillStep(Step):
@@ -163,8 +192,13 @@ class DistillStep(Step):
     fine_tunes = False
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
-        return {"width": sorted({0.25, 0.5, 0.75, config.width})} if config.width is not None else {}
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
+        # A narrower and a wider student, and longer distillation (a student rarely gains from less).
+        space: dict[str | None, Any] = {}
+        if config.width is not None:
+            w = config.width
+            space["width"] = sorted({round(w * 0.75, 4), w, round(min(1.0, w * 1.5), 4)})
+        return {**space, **_length_space(config, n_train, (1, 2, 3))}
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages  # lazy: imports TensorFlow
@@ -188,20 +222,32 @@ class FineTuneStep(Step):
     def stage_kwargs(self, state: RunState) -> dict[str, Any]:
         return {"seed": state.seed, "teacher": state.teacher if self.config.kd is not None else None}
 
+    @classmethod
+    def at_fidelity(cls, config: Any, fraction: float) -> dict[str, Any]:
+        """``fraction`` of the epochs (at least one, unless the step trains none) and of the step floor."""
+        out: dict[str, Any] = {}
+        if config.epochs:
+            out["epochs"] = max(1, math.ceil(config.epochs * fraction))
+        if config.min_steps:
+            out["min_steps"] = math.ceil(config.min_steps * fraction)
+        return out
+
 
 class PruneStep(FineTuneStep):
     name = "prune"
     config_cls = PruneConfig
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
+        d = config.dense_share
         space: dict[str | None, Any] = {
-            "final_sparsity": Range(low=0.5, high=0.9, step=0.05),
-            "dense_share": [0.0, 0.02, 0.05, 0.1],
+            # 10 points of sparsity either side of the file's (a short recipe at 0.5 collapses at 0.9)
+            "final_sparsity": _around(config.final_sparsity, 0.1, config.initial_sparsity, 0.95, 0.05),
+            "dense_share": sorted({0.0, d, round(max(0.02, 2 * d), 4)}),
         }
         if config.m_by_n is None:  # runs of zeros in Dense kernels: less gzip at the same sparsity
             space["block"] = sorted({1, 4, config.block})
-        return space
+        return {**space, **_length_space(config, n_train, (1, 2))}
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages  # lazy: imports TensorFlow
@@ -217,8 +263,10 @@ class ClusterStep(FineTuneStep):
     config_cls = ClusterConfig
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
-        return {"clusters": [8, 16, 32, None]}  # None: no clustering
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
+        c = config.clusters
+        clusters: list[Any] = sorted({max(2, c // 2), c, 2 * c})
+        return {"clusters": [*clusters, None], **_length_space(config, n_train, (1, 2))}  # None: no clustering
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages  # lazy: imports TensorFlow
@@ -238,8 +286,8 @@ class QATStep(FineTuneStep):
     output = "saved_model"
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
-        return {None: [True, False]}
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
+        return {None: [True, False], **_length_space(config, n_train, (1, 2))}
 
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages  # lazy: imports TensorFlow
@@ -276,7 +324,7 @@ class ConvertStep(Step):
     makes_artifact = True
 
     @classmethod
-    def search_space(cls, config: Any, *, integer_only: bool) -> dict[str | None, Any]:
+    def search_space(cls, config: Any, *, integer_only: bool, n_train: int | None = None) -> dict[str | None, Any]:
         if integer_only:
             return {}
         return {"quantization": sorted({"int8", "dynamic", "float16", config.quantization.value})}

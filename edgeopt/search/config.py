@@ -97,16 +97,50 @@ class SearchConfig(BaseModel):
         None, description="device profiles whose every gate a trial must pass; default: the validate steps' profiles"
     )
     max_accuracy_drop: float | None = Field(
-        1.0, ge=0, description="constraint: points of validation top-1 below the teacher's (None: no limit)"
+        None,
+        ge=0,
+        description="constraint: points of validation top-1 below the teacher's; when not given, the pipeline's "
+        "own (its last validate step's max_accuracy_drop); null: no limit",
     )
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="constraint: validation top-1 at least this")
+    min_accuracy: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="constraint: validation top-1 at least this; when not given, the pipeline's own (its last "
+        "validate step's min_accuracy)",
+    )
     recover_points: float = Field(
         0.5,
         ge=0,
         description="early stop: points of accuracy each remaining fine-tuning stage (prune, cluster, qat) is "
-        "assumed able to win back",
+        "assumed able to win back; a trial still at or above the pipeline as written at that stage goes on",
     )
-    select: str = Field("flash_bytes", description="best.yaml: the feasible trial with the least of this metric")
+    rungs: int = Field(
+        3,
+        ge=1,
+        le=5,
+        description="multi-fidelity: a trial first runs its fine-tuning stages at 1/reduction_factor^(rungs-1) of "
+        "their length, and goes on to the next rung only when its validation accuracy there is in the top "
+        "1/reduction_factor of the trials at that rung or not below the pipeline as written's beyond chance; 1: off",
+    )
+    reduction_factor: int = Field(
+        3, ge=2, description="multi-fidelity: length ratio between rungs, and the share promoted"
+    )
+    min_difference: float = Field(
+        1.0,
+        gt=0,
+        description="the accuracy difference (points) that matters: a validation split too small to tell it from "
+        "chance (paired test) makes the search re-measure its best candidates on k folds of the training data",
+    )
+    max_folds: int = Field(4, ge=1, description="at most this many validation folds for the re-measurement (1: none)")
+    recheck: int = Field(
+        3, ge=0, description="how many of the best feasible candidates are re-measured before best.yaml is chosen"
+    )
+    select: str = Field(
+        "flash_bytes",
+        description="best.yaml: the feasible trial with the least of this metric (the most, for accuracy) that beats "
+        "the pipeline as written by more than chance; the pipeline as written when none does",
+    )
     trials: int = Field(20, ge=1, description="default for --trials")
     heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
     grace_period: int | None = Field(
@@ -155,6 +189,10 @@ class SearchConfig(BaseModel):
     @property
     def parsed_objectives(self) -> list[Objective]:
         return [Objective.parse(o) for o in self.objectives]
+
+    def given(self, name: str) -> bool:
+        """Whether the file set ``name`` (a constraint left out comes from the pipeline's own gates)."""
+        return name in self.model_fields_set
 
     @property
     def grace(self) -> int:

@@ -11,9 +11,23 @@ from typing import Any
 
 from edgeopt.artifacts import gzip_size
 from edgeopt.errors import BadInput
+from edgeopt.pipeline import registry
 from edgeopt.profiles import load_profile
 from edgeopt.search.config import Metric, Objective, SearchConfig
 from edgeopt.search.space import profile_names
+
+
+def with_constraints(pipeline: Any, search: SearchConfig) -> SearchConfig:
+    """``search`` with the accuracy constraints it leaves out taken from the pipeline's own gates (its last
+    validate step's ``max_accuracy_drop`` and ``min_accuracy``): the pipeline as written, trial 0, is then
+    feasible whenever it passes its own gates. Given ones (``null`` included: no limit) stay as given."""
+    validating = registry.having("validates")
+    checks = [s for s in pipeline.steps if s.stage in validating]
+    own = checks[-1] if checks else None
+    update = {
+        name: getattr(own, name, None) for name in ("max_accuracy_drop", "min_accuracy") if not search.given(name)
+    }
+    return search.model_copy(update=update) if update else search
 
 
 def resolve_profiles(pipeline: Any, search: SearchConfig) -> list[Any]:

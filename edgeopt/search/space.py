@@ -7,13 +7,16 @@ A parameter is named ``STAGE.FIELD`` (the last step of that stage, e.g. ``conver
 ``STAGE[N].FIELD`` (the N-th step of that stage, from 0), and takes a list of choices or a range
 (``{low, high, step, log}``). ``STAGE`` or ``STAGE[N]`` alone with ``[true, false]`` keeps or drops that
 step; ``null`` among a field's choices drops the step too (``cluster.clusters: [8, 16, null]``).
+
+Every space holds the pipeline as written: the file's value of each parameter is added to its choices (or
+its range widened to it) when missing, so that trial 0, the reference, is a point of the space.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,14 +52,17 @@ class Param:
     range: Range | None = None
 
 
-def default_space(pipeline: Any) -> dict[str, list[Any] | Range]:
-    """A space from the steps present: each stage's step class says what it varies of its last step
-    (``Step.search_space``); the quantization stays integer when a validated device runs integer models only."""
+def default_space(pipeline: Any, n_train: int | None = None) -> dict[str, list[Any] | Range]:
+    """A space from the steps present, around their own values: each stage's step class says what it varies
+    of its last step (``Step.search_space``: sparsity +-10 points, half and twice the clusters, longer
+    training...); the quantization stays integer when a validated device runs integer models only.
+    ``n_train`` (training examples) says whether epochs or the step floor decides a training length."""
     last = {s.stage: s for s in pipeline.steps}
     integer_only = any(p.runtime.value == "tflm" for p in validated_profiles(pipeline))
     space: dict[str, list[Any] | Range] = {}
     for stage, config in last.items():
-        for field, spec in registry.step_class(stage).search_space(config, integer_only=integer_only).items():
+        cls = registry.step_class(stage)
+        for field, spec in cls.search_space(config, integer_only=integer_only, n_train=n_train).items():
             space[stage if field is None else f"{stage}.{field}"] = spec
     return space
 
@@ -79,11 +85,12 @@ def profile_names(pipeline: Any) -> list[str]:
     return list(dict.fromkeys(p for s in pipeline.steps if s.stage in validating for p in s.profiles))
 
 
-def resolve_space(pipeline: Any, search: SearchConfig | None = None) -> list[Param]:
-    """The space as parameters bound to the pipeline's steps. BadInput (one line) for an unknown stage or
-    field, a step the pipeline does not have, an empty list or range, or a choice the stage rejects."""
+def resolve_space(pipeline: Any, search: SearchConfig | None = None, *, n_train: int | None = None) -> list[Param]:
+    """The space as parameters bound to the pipeline's steps, each holding the file's own value. BadInput
+    (one line) for an unknown stage or field, a step the pipeline does not have, an empty list or range, or
+    a choice the stage rejects."""
     search = search or SearchConfig()
-    space = search.space or default_space(pipeline)
+    space = search.space or default_space(pipeline, n_train)
     if not space:
         raise BadInput("search.space: empty, and the pipeline has no step the default space could search")
     params = []
@@ -122,10 +129,42 @@ def resolve_space(pipeline: Any, search: SearchConfig | None = None) -> list[Par
             p = Param(name, stage, step, field, range=spec)
         if (field is None or None in (p.choices or ())) and stage not in OPTIONAL_STAGES:
             raise BadInput(f"{where}: a {stage} step cannot be dropped; only {', '.join(OPTIONAL_STAGES)} can")
+        p = with_value(p, file_value(pipeline, p))
         for value in _probe_values(p):
             _check_value(pipeline, p, value, where)
         params.append(p)
     return params
+
+
+def file_value(pipeline: Any, p: Param) -> Any:
+    """The value the pipeline as written gives parameter ``p`` (True for a step that is there)."""
+    if p.field is None:
+        return True
+    value = getattr(pipeline.steps[p.step], p.field)
+    return round_value(getattr(value, "value", value))  # a str enum as its string
+
+
+def reference_values(pipeline: Any, params: list[Param]) -> dict[str, Any]:
+    """Trial 0's parameters: the pipeline as written."""
+    return {p.name: file_value(pipeline, p) for p in params}
+
+
+def with_value(p: Param, value: Any) -> Param:
+    """``p`` with ``value`` among its choices (appended) or inside its range (widened, on its grid)."""
+    if p.choices is not None:
+        return p if value in p.choices else replace(p, choices=(*p.choices, value))
+    r = p.range
+    assert r is not None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return p
+    low, high = min(r.low, value), max(r.high, value)
+    if r.step is not None and abs((value - low) / r.step - round((value - low) / r.step)) > 1e-6:
+        low = round(value - math.floor((value - low) / r.step) * r.step, 10)  # the grid through the file's value
+    if r.is_int:
+        low, high = int(low), int(high)
+    if (low, high) == (r.low, r.high):
+        return p
+    return replace(p, range=r.model_copy(update={"low": low, "high": high}))
 
 
 def _probe_values(p: Param) -> list[Any]:
@@ -172,11 +211,16 @@ def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: s
         raise BadInput(format_validation_error(e, "trial", tags=registry.names()).splitlines()[0]) from None
 
 
-def trial_pipeline(pipeline: Any, profiles: list[Any]) -> Any:
+def trial_pipeline(pipeline: Any, profiles: list[Any], *, light: bool = False) -> Any:
     """What a trial runs: the steps up to the last .tflite, without the other .tflite-making and validation
     steps and the baseline, then one validation of that .tflite on the *validation* split against
     ``profiles`` (the search's resolved device profiles; the test split is kept for the models the search
-    chooses), with the stage guard set to go on."""
+    chooses), keeping which examples it got right (for the paired tests). ``light``: accuracy only (a cheap
+    rung, a re-measurement fold): no profiles, no host latency, no cross-check.
+
+    The stage guard keeps the file's policy: a trial is what ``edgeopt run`` (and ``edgeopt export`` of its
+    ``best.yaml``) makes of its values, trial 0 exactly the pipeline as written, and every trial is compared
+    with trial 0 on equal terms. A stage the guard reverted is recorded with the trial (its ``guard``)."""
     makers, validating = registry.having("makes_artifact"), registry.having("validates")
     raw = pipeline.model_dump(mode="json", exclude_unset=True)
     steps = raw["steps"]
@@ -195,24 +239,55 @@ def trial_pipeline(pipeline: Any, profiles: list[Any]) -> Any:
     check.update(
         stage=validating[0],
         split="val",
-        profiles=[p.name for p in profiles],
-        latency=any(p.runtime.value == "litert" for p in profiles),
+        profiles=[] if light else [p.name for p in profiles],
+        latency=not light and any(p.runtime.value == "litert" for p in profiles),
         max_accuracy_drop=None,
+        min_accuracy=None,
         max_samples=None,
         phone_check=False,
+        outcomes=True,
     )
+    if light:
+        check["cross_check"] = False
     raw["steps"].append(check)
-    known = {p["name"] for p in raw.get("profiles", [])}
-    raw["profiles"] = raw.get("profiles", []) + [p.model_dump(mode="json") for p in profiles if p.name not in known]
+    if not light:
+        known = {p["name"] for p in raw.get("profiles", [])}
+        raw["profiles"] = raw.get("profiles", []) + [p.model_dump(mode="json") for p in profiles if p.name not in known]
     raw["baseline"] = None
     raw.pop("search", None)
-    # The stage guard's keep_best would swap a bad stage's output for its input: the trial would then
-    # measure other parameters than it reports. A trial keeps what its parameters make; the accuracy floor
-    # (early stop) and the constraints judge it.
-    raw["on_regression"] = "continue"
-    for s in raw["steps"]:
-        s.pop("on_regression", None)
     return PipelineConfig.model_validate(raw)
+
+
+def at_fidelity(pipeline: Any, fraction: float) -> Any:
+    """The pipeline with each step doing ``fraction`` of its work where its step class says how
+    (``Step.at_fidelity``: the fine-tuning stages' epochs and step floors); 1 leaves it as it is."""
+    if fraction >= 1:
+        return pipeline
+    raw = pipeline.model_dump(mode="json", exclude_unset=True)
+    for step, s in zip(pipeline.steps, raw["steps"], strict=True):
+        s.update(registry.step_class(step.stage).at_fidelity(step, fraction))
+    return PipelineConfig.model_validate(raw)
+
+
+def rung_fractions(search: SearchConfig, pipeline: Any) -> list[float]:
+    """The fine-tuning length of each rung, cheapest first and 1 last (``1/eta^(rungs-1)`` ... ``1/eta``,
+    1); just [1] when no step of the pipeline shrinks with its length (nothing to halve)."""
+    if not any(registry.step_class(s.stage).at_fidelity(s, 0.5) for s in pipeline.steps):
+        return [1.0]
+    eta = search.reduction_factor
+    return [eta ** -(search.rungs - 1 - k) for k in range(search.rungs)]
+
+
+def stage_keys(pipeline: Any) -> list[str]:
+    """A name for each step that is the same in every trial however many steps it dropped: the stage, and
+    ``[N]`` for its N-th occurrence after the first (``prune``, ``convert``, ``convert[1]``)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for s in pipeline.steps:
+        n = seen.get(s.stage, 0)
+        seen[s.stage] = n + 1
+        keys.append(s.stage if n == 0 else f"{s.stage}[{n}]")
+    return keys
 
 
 def remaining_fine_tuning(pipeline: Any, stage_index: int) -> int:

@@ -163,3 +163,14 @@ def lost(e: BaseException, url: str) -> StorageLost | None:
         f"storage {safe(url)} went away: {first_line(cause)}; completed trials are kept there, "
         "rerun the same command when it is back to resume the study"
     )
+
+
+def ensure_reference(study: Any, values: dict[str, Any]) -> None:
+    """Queue trial 0, the pipeline as written (``values``: the file's own), before any sampled trial, unless
+    the study already has it with these values (a resumed study keeps its own; an edited file gets a new one).
+    Two machines starting at once may both queue it: the copy runs from the stage cache, and the earliest
+    complete one is the reference."""
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("reference") and (t.params or t.system_attrs.get("fixed_params")) == values:
+            return
+    study.enqueue_trial(values, user_attrs={"reference": True})

@@ -17,22 +17,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeopt import calibrate
 from edgeopt.config import Split, ValidateConfig
 from edgeopt.data import load_dataset
 from edgeopt.errors import BadInput, EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.pipeline.cache import StageCache
+from edgeopt.pipeline.guard import detectable_drop, examples_needed
 from edgeopt.pipeline.runner import ensure_teacher
-from edgeopt.pipeline.spec import load_pipeline
+from edgeopt.pipeline.spec import PipelineConfig, load_pipeline
 from edgeopt.pipeline.validating import validate_artifact
-from edgeopt.search import report
+from edgeopt.search import report, selection
 from edgeopt.search import storage as st
-from edgeopt.search.config import SearchConfig
-from edgeopt.search.objectives import resolve_profiles
+from edgeopt.search.config import Objective, SearchConfig
+from edgeopt.search.objectives import accuracy_floor, resolve_profiles, with_constraints
 from edgeopt.search.report import status_line
-from edgeopt.search.space import resolve_space
+from edgeopt.search.space import reference_values, resolve_space, trial_pipeline
 from edgeopt.search.storage import safe
-from edgeopt.search.worker import WorkerJob, make_sampler, run_worker
+from edgeopt.search.worker import WorkerJob, make_sampler, run_quietly, run_worker, tflite_validation
+from edgeopt.validation import unpack_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,8 @@ def prepare(
     the profiles, the storage URL and the server. BadInput (exit 2, one line) for each mistake."""
 
     pipeline = load_pipeline(pipeline_file)
-    search = pipeline.search or SearchConfig()
-    params = resolve_space(pipeline, search)
+    search = with_constraints(pipeline, pipeline.search or SearchConfig())
+    params = resolve_space(pipeline, search, n_train=len(load_dataset(pipeline.data).x_train))
     resolve_profiles(pipeline, search)
     root = Path(build) / "search" / pipeline.name
     url = st.normalize_url(storage) if storage else st.default_url(root)
@@ -112,6 +116,7 @@ def create_study(prep: Prepared) -> Any:
     )
     if study.user_attrs.get("select") != s.select:
         study.set_user_attr("select", s.select)
+    st.ensure_reference(study, reference_values(prep.pipeline, prep.params))
     return study
 
 
@@ -181,10 +186,11 @@ def search(
         run_workers(job, workers, study)
     summary: dict[str, Any] = {}
     if report:
-        summary = write_report(prep, study, pipeline_file)
+        summary = write_report(prep, study, pipeline_file, t_acc)
     result = SearchResult(prep.out_dir, prep.storage_url, prep.study_name, summary)
     if report and result.best is None:
-        raise GateFailed(f"no trial of study {prep.study_name} met every constraint; see {prep.out_dir / 'trials.csv'}")
+        why = summary.get("why", "no trial met every constraint")
+        raise GateFailed(f"study {prep.study_name}: {why}; see {prep.out_dir / 'trials.csv'}")
     return result
 
 
@@ -248,28 +254,111 @@ def _child(job: Any) -> None:
         sys.exit(130)
 
 
-def write_report(prep: Prepared, study: Any, pipeline_file: str | Path) -> dict[str, Any]:
-    """Measure the test split once for the Pareto front and the chosen trial, write the outputs. The chosen
-    trial need not be on the front: the rule's metric (``select``) may be none of the objectives."""
+def write_report(prep: Prepared, study: Any, pipeline_file: str | Path, teacher_accuracy: float) -> dict[str, Any]:
+    """Choose ``best.yaml``'s trial (``selection.choose``: re-measuring the best candidates on k folds when the
+    validation split is too small for the difference that matters), measure the test split once for the
+    Pareto front, the pipeline as written and the chosen trial, and write the outputs. The chosen trial need
+    not be on the front: the rule's metric (``select``) may be none of the objectives."""
 
     study = _reload(prep, study)
+    trials = study.get_trials(deepcopy=False)
+    ref = report.reference(trials, reference_values(prep.pipeline, prep.params))
+    choice, plan = select(prep, study, trials, ref, teacher_accuracy)
+    chosen = next((t for t in trials if t.number == choice.chosen), None)
     measured = {t.number: t for t in report.pareto(study)}
-    chosen = report.choose(study.get_trials(deepcopy=False), prep.search.select)
-    if chosen is not None:
-        measured.setdefault(chosen.number, chosen)
-    test = test_accuracies(prep, [measured[n] for n in sorted(measured)])
+    for t in (chosen, ref):
+        if t is not None and t.state.name == "COMPLETE":
+            measured.setdefault(t.number, t)
+    test = test_results(prep, [measured[n] for n in sorted(measured)])
     command = f"edgeopt search {shlex.quote(str(pipeline_file))}"
     summary = report.write_outputs(
         study,
         prep.out_dir,
         search=prep.search,
         params=[p.name for p in prep.params],
-        test_accuracy=test,
+        test=test,
         source=str(pipeline_file),
         command=command,
+        reference=ref,
+        choice=choice,
+        plan=plan,
     )
-    log.info("search: %s; outputs in %s", report.status_line(study, prep.search.select), prep.out_dir)
+    log.info("search: %s; %s; outputs in %s", report.status_line(study, prep.search.select), choice.why, prep.out_dir)
     return summary
+
+
+def select(prep: Prepared, study: Any, trials: list[Any], ref: Any, teacher_accuracy: float) -> tuple[Any, dict]:
+    """The selection (``selection.choose``) and how it measured: on the validation split alone when it can
+    tell ``min_difference`` from chance, else on k folds of the training data (the plan, for the report)."""
+    data = load_dataset(prep.pipeline.data)
+    s = prep.search
+    n_val = len(data.x_val)
+    folds = selection.folds_needed(n_val, data.val_folds, s.min_difference, s.max_folds)
+    plan: dict[str, Any] = {
+        "validation_examples": n_val,
+        "min_difference_points": s.min_difference,
+        "examples_needed": examples_needed(s.min_difference),
+        "folds": folds,
+        "examples": n_val * folds,
+        "detectable_points": detectable_drop(n_val * folds),
+    }
+    plan["method"] = (
+        f"the validation split ({n_val:,} examples) tells {s.min_difference:g} point(s) from chance"
+        if n_val >= plan["examples_needed"]
+        else f"{folds} validation folds of the training data ({n_val * folds:,} examples; "
+        f"{plan['examples_needed']:,} would tell {s.min_difference:g} point(s) from chance)"
+        if folds > 1
+        else f"the validation split only ({n_val:,} examples; too small to tell {s.min_difference:g} point(s) from "
+        "chance, and no more folds allowed)"
+    )
+    maximize = Objective.parse(s.select).maximize
+    candidates = [c for t in trials if (c := report.candidate(t, s.select)) is not None]
+    reference = report.candidate(ref, s.select) if ref is not None else None
+    remeasure = Remeasure(prep, study, folds, trials) if folds > 1 else None
+    choice = selection.choose(
+        reference,
+        [c for c in candidates if reference is None or c.number != reference.number],
+        maximize=maximize,
+        floor=accuracy_floor(s, teacher_accuracy),
+        recheck=s.recheck,
+        remeasure=remeasure,
+    )
+    return choice, plan
+
+
+class Remeasure:
+    """A candidate's per-example outcomes on ``folds`` validation folds: fold 0 from its trial, each other
+    fold from the trial's pipeline run again with that fold held out (``data.val_fold``; every stage trains
+    again, on the other folds, so no example is scored by a model that trained on it). Kept in the study
+    (``fold:TRIAL:FOLD``), so a rerun or another machine does not run them again."""
+
+    def __init__(self, prep: Prepared, study: Any, folds: int, trials: list[Any]) -> None:
+        self.prep, self.study, self.folds = prep, study, folds
+        self.trials = {t.number: t for t in trials}
+
+    def __call__(self, cand: Any) -> Any | None:
+        t = self.trials[cand.number]
+        parts = [cand.correct]
+        full = PipelineConfig.model_validate(t.user_attrs["pipeline"])
+        for fold in range(1, self.folds):
+            key = f"fold:{t.number}:{fold}"
+            rec = self.study.user_attrs.get(key)
+            if rec is None:
+                cfg = trial_pipeline(full, [], light=True)
+                raw = cfg.model_dump(mode="json", exclude_unset=True)
+                raw["data"] = {**raw["data"], "val_fold": fold}
+                log.info("search: re-measuring trial %d on validation fold %d of %d", t.number, fold, self.folds)
+                out = self.prep.root / "trials" / f"{t.number:04d}" / f"fold{fold}"
+                try:
+                    manifest = run_quietly(PipelineConfig.model_validate(raw), out, str(self.prep.cache_dir))
+                    v = tflite_validation(manifest)
+                except (EdgeoptError, RuntimeError) as e:
+                    log.warning("search: trial %d could not be re-measured on fold %d: %s", t.number, fold, e)
+                    return None
+                rec = {"accuracy": v["accuracy"], "n": v["samples"], "correct": v["correct"]}
+                self.study.set_user_attr(key, rec)
+            parts.append(unpack_outcomes(rec["correct"], rec["n"]))
+        return np.concatenate(parts)
 
 
 def _reload(prep: Prepared, study: Any) -> Any:
@@ -286,15 +375,16 @@ def _reload(prep: Prepared, study: Any) -> Any:
     return study
 
 
-def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
-    """Top-1 of each trial's .tflite on the test split (LiteRT, in a child process), through the one
-    validation path (``validate_artifact``), cached by the bytes and the data in the search's cache."""
-    out: dict[int, float] = {}
+def test_results(prep: Prepared, trials: list[Any]) -> dict[int, dict[str, Any]]:
+    """Top-1 of each trial's .tflite on the test split (LiteRT, in a child process) and which examples it
+    got right, through the one validation path (``validate_artifact``), cached by the bytes and the data in
+    the search's cache."""
+    out: dict[int, dict[str, Any]] = {}
     if not trials:
         return out
     data = load_dataset(prep.pipeline.data)
     cache = StageCache(prep.cache_dir)
-    config = ValidateConfig(split=Split.test, latency=False, cross_check=False)
+    config = ValidateConfig(split=Split.test, latency=False, cross_check=False, outcomes=True)
     for t in trials:
         path = Path(t.user_attrs.get("tflite", ""))
         if not path.is_file():
@@ -302,5 +392,5 @@ def test_accuracies(prep: Prepared, trials: list[Any]) -> dict[int, float]:
             continue
         v, _ = validate_artifact(path.read_bytes(), data, config, name=path.name, cache=cache)
         if v.get("accuracy") is not None:
-            out[t.number] = float(v["accuracy"])
+            out[t.number] = {"accuracy": float(v["accuracy"]), "n": v["samples"], "correct": v.get("correct")}
     return out

@@ -28,7 +28,7 @@ from edgeopt.runtimes import litert
 from edgeopt.runtimes import vela as vela_rt
 from edgeopt.runtimes.isolate import ChildFailed, run_task
 from edgeopt.stages._common import predict
-from edgeopt.validation import SCHEMA, Measurements, ValidationResult
+from edgeopt.validation import SCHEMA, Measurements, ValidationResult, pack_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,8 @@ def _accuracy(
         outputs_finite=bool(np.isfinite(out).all()),
         predicted_classes=int(len(np.unique(pred))),
     )
+    if config.outcomes:
+        metrics["correct"] = pack_outcomes(pred == y)
     if keras_model is not None:
         k_out = predict(keras_model, x)
         k_pred = np.argmax(k_out, axis=-1)

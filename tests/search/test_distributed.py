@@ -15,6 +15,9 @@ import pytest
 from tests.search.conftest import env, search_cmd, write_pipeline
 
 
+RUNNING = (optuna.trial.TrialState.RUNNING,)
+
+
 def _study(url: str) -> optuna.Study:
     return optuna.load_study(study_name="digits_search", storage=url)
 
@@ -107,8 +110,8 @@ def test_database_gone_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypa
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and w.poll() is None and not _study(url).trials:
+    deadline = time.monotonic() + 300  # until the worker runs a trial (trial 0 waits in the study from the start)
+    while time.monotonic() < deadline and w.poll() is None and not _study(url).get_trials(states=RUNNING):
         time.sleep(0.2)
     postgres.stop()
     try:

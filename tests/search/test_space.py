@@ -36,10 +36,13 @@ def test_apply_sets_values_and_drops_steps(pipe):
     profiles = objectives.resolve_profiles(pipe, pipe.search)
     run = space.trial_pipeline(cfg, profiles)
     assert [s.stage for s in run.steps] == ["distill", "prune", "convert", "validate"] and run.baseline is None
-    assert run.on_regression.value == "continue"  # a trial measures what its parameters make: no model swap
+    assert run.on_regression.value == "keep_best"  # the file's policy: what export of best.yaml does too
     check = run.steps[-1]  # one validation of the trial's .tflite, on the validation split, no test-split gates
     assert check.split.value == "val" and check.profiles == ["cortex-m7-512k"] and check.max_step_diff == 2
     assert check.max_accuracy_drop is None and check.latency is False  # no LiteRT profile: no host latency
+    assert check.outcomes  # which examples it got right: the paired tests
+    light = space.trial_pipeline(cfg, profiles, light=True)  # a rung or a fold: accuracy only
+    assert light.steps[-1].profiles == [] and not light.steps[-1].cross_check and light.steps[-1].split.value == "val"
 
 
 def test_indexed_step_and_range(pipe):
@@ -55,17 +58,109 @@ def test_indexed_step_and_range(pipe):
     assert ps[0].step == 4
 
 
-def test_default_space_comes_from_the_steps(pipe):
-    names = set(space.default_space(pipe))
+def test_default_space_comes_from_the_steps_around_their_values(pipe):
+    sp = space.default_space(pipe)
     # cortex-m7-512k is an MCU (int8 only): the quantization is not searched.
-    assert names == {
+    assert set(sp) == {
         "distill.width",
+        "distill.epochs",
         "prune.final_sparsity",
         "prune.dense_share",
         "prune.block",
+        "prune.epochs",
         "cluster.clusters",
+        "cluster.epochs",
         "qat",
+        "qat.epochs",
     }
+    # the file: distill width 0.5 for 25 epochs, prune to 0.5 for 2 epochs, 8 clusters for 1 epoch, qat 1 epoch
+    assert sp["distill.width"] == [0.375, 0.5, 0.75] and sp["distill.epochs"] == [25, 50, 75]
+    r = sp["prune.final_sparsity"]
+    assert (r.low, r.high, r.step) == (0.4, 0.6, 0.05)  # 10 points either side of 0.5, not 0.5-0.9
+    assert sp["prune.epochs"] == [2, 4] and sp["cluster.epochs"] == [1, 2] and sp["qat.epochs"] == [1, 2]
+    assert sp["cluster.clusters"] == [4, 8, 16, None]
+
+
+def test_default_space_of_the_default_pipeline_scales_with_it_and_with_the_data():
+    from pathlib import Path
+
+    p = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "fashion_mnist.yaml")
+    big = space.default_space(p, n_train=54_000)
+    r = big["prune.final_sparsity"]
+    assert (r.low, r.high) == (0.7, 0.9) and big["cluster.clusters"] == [8, 16, 32, None]
+    # On 54,000 images the epochs decide the length (distill: 20 epochs = 8,440 steps > its floor of 3,000) ...
+    assert big["distill.epochs"] == [20, 40, 60] and "distill.min_steps" not in big
+    # ... on 1,293 digits the step floors do (20 epochs = 220 steps < 3,000): those are what is varied.
+    small = space.default_space(p, n_train=1_293)
+    assert small["distill.min_steps"] == [3000, 6000, 9000] and "distill.epochs" not in small
+    assert small["prune.min_steps"] == [2000, 4000] and small["qat.min_steps"] == [500, 1000]
+    # every parameter's choices hold the file's own value: the pipeline as written is in the space
+    params = space.resolve_space(p, SearchConfig(), n_train=1_293)
+    ref = space.reference_values(p, params)
+    assert ref["distill.min_steps"] == 3000 and ref["cluster.clusters"] == 16 and ref["qat"] is True
+    for q in params:
+        assert ref[q.name] in q.choices if q.choices is not None else q.range.low <= ref[q.name] <= q.range.high
+
+
+def test_a_given_space_is_widened_to_hold_the_file_values(pipe):
+    ps = {
+        p.name: p
+        for p in _params(
+            pipe,
+            space={
+                "prune.final_sparsity": {"low": 0.6, "high": 0.9, "step": 0.1},  # the file has 0.5
+                "cluster.clusters": [16, 32],  # the file has 8
+                "distill.epochs": {"low": 30, "high": 60},  # the file has 25
+            },
+        )
+    }
+    r = ps["prune.final_sparsity"].range
+    assert (r.low, r.high, r.step) == (0.5, 0.9, 0.1)
+    assert ps["cluster.clusters"].choices == (16, 32, 8)
+    assert (ps["distill.epochs"].range.low, ps["distill.epochs"].range.high) == (25, 60)
+    values = space.reference_values(pipe, list(ps.values()))
+    assert values == {"prune.final_sparsity": 0.5, "cluster.clusters": 8, "distill.epochs": 25}
+    # the values rebuild the file's own steps
+    cfg = space.apply(pipe, list(ps.values()), values)
+    assert [s.model_dump() for s in cfg.steps] == [s.model_dump() for s in pipe.steps]
+
+
+def test_rungs_shorten_only_the_fine_tuning(pipe):
+    assert space.rung_fractions(SearchConfig(), pipe) == [1 / 9, 1 / 3, 1]
+    assert space.rung_fractions(SearchConfig(rungs=2, reduction_factor=4), pipe) == [0.25, 1]
+    short = space.at_fidelity(pipe, 1 / 3)
+    lengths = {s.stage: s.epochs for s in short.steps if hasattr(s, "epochs")}
+    assert lengths == {"distill": 25, "prune": 1, "cluster": 1, "qat": 1}  # distill is not fine-tuning
+    from pathlib import Path
+
+    p = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "fashion_mnist.yaml")
+    short = space.at_fidelity(p, 1 / 9)
+    prune = next(s for s in short.steps if s.stage == "prune")
+    assert (prune.epochs, prune.min_steps) == (2, 223)  # 10 epochs / 9 rounded up, 2,000 steps / 9
+    # a pipeline with nothing to shorten has one rung
+    bare = pipe.model_copy(update={"steps": [s for s in pipe.steps if s.stage in ("distill", "convert", "validate")]})
+    assert space.rung_fractions(SearchConfig(), bare) == [1.0]
+
+
+def test_constraints_default_to_the_pipelines_own_gates(tmp_path, pipe):
+    from pathlib import Path
+
+    digits = load_pipeline(Path(__file__).resolve().parents[2] / "tests" / "data" / "digits.yaml")
+    s = objectives.with_constraints(digits, SearchConfig())
+    assert (s.max_accuracy_drop, s.min_accuracy) == (None, 0.5)  # digits.yaml's validate: min_accuracy 0.5
+    fashion = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "fashion_mnist.yaml")
+    assert objectives.with_constraints(fashion, SearchConfig()).max_accuracy_drop == 1.0
+    # given ones stay as given, null (no limit) included
+    assert objectives.with_constraints(fashion, SearchConfig(max_accuracy_drop=2.0)).max_accuracy_drop == 2.0
+    assert objectives.with_constraints(fashion, SearchConfig(max_accuracy_drop=None)).max_accuracy_drop is None
+    assert objectives.with_constraints(pipe, pipe.search).max_accuracy_drop == 15
+
+
+def test_stage_keys_match_steps_across_trials(pipe):
+    assert space.stage_keys(pipe) == ["distill", "prune", "cluster", "qat", "convert", "validate"]
+    ps = space.resolve_space(pipe, pipe.search)
+    cfg = space.apply(pipe, ps, {"prune.final_sparsity": 0.4, "cluster.clusters": None, "qat": False})
+    assert space.stage_keys(cfg) == ["distill", "prune", "convert", "validate"]
 
 
 def test_default_space_blocks_only_without_another_sparsity_pattern(pipe):
@@ -180,3 +275,14 @@ def test_cli_bad_input_is_exit_2_and_one_line(tmp_path):
     )
     assert r.exit_code == 2
     assert "--storage postgresql+psycopg://u@127.0.0.1:9/db: cannot connect" in r.output
+
+
+def test_the_fashion_search_file_starts_from_the_default_pipeline():
+    """make search-bench's Fashion-MNIST search: trial 0 is the default pipeline, so both files have the same
+    steps (and every trial reuses the default's cached student)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "pipelines"
+    default, searched = load_pipeline(root / "fashion_mnist.yaml"), load_pipeline(root / "search_fashion_mnist.yaml")
+    assert [s.model_dump() for s in searched.steps] == [s.model_dump() for s in default.steps]
+    assert searched.search is not None and searched.search.select == "gzip_bytes"
