@@ -475,6 +475,12 @@ def arm_gates(p: DeviceProfile, m: Measurements, failures: dict[str, str]) -> li
             deq = getattr(x, "output_max_abs_diff_dequantized", None)
             text = f"{threads} thread(s): {compare_detail(x)}"
             if getattr(x, "output_allowed", None) is not None:  # judged on the outputs too, at their own bound
+                unexplained = getattr(x, "output_unexplained_max_diff", None)
+                if unexplained is not None:
+                    text += (
+                        f"; outputs differ by up to {fmt(x.output_max_diff, 'steps')}, "
+                        f"{fmt(unexplained, 'steps')} beyond what the logits' difference explains through the softmax"
+                    )
                 text += f"; outputs allowed {fmt(x.output_allowed, 'steps')}"
             if extra is not None:
                 text += f"; {extra:,} of {x.values:,} output values differ" + (

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeopt import gates
-from edgeopt.stages.validate import _compare, first_divergence, relative_rms
+from edgeopt.stages.validate import _compare, compare_arm, first_divergence, relative_rms
 from edgeopt.tflite import requant_depths
 from edgeopt.validation import CrossCheck, Divergence
 
@@ -98,6 +98,74 @@ def test_the_logits_are_compared_when_both_runtimes_give_them():
     c = _compare(probs + 9, probs, ref_logits, ref_logits, s)  # softmax kernels 9 steps apart, logits equal
     assert c["compared"].startswith("logits") and c["max_diff"] == 0 and c["output_max_diff"] == 9 and c["agree"]
     assert c["depth"] == 3
+
+
+def softmax_outputs(q_logits: np.ndarray, logit_scale: float) -> np.ndarray:
+    """What an int8 SOFTMAX gives for these int8 logits (output scale 1/256, zero point -128), exactly rounded."""
+    z = q_logits.astype(np.float64) * logit_scale
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    return np.clip(np.round(p * 256) - 128, -128, 127).astype(np.int8)
+
+
+def softmax_chain(logit_scale: float) -> dict:
+    s = chain(["CONV_2D"] * 3 + ["SOFTMAX"])
+    s["logits"] = {"index": 3, "dtype": "int8", "scale": logit_scale, "zero_point": 0}
+    s["outputs"] = [{"dtype": "int8", "scale": 1 / 256, "zero_point": -128}]
+    return s
+
+
+def near_ties(n: int = 200, seed: int = 0) -> np.ndarray:
+    """Logits whose two best classes are 0 to 3 steps apart: probabilities near 0.5, where they move most."""
+    rng = np.random.default_rng(seed)
+    x = np.full((n, 10), -80, np.int16)
+    x[:, 0] = 20
+    x[:, 1] = 20 - rng.integers(0, 4, n)
+    return x.astype(np.int8)
+
+
+def test_arm_outputs_that_follow_their_logits_agree():
+    """The phone check against XNNPACK on x86: logits one step apart (within the bound) move probabilities by
+    many output steps at a coarse logit scale; that part of the outputs' difference is the logits', and the
+    softmax kernels computed the same, so the run agrees (the int4 flash-first model: 2 logit steps, 21 in
+    the outputs)."""
+    scale = 0.3
+    s = softmax_chain(scale)
+    ref_logits = near_ties()
+    arm_logits = ref_logits.copy()
+    arm_logits[::3, 0] -= 1  # one step on a third of the examples
+    ref, arm = softmax_outputs(ref_logits, scale), softmax_outputs(arm_logits, scale)
+    c = compare_arm(arm, ref, arm_logits, ref_logits, s, 2, same_kernels=True)
+    assert c["output_max_diff"] >= 15 and c["logits_max_diff"] == 1  # 0.3/4 of a probability: ~19 steps
+    assert c["output_unexplained_max_diff"] <= 1 and c["agree"] and c["compared"] == "output and logits"
+    assert c["max_diff"] == 1
+    text = gates.compare_detail(CrossCheck.model_validate(c))
+    assert "max difference 1 step in the output and logits" in text
+
+
+def test_arm_softmax_that_parts_from_its_logits_fails():
+    """The same logits on both sides but outputs 5 steps apart: no logit explains it, a softmax kernel does."""
+    scale = 0.3
+    s = softmax_chain(scale)
+    ref_logits = near_ties()
+    ref = softmax_outputs(ref_logits, scale)
+    arm = np.clip(ref.astype(int) + 5, -128, 127).astype(np.int8)
+    c = compare_arm(arm, ref, ref_logits, ref_logits, s, 2, same_kernels=True)
+    assert c["output_unexplained_max_diff"] == 5 and not c["agree"] and c["max_diff"] == 5
+    # against the reference kernels (another softmax algorithm) only the logits are judged
+    c = compare_arm(arm, ref, ref_logits, ref_logits, s, 2, same_kernels=False)
+    assert c["agree"] and "output_unexplained_max_diff" not in c
+
+
+def test_arm_logits_beyond_their_bound_fail_whatever_the_outputs():
+    scale = 0.3
+    s = softmax_chain(scale)
+    ref_logits = near_ties()
+    arm_logits = ref_logits.copy()
+    arm_logits[:, 2] = 10  # a third class 10 steps up on every example: beyond the 2 allowed
+    ref, arm = softmax_outputs(ref_logits, scale), softmax_outputs(arm_logits, scale)
+    c = compare_arm(arm, ref, arm_logits, ref_logits, s, 2, same_kernels=True)
+    assert c["logits_max_diff"] == 90 and not c["agree"]
 
 
 def tensors(noise: dict[int, float], n: int = 6) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
