@@ -88,8 +88,7 @@ def _compare(
     ta, tb = (a_logits, b_logits) if use_logits else (a, b)
     assert ta is not None and tb is not None
     index = logits_detail["index"] if use_logits else structure.get("output_index", -1)
-    depth = tfl.requant_depths(structure).get(index, len(structure["ops"]))
-    allowed = fixed_steps if fixed_steps is not None else judging.allowed_steps(depth)
+    depth, allowed = _bound(structure, index, fixed_steps)
     d_out = _max_diff(a, b, integer)
     d = _max_diff(ta, tb, integer)
     flips, unexplained = _flips(ta, tb, allowed)
@@ -120,6 +119,13 @@ def _compare(
     if use_logits:
         c["logits_max_diff"] = d
     return c
+
+
+def _bound(structure: dict[str, Any], index: int, fixed_steps: int | None) -> tuple[int, int]:
+    """(the requantizing depth of tensor ``index``, the steps two runtimes may differ by there):
+    ``gates.allowed_steps`` of that depth, or ``fixed_steps``."""
+    depth = tfl.requant_depths(structure).get(index, len(structure["ops"]))
+    return depth, fixed_steps if fixed_steps is not None else judging.allowed_steps(depth)
 
 
 def _flips(a: np.ndarray, b: np.ndarray, allowed: float) -> tuple[int, int]:
@@ -456,14 +462,14 @@ def compare_arm(
     c = _compare(a, b, a_logits, b_logits, structure, fixed_steps)
     c.update(phone_check.differences(a, b, a_logits, b_logits, structure["outputs"][0]))
     if same_kernels and c["compared"] != "output":
-        out = _compare(a, b, None, None, structure, fixed_steps)
+        _, output_allowed = _bound(structure, structure.get("output_index", -1), fixed_steps)
         assert a_logits is not None and b_logits is not None  # compared on the logits
         unexplained = softmax_unexplained(a, b, a_logits, b_logits, structure["logits"], structure["outputs"][0])
         c.update(
             compared="output and logits",
-            agree=c["agree"] and unexplained <= out["allowed"],
+            agree=c["agree"] and unexplained <= output_allowed,
             max_diff=max(c["max_diff"], unexplained),
-            output_allowed=out["allowed"],
+            output_allowed=output_allowed,
             output_unexplained_max_diff=unexplained,
         )
     return c
