@@ -14,7 +14,6 @@ import pytest
 
 from tests.search.conftest import env, search_cmd, write_pipeline
 
-
 RUNNING = (optuna.trial.TrialState.RUNNING,)
 
 
