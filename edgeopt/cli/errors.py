@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from edgeopt import interrupt
 from edgeopt.cli import render
 from edgeopt.errors import EdgeoptError
 
@@ -27,9 +28,11 @@ def command(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with render.session(quiet=bool(kwargs.get("quiet", False))):
+        with render.session(quiet=bool(kwargs.get("quiet", False))), interrupt.catching():
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                interrupt.check()  # a Ctrl-C that a finalizer swallowed after the last stage
+                return result
             except EdgeoptError as e:
                 render.error(str(e))
                 raise typer.Exit(e.exit_code) from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt import htmlreport, metadata, pipeline, report, tflite_diet
+from edgeopt import htmlreport, interrupt, metadata, pipeline, report, tflite_diet
 from edgeopt.artifacts import gzip_size, sha256_bytes, write_bytes, write_json
 from edgeopt.errors import EdgeoptError, GateFailed, RuntimeCrash
 from edgeopt.export import android, embedded, mcu
@@ -94,6 +94,7 @@ def export(
         if not mpath.is_file():
             raise
         run, error = RunManifest.model_validate_json(mpath.read_text()), e
+    interrupt.check()  # nothing is written after a Ctrl-C
     status = BundleStatus.passed if error is None else BundleStatus.failed
     final = target if error is None else target.with_name(target.name + ".failed")
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt import interrupt
 from edgeopt.artifacts import load_model, save_model, write_json
 from edgeopt.data import load_dataset
 from edgeopt.errors import BadInput, GateFailed, RuntimeCrash
@@ -125,6 +126,7 @@ def run(
         log.warning("stage guard: %s", why)
     records, reused = [teacher_record(config, t_hash, teacher_info)], []
     for step in steps:
+        interrupt.check()
         if step.index:
             log.info("step %d/%d: %s", step.index, len(config.steps), step.name)
         folder = root / step.folder_name

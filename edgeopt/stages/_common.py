@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import progress
+from edgeopt import interrupt, progress
 from edgeopt._keras import keras, tfmot
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput
@@ -304,6 +304,7 @@ def progress_callback(description: str, epochs: int, steps: int) -> Any:
             self._epoch = epoch
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            interrupt.check()
             self._done += 1
             self._advance(1, f"epoch {self._epoch + 1}/{epochs} {progress.format_logs(logs)}")
 
