@@ -65,8 +65,10 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def embed(content: bytes, name: str, payload: bytes) -> bytes:
+def embed(content: bytes, name: str, payload: bytes, *, shared: bool = False) -> bytes:
     """A copy of the .tflite with metadata entry ``name`` set to ``payload`` (replaced if present).
+    ``shared``: equal vectors written once, as the flatbuffer diet writes them (``content`` came out of
+    the diet; re-packing it the plain way would store its shared vectors once per use again).
 
     Deterministic: the same model and payload give the same bytes."""
     from ai_edge_litert import schema_py_generated as schema
@@ -82,6 +84,10 @@ def embed(content: bytes, name: str, payload: bytes) -> bytes:
     entry.name = name
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
+    if shared:
+        from edgeopt.tflite_diet import serialize
+
+        return serialize(model, shared=True)
     builder = _AlignedBuilder(len(content) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

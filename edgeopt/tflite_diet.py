@@ -74,7 +74,7 @@ def diet(
     if any(getattr(b, "offset", 0) for b in model.buffers or []):
         raise BadInput("the diet does not handle models with buffers outside the flatbuffer (over 2 GB)")
     report = DietReport(len(content), len(content), [c for c in CUTS if c in cuts])
-    size = len(_write(model, shared=False))  # the same model re-serialised: what the cuts are measured from
+    size = len(serialize(model, shared=False))  # the same model re-serialised: what the cuts are measured from
     for cut in report.cuts:
         if cut == "names":
             _cut_names(model)
@@ -84,10 +84,10 @@ def diet(
             report.metadata_removed = _cut_metadata(model, set(RUNTIME_METADATA) | set(keep_metadata))
         elif cut == "buffers":
             _cut_buffers(model)
-        new = len(_write(model, shared="shared" in report.cuts[: report.cuts.index(cut) + 1]))
+        new = len(serialize(model, shared="shared" in report.cuts[: report.cuts.index(cut) + 1]))
         report.saved_by_cut[cut] = size - new
         size = new
-    out = _write(model, shared="shared" in report.cuts)
+    out = serialize(model, shared="shared" in report.cuts)
     report.bytes_after = len(out)
     # what re-serialising alone changed (alignment, field order) counts with the first cut
     if report.cuts:
@@ -142,7 +142,7 @@ def _cut_buffers(model: Any) -> None:
 # ---- writing ------------------------------------------------------------------------------------
 
 
-def _write(model: Any, *, shared: bool) -> bytes:
+def serialize(model: Any, *, shared: bool) -> bytes:
     """Serialise ``model``: buffer data 16-byte aligned (the converter's ``force_align``), other vectors at
     their natural alignment; with ``shared``, equal vectors and quantization tables written once."""
     from ai_edge_litert import schema_py_generated as schema

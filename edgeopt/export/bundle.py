@@ -156,7 +156,7 @@ def write_bundle(
         if diet:  # what no runtime reads, cut; repeated vectors stored once (edgeopt.tflite_diet)
             slim, cut = tflite_diet.diet(content)
             diet_rec = DietRecord(**cut.to_dict(), sha256_after=sha256_bytes(slim))
-        image = embedded.with_manifest_ref(run, content, into=slim)
+        image = embedded.with_manifest_ref(run, content, into=slim, shared=diet_rec is not None)
         info = inspect(image)
         arena = mcu.arena(validations.get(mcu_art.name), content)
         path = mcu.write_mcu(root, name, image, info, arena, run, diet_rec.saved if diet_rec else None)

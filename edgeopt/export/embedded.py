@@ -103,8 +103,9 @@ def with_manifest(run: RunManifest, art: ArtifactRecord, content: bytes) -> byte
     return metadata.embed(content, metadata.MANIFEST_ENTRY, payload)
 
 
-def with_manifest_ref(run: RunManifest, content: bytes, into: bytes | None = None) -> bytes:
+def with_manifest_ref(run: RunManifest, content: bytes, into: bytes | None = None, *, shared: bool = False) -> bytes:
     """The MCU image: ``content`` (the converter's bytes, which the reference names) with only the manifest
-    reference; ``into``: the bytes to embed it in instead (``content`` after the flatbuffer diet)."""
+    reference; ``into``: the bytes to embed it in instead (``content`` after the flatbuffer diet);
+    ``shared``: written as the diet writes (equal vectors once), so that embedding keeps what it saved."""
     payload = metadata.manifest_bytes(manifest_ref(run, content).to_json())
-    return metadata.embed(content if into is None else into, metadata.MANIFEST_REF_ENTRY, payload)
+    return metadata.embed(content if into is None else into, metadata.MANIFEST_REF_ENTRY, payload, shared=shared)

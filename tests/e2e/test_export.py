@@ -367,6 +367,8 @@ def test_mcu_image_is_the_converter_bytes_plus_a_small_reference(first):
     assert set(metadata.read_all(image)) == {metadata.MANIFEST_REF_ENTRY} != set(metadata.read_all(built))
     diet = next(x for x in m["models"] if x["role"] == "mcu")["diet"]
     assert diet["bytes_before"] == len(built) and diet["saved"] > 0 and diet["bytes_after"] < len(built)
+    # ... and embedding the reference keeps what it saved (the diet's bytes plus the reference and its entry)
+    assert diet["bytes_after"] < len(image) <= diet["bytes_after"] + len(ref_payload) + 128
 
     data = load_dataset("digits")
     x = data.x_test[:60]
