@@ -202,15 +202,8 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
         teacher_info = train_keras3_teacher(teacher_path, pair.data, pair.teacher, seed=SEEDS[0])
     runs = []
     for seed in seeds:
-        cfg = pipeline_for(pair, seed, teacher_path)
         t = time.time()
-        try:
-            result = export(cfg, out / f"{pair.name}-s{seed}", build_dir=build / f"{pair.name}-s{seed}", strict=True)
-            manifest = result.manifest
-        except (GateFailed, RuntimeCrash) as e:
-            log.warning("%s seed %d: %s", pair.name, seed, e)
-            failed = out / f"{pair.name}-s{seed}.failed" / "manifest.json"
-            manifest = BundleManifest.model_validate_json(failed.read_text())
+        manifest = export_run(pair, seed, teacher_path, out, build)
         runs.append(figures(manifest, seed, time.time() - t))
     return {
         "pair": pair.name,
@@ -221,6 +214,17 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
         "runs": runs,
         "minutes": round((time.time() - started) / 60, 2),
     }
+
+
+def export_run(pair: Pair, seed: int, teacher_path: Path, out: Path, build: Path) -> BundleManifest:
+    """One strict ``edgeopt export`` of the pair at ``seed``: the bundle's manifest, passed or failed."""
+    cfg = pipeline_for(pair, seed, teacher_path)
+    try:
+        return export(cfg, out / f"{pair.name}-s{seed}", build_dir=build / f"{pair.name}-s{seed}", strict=True).manifest
+    except (GateFailed, RuntimeCrash) as e:
+        log.warning("%s seed %d: %s", pair.name, seed, e)
+        failed = out / f"{pair.name}-s{seed}.failed" / "manifest.json"
+        return BundleManifest.model_validate_json(failed.read_text())
 
 
 def _cross(gates: list[dict[str, Any]], gate: str) -> str | None:
@@ -321,6 +325,12 @@ def markdown(r: dict[str, Any]) -> str:
         )
     notes = [f"- {p['title']}: {p['note']}" for p in r["pairs"] if p["note"]]
     lines += ["", *notes, "", f"Whole suite: {r['minutes']:.1f} minutes (target {t['max_minutes']:g})."]
+    if r.get("rebundled"):
+        lines.append(
+            f"Bundles written again at {r['rebundled']['commit']} ({r['rebundled']['at']}) from the run's own stage "
+            "folders (`--rebundle`: every stage reused, accuracies checked equal); the bytes are the new bundles', "
+            "suite.json keeps the earlier ones as `bytes_before_rebundle`."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +359,38 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
     return r
 
 
+def rebundle(out: Path, build: Path) -> dict[str, Any]:
+    """The bundles of the last run (``out/suite.json``) written again from its stage folders, every stage
+    reused, nothing trained: for a change in the bundle writer alone. Stops if a run's shipped accuracy
+    differs from the last run's (its stages were not the same). Minutes stay the full run's."""
+    r = json.loads((out / "suite.json").read_text())
+    targets = load_targets()
+    for res in r["pairs"]:
+        pair = next(p for p in PAIRS if p.name == res["pair"])
+        teacher_path = build / "models" / f"{pair.name}.keras"
+        runs = []
+        for old in res["runs"]:
+            m = export_run(pair, old["seed"], teacher_path, build / "dist", build)
+            new = figures(m, old["seed"], old["minutes"] * 60)
+            if new["accuracy"] != old["accuracy"] or new["reverted"] != old["reverted"]:
+                raise RuntimeError(f"{pair.name} seed {old['seed']}: the stages were not the last run's")
+            new["bytes_before_rebundle"] = old.get("bytes_before_rebundle", old["bytes"])
+            new["gzip_bytes_before_rebundle"] = old.get("gzip_bytes_before_rebundle", old["gzip_bytes"])
+            runs.append(new)
+        res["runs"] = runs
+        res["summary"] = summarize(res, targets)
+    r["rebundled"] = {"commit": _commit(), "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    r["all_met"] = all(p["summary"]["met"] for p in r["pairs"]) and r["minutes"] <= targets["max_minutes"]
+    write_json(out / "suite.json", r)
+    write_results_md(out / "suite.md", markdown(r))
+    return r
+
+
+def _commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench"), help="where suite.md and suite.json go")
@@ -356,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--pair", action="append", help="run only this pair (repeatable)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--rebundle", action="store_true", help="the last run's bundles again from its stage folders")
     ap.add_argument("--keras3-teacher", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -364,10 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from edgeopt.cli import render
 
-    if args.build.exists() and not args.pair:
+    if args.build.exists() and not args.pair and not args.rebundle:
         shutil.rmtree(args.build)  # from scratch: no stage of an earlier run is reused
     with render.session(quiet=args.quiet):
-        r = run_suite(args.out, args.build, args.seeds, args.pair)
+        r = rebundle(args.out, args.build) if args.rebundle else run_suite(args.out, args.build, args.seeds, args.pair)
         render.text_file(args.out / "suite.md")
     return 0 if r["all_met"] else 1
 
