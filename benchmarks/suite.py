@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from benchmarks._report import write_results_md
-from edgeopt import hostinfo
+from edgeopt import hostinfo, tflite_diet
 from edgeopt.artifacts import write_json
 from edgeopt.config import DataConfig
 from edgeopt.data import FASHION_CLASSES, load_dataset
@@ -204,7 +204,7 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
     for seed in seeds:
         t = time.time()
         manifest = export_run(pair, seed, teacher_path, out, build)
-        runs.append(figures(manifest, seed, time.time() - t))
+        runs.append(figures(manifest, seed, time.time() - t, build / f"{pair.name}-s{seed}"))
     return {
         "pair": pair.name,
         "title": pair.title,
@@ -236,14 +236,18 @@ def _cross(gates: list[dict[str, Any]], gate: str) -> str | None:
     return f"{worst['measured']:g}/{worst['budget']:g}"
 
 
-def figures(m: BundleManifest, seed: int, seconds: float) -> dict[str, Any]:
+def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | None = None) -> dict[str, Any]:
     """What the table reports of one run: accuracies, sizes and ratios of the shipped model (the MCU image:
-    what flash stores), reverted stages, cross-checks."""
+    what flash stores) and how many of its bytes are weights (from the run's ``build_root``), reverted
+    stages, cross-checks."""
     shipped = m.model("mcu") or m.model("android")
     assert shipped is not None, "a bundle ships a model"
     base = m.baseline
     art = next(a for a in m.artifacts if a.path == shipped.build_artifact)
     gates = art.gates
+    weights = None
+    if build_root is not None and (build_root / art.path).is_file():
+        weights = tflite_diet.anatomy((build_root / art.path).read_bytes())["weights"]
     return {
         "seed": seed,
         "passed": m.passed,
@@ -255,6 +259,7 @@ def figures(m: BundleManifest, seed: int, seconds: float) -> dict[str, Any]:
         "teacher_bytes": base.bytes if base else None,
         "teacher_gzip_bytes": base.gzip_bytes if base else None,
         "bytes": shipped.bytes,
+        "weight_bytes": weights,  # weight and bias buffers: the same in the converter's bytes and the image
         "gzip_bytes": shipped.gzip_bytes,
         "raw_ratio": base.bytes / shipped.bytes if base else None,
         "gzip_ratio": base.gzip_bytes / shipped.gzip_bytes if base else None,
@@ -295,6 +300,22 @@ def _f(v: Any, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def _why(p: dict[str, Any], missed: list[str]) -> str:
+    """For a size target missed: how much of the shipped image is weights (what compression can shrink)."""
+    runs = p["runs"]
+    if not any("smaller" in k for k in missed) or any(r.get("weight_bytes") is None for r in runs):
+        return ""
+    w = statistics.fmean(r["weight_bytes"] for r in runs)
+    b = statistics.fmean(r["bytes"] for r in runs)
+    t = statistics.fmean(r["teacher_bytes"] for r in runs)
+    if w >= b / 2:
+        return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes)"
+    return (
+        f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes, the rest per-layer scales, zero points and "
+        f"flatbuffer tables, which no weight compression shrinks; the float32 teacher is {t:,.0f} bytes)"
+    )
+
+
 def markdown(r: dict[str, Any]) -> str:
     t = r["targets"]
     lines = [
@@ -321,7 +342,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_f(s['drop_points'], '+.2f')} | {_f(s['bytes'], ',.0f')} ({_f(s['raw_ratio'], '.1f')}x) | "
             f"{_f(s['gzip_bytes'], ',.0f')} ({_f(s['gzip_ratio'], '.1f')}x) | {s['passed_runs']}/{len(p['runs'])} | "
             f"{', '.join(reverted)} | {cross} | {p['minutes']:.1f} | "
-            f"{'met' if s['met'] else 'missed: ' + '; '.join(missed)} |"
+            f"{'met' if s['met'] else 'missed: ' + '; '.join(missed) + _why(p, missed)} |"
         )
     notes = [f"- {p['title']}: {p['note']}" for p in r["pairs"] if p["note"]]
     lines += ["", *notes, "", f"Whole suite: {r['minutes']:.1f} minutes (target {t['max_minutes']:g})."]
@@ -371,7 +392,7 @@ def rebundle(out: Path, build: Path) -> dict[str, Any]:
         runs = []
         for old in res["runs"]:
             m = export_run(pair, old["seed"], teacher_path, build / "dist", build)
-            new = figures(m, old["seed"], old["minutes"] * 60)
+            new = figures(m, old["seed"], old["minutes"] * 60, build / f"{pair.name}-s{old['seed']}")
             if new["accuracy"] != old["accuracy"] or new["reverted"] != old["reverted"]:
                 raise RuntimeError(f"{pair.name} seed {old['seed']}: the stages were not the last run's")
             new["bytes_before_rebundle"] = old.get("bytes_before_rebundle", old["bytes"])
