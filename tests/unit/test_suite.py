@@ -78,18 +78,34 @@ def test_the_pairs_use_the_default_pipeline_changed_only_in_name_data_and_teache
         assert (cfg.teacher.train is None) == bool(pair.teacher.get("keras3"))
 
 
+def _idx(path, arr: np.ndarray) -> None:
+    import gzip
+
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + arr.astype(np.uint8).tobytes())
+
+
 def test_fashion_32x32x3_is_padded_and_tiled(tmp_path, monkeypatch):
+    """From IDX files like the dataset's (read by edgeopt's own reader): the pixels keep their 0..255 values,
+    and edgeopt's npz loader gives the same [0, 1] images as the 28x28 dataset, padded and tiled."""
     from edgeopt import data
 
-    x = np.arange(2 * 28 * 28).reshape(2, 784) % 256
+    x = (np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256).astype(np.uint8)
+    for name, arr in zip(data.FASHION_FILES, (x[:2], np.array([1, 2]), x[2:], np.array([3])), strict=True):
+        _idx(tmp_path / name, arr)
     monkeypatch.setattr(data, "find_fashion_mnist", lambda: tmp_path)
-    monkeypatch.setattr(data, "_read_fashion", lambda _: (x, np.array([1, 2]), x[:1], np.array([3])))
     path = tmp_path / "f.npz"
     suite.make_npz("fashion32x3", path)
     with np.load(path) as z:
         assert z["x_train"].shape == (2, 32, 32, 3) and z["x_test"].shape == (1, 32, 32, 3)
-        assert (z["x_train"][:, :2] == 0).all() and (z["x_train"][0, 2:30, 2:30, 1] == x[0].reshape(28, 28)).all()
+        assert (z["x_train"][:, :2] == 0).all() and (z["x_train"][0, 2:30, 2:30, 1] == x[0]).all()
+        assert z["x_test"].max() == 255 and list(z["y_train"]) == [1, 2]
         assert list(z["class_names"])[0] == "T-shirt/top"
+    d = data.load_dataset(data.DataConfig(name=f"npz:{path}", val_fraction=0.5))
+    images = np.concatenate([d.x_train, d.x_val])
+    assert images.shape[1:] == (32, 32, 3) and images.max() == 1.0  # scaled once, to [0, 1]
+    assert np.allclose(d.x_test[0, 2:30, 2:30, 0], x[2] / 255.0)
 
 
 def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
@@ -100,3 +116,22 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
     assert suite._why({"runs": big}, missed) == " (the image's weights are 30,000 of its 40,000 bytes)"
     assert suite._why({"runs": small}, ["at most 1 point below the teacher"]) == ""  # not a size target
     assert suite._why({"runs": [run(42, acc=0.915)]}, missed) == ""  # weights not measured
+
+
+def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypatch):
+    import json
+
+    def made_up(pair, out, build, seeds):
+        return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
+                "minutes": 5.0}  # fmt: skip
+
+    monkeypatch.setattr(suite, "run_pair", made_up)
+    monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
+    first = suite.run_suite(tmp_path, tmp_path / "build", [42, 43])
+    assert [p["pair"] for p in first["pairs"]] == [p.name for p in suite.PAIRS] and "rerun" not in first["pairs"][0]
+    again = suite.run_suite(tmp_path, tmp_path / "build", [42, 43], only=["resnet8"])
+    assert [p["pair"] for p in again["pairs"]] == [p.name for p in suite.PAIRS]
+    assert [p["pair"] for p in again["pairs"] if p.get("rerun")] == ["resnet8"]
+    assert again["minutes"] == 5.0 * len(suite.PAIRS)
+    assert json.loads((tmp_path / "suite.json").read_text())["pairs"][2]["rerun"]
+    assert "run again alone at" in (tmp_path / "suite.md").read_text()
