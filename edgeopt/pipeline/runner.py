@@ -120,6 +120,8 @@ def run(
         config, root, data, teacher, t_hash, model=teacher, model_hash=t_hash, cache=cache, context=context
     )
     correct = _val_correct(teacher, data)  # which validation examples the current model gets right
+    if correct is not None and (why := at_chance(correct, data.y_val)):
+        log.warning("teacher: %s", why)
     if any(_guarded(config, s) for s in steps) and (
         why := guard.split_warning(len(data.x_val), config.regression_tolerance)
     ):
@@ -228,6 +230,21 @@ def _val_correct(model: Any, data: Any) -> np.ndarray | None:
     from edgeopt.stages._common import predict  # lazy: imports TensorFlow
 
     return np.argmax(predict(model, data.x_val), axis=-1) == data.y_val
+
+
+def at_chance(correct: np.ndarray, labels: np.ndarray) -> str | None:
+    """Why a model whose validation results are ``correct`` has learned nothing, or None: its accuracy is
+    not above always answering the commonest class by more than two standard errors."""
+    n = len(correct)
+    base = np.bincount(labels).max() / n if n else 0.0
+    acc = float(np.mean(correct)) if n else 0.0
+    if n == 0 or acc > base + 2 * np.sqrt(max(base * (1 - base), 1e-12) / n):
+        return None
+    return (
+        f"{acc:.2%} on {n} validation examples, no better than always answering the commonest class "
+        f"({base:.2%}): it has not learned this data (check the input scaling and the labels); every stage "
+        "after it starts from nothing"
+    )
 
 
 def _materialize(entry: Path, folder: Path) -> None:

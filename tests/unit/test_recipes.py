@@ -140,3 +140,18 @@ def test_fine_tuning_keeps_batchnorm_as_trained(digits):
         after = {n: r.model.get_layer(n).get_weights() for n in names}
         same = all(np.array_equal(a, b) for n in names for a, b in zip(trained[n], after[n], strict=True))
         assert same is freeze
+
+
+def test_a_teacher_at_chance_is_named():
+    """A teacher that learned nothing (the suite's first ResNet-8, fed nearly blank images) is named before
+    any stage runs on it; a weak but real one is not."""
+    from edgeopt.pipeline.runner import at_chance
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 2000)
+    blind = labels == 3  # always answers class 3: about 10%
+    why = at_chance(blind, labels)
+    assert why is not None and "commonest class" in why and "input scaling" in why
+    weak = rng.random(2000) < 0.2  # 20% on ten classes: learned something
+    assert at_chance(weak, labels) is None
+    assert at_chance(np.array([], bool), np.array([], np.int64)) is None
