@@ -242,6 +242,15 @@ def _cross(gates: list[dict[str, Any]], gate: str) -> str | None:
     return f"{worst['measured']:g}/{worst['budget']:g}"
 
 
+def _sparsity(m: BundleManifest) -> float | None:
+    """The model's sparsity after the prune stage (0 when the guard kept its input), None without one."""
+    for st in m.stages:
+        if st.name == "prune":
+            kept = st.guard is not None and st.guard.action == "kept the input"
+            return 0.0 if kept else st.metrics.get("model_sparsity")
+    return None
+
+
 def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | None = None) -> dict[str, Any]:
     """What the table reports of one run: accuracies, sizes and ratios of the shipped model (the MCU image:
     what flash stores) and how many of its bytes are weights (from the run's ``build_root``), reverted
@@ -266,6 +275,7 @@ def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | Non
         "teacher_gzip_bytes": base.gzip_bytes if base else None,
         "bytes": shipped.bytes,
         "weight_bytes": weights,  # weight and bias buffers: the same in the converter's bytes and the image
+        "sparsity": _sparsity(m),  # of the whole model after pruning (thin layers left dense count)
         "gzip_bytes": shipped.gzip_bytes,
         "raw_ratio": base.bytes / shipped.bytes if base else None,
         "gzip_ratio": base.gzip_bytes / shipped.gzip_bytes if base else None,
@@ -314,11 +324,13 @@ def _why(p: dict[str, Any], missed: list[str]) -> str:
     w = statistics.fmean(r["weight_bytes"] for r in runs)
     b = statistics.fmean(r["bytes"] for r in runs)
     t = statistics.fmean(r["teacher_bytes"] for r in runs)
+    sp = [r["sparsity"] for r in runs if r.get("sparsity") is not None]
+    zeros = f", {statistics.fmean(sp):.0%} of the model's weights zero after pruning" if len(sp) == len(runs) else ""
     if w >= b / 2:
-        return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes)"
+        return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros})"
     return (
-        f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes, the rest per-layer scales, zero points and "
-        f"flatbuffer tables, which no weight compression shrinks; the float32 teacher is {t:,.0f} bytes)"
+        f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros}, the rest per-layer scales, zero points "
+        f"and flatbuffer tables, which no weight compression shrinks; the float32 teacher is {t:,.0f} bytes)"
     )
 
 

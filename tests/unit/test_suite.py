@@ -109,10 +109,13 @@ def test_fashion_32x32x3_is_padded_and_tiled(tmp_path, monkeypatch):
 
 
 def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
-    small = [{**run(s, acc=0.915, nbytes=40_000), "weight_bytes": 10_000} for s in (42, 43)]
+    small = [{**run(s, acc=0.915, nbytes=40_000), "weight_bytes": 10_000, "sparsity": 0.5} for s in (42, 43)]
     big = [{**run(s, acc=0.915, nbytes=40_000), "weight_bytes": 30_000} for s in (42, 43)]
     missed = ["at least 4x smaller raw"]
-    assert "weights are 10,000 of its 40,000 bytes, the rest per-layer" in suite._why({"runs": small}, missed)
+    assert (
+        "weights are 10,000 of its 40,000 bytes, 50% of the model's weights zero after pruning, the rest per-layer"
+        in suite._why({"runs": small}, missed)
+    )
     assert suite._why({"runs": big}, missed) == " (the image's weights are 30,000 of its 40,000 bytes)"
     assert suite._why({"runs": small}, ["at most 1 point below the teacher"]) == ""  # not a size target
     assert suite._why({"runs": [run(42, acc=0.915)]}, missed) == ""  # weights not measured
