@@ -1,10 +1,13 @@
-"""A Ctrl-C is never lost.
+"""A Ctrl-C is never lost in an edgeopt command.
 
 Python raises KeyboardInterrupt wherever the main thread next checks for signals. When that is inside a
 finalizer (``__del__`` or a weakref callback; TensorFlow runs many of them while it trains), Python prints
 "Exception ignored in ..." and drops the exception, and the run would go on to its end and exit 0.
-``catching()`` installs a SIGINT handler that remembers the signal as well as raising it; ``check()``,
-called at every stage boundary, every training batch and before a bundle is written, raises it again.
+``catching()`` (entered by every CLI command and every spawned search worker) installs a SIGINT handler that
+remembers the signal as well as raising it; ``check()``, called at every stage boundary, every training
+batch and before a bundle is put in place, raises it again. Code that calls edgeopt as a library and wants
+the same enters ``catching()`` itself; without it ``check()`` does nothing. Code that catches a Ctrl-C on
+purpose and carries on calls ``forget()``.
 """
 
 from __future__ import annotations
@@ -26,11 +29,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def catching() -> Iterator[None]:
     """While the block runs, a SIGINT is remembered until ``check()`` sees it (main thread only; a SIGINT
-    the parent process ignores stays ignored)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
-        signal.SIG_IGN,
-        None,
-    ):
+    the parent process ignores stays ignored; a block inside another one changes nothing)."""
+    current = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if current in (None, signal.SIG_IGN, _handler):
         yield
         return
     previous = signal.signal(signal.SIGINT, _handler)
@@ -46,3 +47,8 @@ def check() -> None:
     """Raise KeyboardInterrupt if a SIGINT arrived (even one that was swallowed where it was first raised)."""
     if _pending.is_set():
         raise KeyboardInterrupt
+
+
+def forget() -> None:
+    """The Ctrl-C was handled on purpose: ``check()`` no longer raises it."""
+    _pending.clear()

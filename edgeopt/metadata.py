@@ -14,6 +14,7 @@ import flatbuffers
 import numpy as np
 
 from edgeopt.tflite import parse
+from edgeopt.tflite_diet import serialize
 
 MANIFEST_ENTRY = "edgeopt_manifest"
 MANIFEST_REF_ENTRY = "edgeopt_manifest_ref"
@@ -85,8 +86,6 @@ def embed(content: bytes, name: str, payload: bytes, *, shared: bool = False) ->
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
     if shared:
-        from edgeopt.tflite_diet import serialize
-
         return serialize(model, shared=True)
     builder = _AlignedBuilder(len(content) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

@@ -101,6 +101,7 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=final.parent))
     try:
         manifest = write_bundle(tmp, run, build_root, status, diet=diet)
+        interrupt.check()  # a Ctrl-C while the bundle was written: the old one stays
         _swap(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,7 +157,8 @@ def write_bundle(
         if diet:  # what no runtime reads, cut; repeated vectors stored once (edgeopt.tflite_diet)
             slim, cut = tflite_diet.diet(content)
             diet_rec = DietRecord(**cut.to_dict(), sha256_after=sha256_bytes(slim))
-        image = embedded.with_manifest_ref(run, content, into=slim, shared=diet_rec is not None)
+        shared = diet_rec is not None and "shared" in diet_rec.cuts  # written as the diet wrote it
+        image = embedded.with_manifest_ref(run, content, into=slim, shared=shared)
         info = inspect(image)
         arena = mcu.arena(validations.get(mcu_art.name), content)
         path = mcu.write_mcu(root, name, image, info, arena, run, diet_rec.saved if diet_rec else None)

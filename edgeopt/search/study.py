@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt import calibrate
+from edgeopt import calibrate, interrupt
 from edgeopt.config import Split, ValidateConfig
 from edgeopt.data import load_dataset
 from edgeopt.errors import BadInput, EdgeoptError, GateFailed, RuntimeCrash
@@ -246,7 +246,8 @@ def _child(job: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
-        run_worker(job)
+        with interrupt.catching():
+            run_worker(job)
     except EdgeoptError as e:
         print(f"error: worker {job.worker}: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

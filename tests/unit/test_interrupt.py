@@ -29,15 +29,37 @@ def _swallowed_ctrl_c() -> None:
     gc.collect()
 
 
-def test_python_drops_a_ctrl_c_inside_a_finalizer():
-    """The premise: without the check, the interrupt is gone."""
-    _swallowed_ctrl_c()  # no exception reaches here
+@pytest.fixture(autouse=True)
+def _sigint_as_python_sets_it():
+    """These tests need Python's own SIGINT handler, also when pytest runs where SIGINT is ignored (a
+    background job of a non-interactive shell)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _remember_a_swallowed_ctrl_c() -> None:
+    try:
+        _swallowed_ctrl_c()
+    except KeyboardInterrupt:  # pragma: no cover - then Python did not drop it, and nothing here is tested
+        pytest.fail("the Ctrl-C was not swallowed by the finalizer: the premise of these tests does not hold")
 
 
 def test_check_raises_a_swallowed_ctrl_c_again():
     with interrupt.catching():
         interrupt.check()  # nothing pending
-        _swallowed_ctrl_c()
+        _remember_a_swallowed_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        interrupt.forget()  # handled on purpose: not raised again
+        interrupt.check()
+
+
+def test_a_block_inside_another_keeps_the_outer_ctrl_c():
+    with interrupt.catching():
+        _remember_a_swallowed_ctrl_c()
+        with interrupt.catching():
+            pass
         with pytest.raises(KeyboardInterrupt):
             interrupt.check()
 
@@ -46,7 +68,7 @@ def test_catching_restores_the_previous_handler_and_forgets():
     before = signal.getsignal(signal.SIGINT)
     with interrupt.catching():
         assert signal.getsignal(signal.SIGINT) is not before
-        _swallowed_ctrl_c()
+        _remember_a_swallowed_ctrl_c()
     assert signal.getsignal(signal.SIGINT) is before
     interrupt.check()  # the next command starts clean
 
@@ -65,7 +87,7 @@ def test_a_command_that_finished_after_a_swallowed_ctrl_c_exits_130():
 
     @command
     def work(quiet: bool = True) -> None:
-        _swallowed_ctrl_c()
+        _remember_a_swallowed_ctrl_c()
         ran.append(True)
 
     with pytest.raises(typer.Exit) as e:
@@ -79,3 +101,24 @@ def test_a_command_without_ctrl_c_returns_its_value():
         return 7
 
     assert work(quiet=True) == 7
+
+
+def test_a_run_stops_at_the_next_stage_and_an_export_writes_no_bundle(tmp_path, tiny_model_path):
+    """After a swallowed Ctrl-C, the pipeline runs no further stage and the export puts no bundle in place."""
+    from edgeopt.export import export
+    from edgeopt.pipeline.spec import PipelineConfig
+
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": "tiny",
+            "data": {"name": "digits", "max_train": 300},
+            "teacher": {"path": str(tiny_model_path)},
+            "steps": [{"stage": "convert", "quantization": "float32"}],
+        }
+    )
+    with interrupt.catching():
+        _remember_a_swallowed_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            export(cfg, tmp_path / "dist", build_dir=tmp_path / "build")
+    assert not (tmp_path / "dist").exists()
+    assert not list((tmp_path / "build").glob("[0-9][0-9]_*"))  # not even the first stage ran
