@@ -212,9 +212,9 @@ def plot_pareto(
             ax.errorbar(
                 [r[o.key] for r in bars],
                 [r["accuracy"] for r in bars],
-                yerr=[
-                    [r["accuracy"] - r["accuracy_low"] for r in bars],
-                    [r["accuracy_high"] - r["accuracy"] for r in bars],
+                yerr=[  # never negative (matplotlib refuses it), whatever the interval was computed from
+                    [max(0.0, r["accuracy"] - r["accuracy_low"]) for r in bars],
+                    [max(0.0, r["accuracy_high"] - r["accuracy"]) for r in bars],
                 ],
                 fmt="none",
                 ecolor="0.75",

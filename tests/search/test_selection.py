@@ -208,3 +208,27 @@ def test_on_track_promotes_a_trial_below_the_reference_when_the_reference_is_inf
 )
 def test_folds_needed(n_val, available, points, max_folds, folds):
     assert selection.folds_needed(n_val, available, points, max_folds) == folds
+
+
+def test_wilson_holds_its_proportion_at_the_ends():
+    """At 0 or n of n the bound equals the proportion exactly (144 of 144 once gave 0.9999999999999999, and the
+    Pareto plot's error bar went negative and stopped the search's report)."""
+    for n in range(1, 400):
+        for k in (0, 1, n - 1, n):
+            lo, hi = selection.wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n)
+
+
+def test_the_pareto_plot_takes_a_perfect_trial(tmp_path):
+    from edgeopt.search.config import Objective
+    from edgeopt.search.report import plot_pareto
+
+    lo, hi = selection.wilson(144, 144)
+    rows = [
+        {"trial": 0, "state": "complete", "accuracy": 0.95, "accuracy_low": 0.90, "accuracy_high": 0.98,
+         "feasible": True, "pareto": True, "gzip_bytes": 9000},
+        {"trial": 1, "state": "complete", "accuracy": 1.0, "accuracy_low": lo, "accuracy_high": hi - 1e-16,
+         "feasible": True, "pareto": True, "gzip_bytes": 8000},
+    ]  # fmt: skip
+    plot_pareto(tmp_path / "p.png", rows, [Objective.parse("accuracy"), Objective.parse("gzip_bytes")], 1, 0)
+    assert (tmp_path / "p.png").stat().st_size > 1000
