@@ -104,14 +104,19 @@ def teacher_test_accuracy(path: Path) -> float:
 def run_one(kind: str, seed: int, out: Path, build: Path) -> dict[str, Any]:
     """One search; the figures of its trial 0 (the pipeline as written) and of its choice."""
     path = pipeline_file(kind, seed, build)
-    name = path.stem
     started = time.time()
     try:
-        summary = search(path, trials=RUNS[kind]["trials"], cache=build / "cache", out=out / name, build=build).summary
+        search(path, trials=RUNS[kind]["trials"], cache=build / "cache", out=out / path.stem, build=build)
     except GateFailed as e:  # nothing feasible: a result, not a bench error
-        log.warning("search %s: %s", name, e)
-        summary = json.loads((out / name / "trials.json").read_text())
-    minutes = (time.time() - started) / 60
+        log.warning("search %s: %s", path.stem, e)
+    return record(kind, seed, out, build, (time.time() - started) / 60)
+
+
+def record(kind: str, seed: int, out: Path, build: Path, minutes: float) -> dict[str, Any]:
+    """A finished search's run record, from its outputs (``out/<name>/trials.json``)."""
+    path = pipeline_file(kind, seed, build)
+    name = path.stem
+    summary = json.loads((out / name / "trials.json").read_text())
     rows = {r["trial"]: r for r in summary["trials"]}
     src = out / name / "pareto.png"
     if src.exists():
@@ -174,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--only", action="append", choices=list(RUNS), help="run only this search (repeatable)")
     ap.add_argument("--keep-build", action="store_true", help="reuse the stage cache of an earlier run")
+    ap.add_argument(
+        "--recorded",
+        action="append",
+        default=[],
+        metavar="KIND:SEED:MINUTES",
+        help="a search this bench finished before it stopped: recorded from its outputs, not run again",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.build.exists() and not args.keep_build:
@@ -181,13 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     targets = load_targets()
     started = time.time()
     runs = []
+    for spec in args.recorded:
+        kind, seed, done_in = spec.split(":")
+        runs.append(record(kind, int(seed), args.out, args.build, float(done_in)))
+        runs[-1]["recorded"] = True
     for kind in args.only or list(RUNS):
         for seed in args.seeds:
-            run = run_one(kind, seed, args.out, args.build)
-            run["verdicts"] = judge(run, targets)
-            runs.append(run)
-            log.info("search-bench: %s done in %.1f min: %s", run["name"], run["minutes"], run["verdicts"])
-    minutes = (time.time() - started) / 60
+            runs.append(run_one(kind, seed, args.out, args.build))
+            log.info("search-bench: %s done in %.1f min", runs[-1]["name"], runs[-1]["minutes"])
+    for run in runs:
+        run["verdicts"] = judge(run, targets)
+    # with runs recorded from an earlier, stopped bench, the whole run's time is the sum of its searches'
+    minutes = sum(r["minutes"] for r in runs) if args.recorded else (time.time() - started) / 60
     result = {
         "schema": "edgeopt.search-bench/2",
         "host": {**hostinfo.host(), "describe": hostinfo.describe()},
