@@ -234,6 +234,13 @@ def test_export_with_a_runtime_crash_is_exit_3_and_a_failed_bundle(workdir, inje
     assert not failed.exists() and len(fired(log)) == len(crashed)
 
 
+def _as_from_a_terminal() -> None:
+    """The child's SIGINT as a shell in a terminal leaves it: default. A test run started in the background by a
+    non-interactive shell has SIGINT ignored, which every child inherits (a Python started so never raises
+    KeyboardInterrupt: the export ran to its end and exited 0 in such runs)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(what, proc: subprocess.Popen, limit: float) -> object:
     end = time.monotonic() + limit
     while time.monotonic() < end:
@@ -257,7 +264,7 @@ def test_sigint_during_a_stage_exits_130_and_keeps_the_previous_bundle(workdir):
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [*cmd, "--build", str(build), "-q"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, preexec_fn=_as_from_a_terminal,
         )  # fmt: skip
         try:
             _wait_for(lambda: sorted(build.glob("[0-9][0-9]_*")), proc, limit=300)
@@ -285,7 +292,7 @@ def test_sigint_with_no_previous_bundle_leaves_no_bundle(exported, tmp_path):
     cmd = [sys.executable, "-m", "edgeopt", "export", str(_pipeline(tmp_path)), "--out", str(tmp_path / "dist/tiny")]
     proc = subprocess.Popen(
         [*cmd, "--build", str(build), "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, preexec_fn=_as_from_a_terminal,
     )  # fmt: skip
     try:
         _wait_for(lambda: sorted(build.glob("[0-9][0-9]_*")), proc, limit=300)
