@@ -390,7 +390,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
         res = run_pair(pair, build / "dist", build, seeds)
         res["summary"] = summarize(res, targets)
         if only:
-            res["rerun"] = {"commit": _commit(), "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            res["rerun"] = _stamp()
         results.append(res)
     minutes = round((time.time() - started) / 60, 1)
     if only and (out / "suite.json").is_file():
@@ -407,10 +407,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
         "pairs": results,
         "minutes": minutes,
     }
-    r["all_met"] = all(p["summary"]["met"] for p in results) and r["minutes"] <= targets["max_minutes"]
-    write_json(out / "suite.json", r)
-    write_results_md(out / "suite.md", markdown(r))
-    return r
+    return _write(out, r, targets)
 
 
 def rebundle(out: Path, build: Path) -> dict[str, Any]:
@@ -433,16 +430,22 @@ def rebundle(out: Path, build: Path) -> dict[str, Any]:
             runs.append(new)
         res["runs"] = runs
         res["summary"] = summarize(res, targets)
-    r["rebundled"] = {"commit": _commit(), "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    r["rebundled"] = _stamp()
+    return _write(out, r, targets)
+
+
+def _write(out: Path, r: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
+    """The verdict on the whole suite, then ``suite.json`` and ``suite.md``."""
     r["all_met"] = all(p["summary"]["met"] for p in r["pairs"]) and r["minutes"] <= targets["max_minutes"]
     write_json(out / "suite.json", r)
     write_results_md(out / "suite.md", markdown(r))
     return r
 
 
-def _commit() -> str | None:
+def _stamp() -> dict[str, Any]:
+    """Which commit wrote a result, and when."""
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return proc.stdout.strip() or None
+    return {"commit": proc.stdout.strip() or None, "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv: list[str] | None = None) -> int:
