@@ -121,7 +121,8 @@ class SearchConfig(BaseModel):
         le=5,
         description="multi-fidelity: a trial first runs its fine-tuning stages at 1/reduction_factor^(rungs-1) of "
         "their length, and goes on to the next rung only when its validation accuracy there is in the top "
-        "1/reduction_factor of the trials at that rung or not below the pipeline as written's beyond chance; 1: off",
+        "1/reduction_factor of the trials at that rung or not below the pipeline as written's beyond chance (or the "
+        "pipeline as written has not reached that rung yet); 1: off",
     )
     reduction_factor: int = Field(
         3, ge=2, description="multi-fidelity: length ratio between rungs, and the share promoted"

@@ -112,16 +112,25 @@ def promote(
     *,
     against_reference: Paired | None = None,
     on_track: bool | None = None,
+    reference_pending: bool = False,
 ) -> tuple[bool, str]:
     """Whether a trial goes on from a rung, and why. It does when its validation accuracy there is in the
     top 1/eta of the trials at that rung, or when it is not below the pipeline as written at the same rung
     beyond chance (``against_reference``: the paired test there; the search never stops a trial that is
     still as good as what the user started from), or when ``on_track`` (the caller's judgement that the
-    trial, gaining what the reference gains from this rung to the full length, meets the accuracy floor)."""
+    trial, gaining what the reference gains from this rung to the full length, meets the accuracy floor), or
+    when ``reference_pending`` (the pipeline as written is still running and has not reached this rung: with
+    parallel workers a trial can get there first, and the few other trials there say nothing of whether it is
+    below what the user started from)."""
     top, needed = top_share(value, others, eta)
     n = len(others) + 1
     if top:
         return True, f"validation accuracy {value:.4f} is in the top 1/{eta} of {n} trial(s) at this rung"
+    if reference_pending:
+        return True, (
+            f"validation accuracy {value:.4f} is not in the top 1/{eta} of {n} trial(s) at this rung, but the"
+            " pipeline as written has not reached it yet"
+        )
     if against_reference is not None and not against_reference.worse:
         return True, f"not below the pipeline as written at this rung beyond chance ({against_reference.describe()})"
     if on_track:

@@ -249,8 +249,10 @@ class TrialFunction:
         ]
         ref = self._reference(trials)
         against = on_track = None
+        pending = False
         if ref is not None:
             r = (ref.user_attrs.get("rungs") or {}).get(str(k))
+            pending = r is None and ref.state.name == "RUNNING"
             if r and r.get("correct") and record.get("correct") and r["n"] == record["n"]:
                 against = selection.paired(unpack_outcomes(r["correct"], r["n"]), _outcomes(record))
             full = ref.user_attrs.get("metrics", {}).get("accuracy") if ref.state.name == "COMPLETE" else None
@@ -263,6 +265,7 @@ class TrialFunction:
             self.search.reduction_factor,
             against_reference=against,
             on_track=on_track,
+            reference_pending=pending,
         )
 
     def _reference(self, trials: list[Any]) -> Any | None:

@@ -68,9 +68,9 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
         assert arena == validation["tflm"]["arena_bytes"]
         assert (arena <= budget) == ("cortex-m7-512k/arena_bytes" not in r["failed_gates"]), r
         assert r["feasible"] is (r["failed_gates"] == "" and r["accuracy_drop_points"] <= max_drop), r
-    for r in rows:
+    for r in rows:  # stopped at a shorter rung, or after a stage below the floor; the reason says which
         if r["state"] == "pruned":
-            assert r["pruned"].startswith("after ")
+            assert r["pruned"].startswith(("after ", "at rung ")), r["pruned"]
 
     chosen = summary["chosen"]
     front = [r for r in rows if r["pareto"]]

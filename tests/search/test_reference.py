@@ -8,7 +8,9 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import yaml
 
@@ -112,3 +114,55 @@ def test_an_edited_file_gets_a_new_reference(tmp_path):
     refs = _references(study)
     assert [t.system_attrs["fixed_params"]["prune.final_sparsity"] for t in refs] == [0.5, 0.55]
     assert Path(prep.root).is_dir()
+
+
+def _rung_record(right: int, n: int = 144) -> dict:
+    from edgeopt.validation import pack_outcomes
+
+    correct = np.zeros(n, bool)
+    correct[:right] = True
+    return {"fraction": 0.111, "accuracy": right / n, "n": n, "correct": pack_outcomes(correct)}
+
+
+def test_a_worker_ahead_of_the_pipeline_as_written_does_not_stop_a_trial_on_other_trials_alone():
+    """Two workers: trial 1 reaches rung 0 while trial 0 (the pipeline as written) is still short of it, and
+    trial 2 is already there with more. The trial goes on; once trial 0 has its rung, the paired test
+    against it decides (the CI run that stopped trial 1 "not in the top 1/3 of 2 trials" had no reference)."""
+    from edgeopt.search.worker import TrialFunction
+
+    dist = optuna.distributions.FloatDistribution(0.3, 0.9)
+    study = optuna.create_study(directions=["maximize"])
+
+    def add(attrs: dict, state: optuna.trial.TrialState, value: float) -> None:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params={"prune.final_sparsity": value},
+                distributions={"prune.final_sparsity": dist},
+                user_attrs=attrs,
+                values=[0.9] if state == optuna.trial.TrialState.COMPLETE else None,
+            )
+        )
+
+    add({"reference": True}, optuna.trial.TrialState.RUNNING, 0.5)  # trial 0, no rung yet
+    add({}, optuna.trial.TrialState.RUNNING, 0.8)  # trial 1, the one judged
+    add({"rungs": {"0": _rung_record(132)}}, optuna.trial.TrialState.RUNNING, 0.6)  # trial 2: 0.9167
+
+    fn = TrialFunction.__new__(TrialFunction)
+    fn.search = SearchConfig()
+    fn.floor = None
+    fn.reference_values = {"prune.final_sparsity": 0.5}
+    trial1 = SimpleNamespace(number=1, study=study)
+    ok, why = fn._promotion(trial1, 0, _rung_record(129))  # 0.8958
+    assert ok and "has not reached it yet" in why, why
+
+    # trial 0 reaches the rung: trial 1 is far below it on the same examples, and stops
+    study = optuna.create_study(directions=["maximize"])
+    add({"reference": True, "rungs": {"0": _rung_record(140)}}, optuna.trial.TrialState.RUNNING, 0.5)
+    add({}, optuna.trial.TrialState.RUNNING, 0.8)
+    add({"rungs": {"0": _rung_record(132)}}, optuna.trial.TrialState.RUNNING, 0.6)
+    ok, why = fn._promotion(SimpleNamespace(number=1, study=study), 0, _rung_record(110))
+    assert not ok and "below the pipeline as written beyond chance" in why, why
+    # and a trial not below it beyond chance goes on though other trials are ahead
+    ok, why = fn._promotion(SimpleNamespace(number=1, study=study), 0, _rung_record(138))
+    assert ok and "not below the pipeline as written" in why, why

@@ -188,6 +188,18 @@ def test_rung_promotion_on_made_up_trial_curves():
     assert reached == {1: 0, 2: 2, 3: 2, 4: 0, 5: 1}, reached
 
 
+def test_a_trial_ahead_of_the_pipeline_as_written_is_not_stopped_on_other_trials_alone():
+    # two workers: trial 1 reaches the rung before trial 0 (the pipeline as written) and is below trial 2
+    ok, why = selection.promote(0.8958, [0.9167], 3)
+    assert not ok and "needs 0.9167" in why
+    ok, why = selection.promote(0.8958, [0.9167], 3, reference_pending=True)
+    assert ok and "has not reached it yet" in why
+    # once the reference is there, the paired test decides
+    worse = selection.paired(outcomes(144, 140), outcomes(144, 110))
+    ok, why = selection.promote(0.76, [0.9167, 0.97], 3, against_reference=worse)
+    assert not ok and "below the pipeline as written" in why
+
+
 def test_on_track_promotes_a_trial_below_the_reference_when_the_reference_is_infeasible():
     ok, why = selection.promote(0.70, [0.9, 0.85, 0.8, 0.75], 3, on_track=True)
     assert ok and "on track" in why
