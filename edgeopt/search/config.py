@@ -127,6 +127,13 @@ class SearchConfig(BaseModel):
     reduction_factor: int = Field(
         3, ge=2, description="multi-fidelity: length ratio between rungs, and the share promoted"
     )
+    tolerance: float | None = Field(
+        None,
+        ge=0,
+        description="points of validation top-1 a smaller (faster) trial may lose beyond chance and still replace "
+        "the pipeline as written, as a compressing stage may under the stage guard; default: the pipeline's "
+        "regression_tolerance",
+    )
     min_difference: float = Field(
         1.0,
         gt=0,

@@ -184,15 +184,20 @@ def replaces(
     ref_metric: float,
     cand_metric: float,
     maximize: bool,
+    tolerance: float = 0.0,
 ) -> tuple[bool, str]:
     """The significance rule: does a candidate replace the pipeline as written? With a size or speed rule,
-    one strictly smaller (faster) replaces it unless its accuracy is lower beyond chance, and one as large
+    one strictly smaller (faster) replaces it unless its accuracy is lower beyond chance by more than
+    ``tolerance`` points (the stage guard's own rule: the pipeline keeps a compressing stage that loses at
+    most its ``regression_tolerance``, so a smaller configuration is judged the same way), and one as large
     only when its accuracy is higher beyond chance; with the accuracy rule, only a higher accuracy beyond
     chance does. Paired on the same examples; without per-example outcomes nothing replaces it."""
     if ref_correct is None or cand_correct is None:
         return False, "no per-example outcomes to compare on the same examples"
     p = paired(ref_correct, cand_correct)
     if not maximize and cand_metric < ref_metric:
+        if p.worse and -p.diff_points <= tolerance:
+            return True, f"{p.describe()}, within the {tolerance:g}-point tolerance of a smaller model"
         return not p.worse, p.describe()
     return p.better, p.describe()
 
@@ -205,6 +210,7 @@ def choose(
     floor: float | None = None,
     recheck: int = 3,
     remeasure: Callable[[Candidate], np.ndarray | None] | None = None,
+    tolerance: float = 0.0,
 ) -> Choice:
     """``best.yaml``'s trial. The feasible candidates ahead of the reference by the rule, in the rule's order,
     are tested against the reference on the validation split (``replaces``); when ``remeasure`` is given (the
@@ -212,7 +218,8 @@ def choose(
     are measured again on more data (``remeasure(candidate)``: per-example outcomes pooled over the folds, the
     reference's on the same examples) and must pass again there, and meet the accuracy ``floor`` there too.
     The first that passes is chosen; else the reference when it is feasible; else none. Without a feasible
-    reference every feasible candidate is ahead of it and only the floor (re-measured) is judged."""
+    reference every feasible candidate is ahead of it and only the floor (re-measured) is judged.
+    ``tolerance``: the points a smaller candidate may lose beyond chance (``replaces``)."""
     ref_ok = reference is not None and reference.feasible
     pool = sorted(
         (c for c in candidates if c.feasible and (not ref_ok or ahead_of(c, reference, maximize))),  # type: ignore[arg-type]
@@ -228,6 +235,7 @@ def choose(
                 ref_metric=reference.metric,  # type: ignore[union-attr]
                 cand_metric=c.metric,
                 maximize=maximize,
+                tolerance=tolerance,
             )
             notes[c.number] = f"validation split: {why}"
             if not ok:
@@ -273,6 +281,7 @@ def choose(
                 ref_metric=reference.metric,  # type: ignore[union-attr]
                 cand_metric=c.metric,
                 maximize=maximize,
+                tolerance=tolerance,
             )
             notes[c.number] = notes.get(c.number, "") + f"; re-measured: {why}"
             if not ok:

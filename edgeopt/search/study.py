@@ -323,8 +323,15 @@ def select(prep: Prepared, study: Any, trials: list[Any], ref: Any, teacher_accu
         floor=accuracy_floor(s, teacher_accuracy),
         recheck=s.recheck,
         remeasure=remeasure,
+        tolerance=selection_tolerance(prep.pipeline, s),
     )
     return choice, plan
+
+
+def selection_tolerance(pipeline: Any, search: Any) -> float:
+    """The points a smaller trial may lose beyond chance and still be chosen: ``search.tolerance``, else the
+    pipeline's stage-guard tolerance (``regression_tolerance``)."""
+    return float(search.tolerance if search.tolerance is not None else pipeline.regression_tolerance)
 
 
 class Remeasure:

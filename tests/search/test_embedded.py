@@ -83,7 +83,10 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     assert summary["reference"] == 0 and rows[0]["reference"]
     if chosen != 0:
         smaller = pick["flash_bytes"] < rows[0]["flash_bytes"]
-        assert pick["vs_reference"] == "better" or (smaller and pick["vs_reference"] != "worse"), pick
+        # a smaller trial may lose at most the pipeline's regression_tolerance beyond chance
+        tolerance = PIPELINE.get("regression_tolerance", 0.5)
+        within = pick["vs_reference"] != "worse" or -pick["vs_reference_points"] <= tolerance
+        assert pick["vs_reference"] == "better" or (smaller and within), pick
     # the test split is measured for the front: a top-1 near the trial's validation accuracy. On digits the
     # validation split has 144 images, so its top-1 has a standard error of about 3 points (measured: 86.1%
     # on validation, 91.9% on test); 10 points is over three of them.

@@ -55,7 +55,7 @@ def test_search_of_the_digits_pipeline_starts_from_it_and_never_ends_below_it(tm
     assert rows[0]["reference"] and rows[0]["feasible"], rows[0]  # it passes its own gates: min_accuracy 0.5
 
     # best.yaml: the pipeline as written, or a trial that beats it on the rule without losing accuracy
-    # beyond chance on the same validation examples
+    # beyond chance (beyond the pipeline's tolerance, for a smaller one) on the same validation examples
     chosen = summary["chosen"]
     best = yaml.safe_load((out / "best.yaml").read_text())
     ref_correct = unpack_outcomes(trial0.user_attrs["correct"], trial0.user_attrs["n"])
@@ -66,7 +66,8 @@ def test_search_of_the_digits_pipeline_starts_from_it_and_never_ends_below_it(tm
         pick = study.trials[chosen]
         p = selection.paired(ref_correct, unpack_outcomes(pick.user_attrs["correct"], pick.user_attrs["n"]))
         smaller = pick.user_attrs["metrics"]["flash_bytes"] < trial0.user_attrs["metrics"]["flash_bytes"]
-        assert (smaller and not p.worse) or p.better, (p, rows[chosen])
+        tolerance = pipe.regression_tolerance  # a smaller trial may lose this much beyond chance
+        assert (smaller and (not p.worse or -p.diff_points <= tolerance)) or p.better, (p, rows[chosen])
         assert rows[chosen]["vs_reference"] == p.verdict
     # every complete trial says how it compares with trial 0, with its interval
     for row in rows.values():

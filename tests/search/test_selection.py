@@ -74,6 +74,35 @@ def test_significance_rule_with_the_accuracy_rule(swap, replaces):
     assert ok is replaces
 
 
+def test_a_smaller_candidate_may_lose_the_tolerance_beyond_chance_and_no_more():
+    # 6,000 validation examples, as Fashion-MNIST's: 30 lost and 6 gained is -0.40 points, beyond chance
+    ref = outcomes(6000, 5560)
+    lost_04 = outcomes(0, 0, base=ref, swap=(30, 6))
+    assert selection.paired(ref, lost_04).worse
+    ok, why = selection.replaces(ref, lost_04, ref_metric=1000, cand_metric=900, maximize=False, tolerance=0.5)
+    assert ok and "within the 0.5-point tolerance" in why, why
+    ok, _ = selection.replaces(ref, lost_04, ref_metric=1000, cand_metric=900, maximize=False)
+    assert not ok  # no tolerance: the old rule
+    lost_06 = outcomes(0, 0, base=ref, swap=(42, 6))  # -0.60 points
+    ok, why = selection.replaces(ref, lost_06, ref_metric=1000, cand_metric=900, maximize=False, tolerance=0.5)
+    assert not ok and "worse" in why, why
+    # as large, or the accuracy rule: the tolerance does not apply
+    ok, _ = selection.replaces(ref, lost_04, ref_metric=1000, cand_metric=1000, maximize=False, tolerance=0.5)
+    assert not ok
+    ok, _ = selection.replaces(ref, lost_04, ref_metric=0.93, cand_metric=0.926, maximize=True, tolerance=0.5)
+    assert not ok
+
+
+def test_choose_passes_the_tolerance_on_and_keeps_the_rule_order():
+    ref = outcomes(6000, 5560)
+    smallest = _cand(1, 800, outcomes(0, 0, base=ref, swap=(42, 6)))  # -0.60: out
+    next_ = _cand(2, 850, outcomes(0, 0, base=ref, swap=(30, 6)))  # -0.40: in
+    choice = selection.choose(_cand(0, 1000, ref), [smallest, next_], maximize=False, tolerance=0.5)
+    assert choice.chosen == 2, choice
+    choice = selection.choose(_cand(0, 1000, ref), [smallest, next_], maximize=False)
+    assert choice.chosen == 0, choice
+
+
 def test_no_outcomes_no_replacement():
     ok, why = selection.replaces(None, REF, ref_metric=1000, cand_metric=10, maximize=False)
     assert not ok and "no per-example outcomes" in why
@@ -244,3 +273,15 @@ def test_the_pareto_plot_takes_a_perfect_trial(tmp_path):
     ]  # fmt: skip
     plot_pareto(tmp_path / "p.png", rows, [Objective.parse("accuracy"), Objective.parse("gzip_bytes")], 1, 0)
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_the_tolerance_is_the_pipelines_stage_guard_tolerance_unless_the_search_sets_one():
+    from edgeopt.pipeline.spec import PipelineConfig
+    from edgeopt.search.config import SearchConfig
+    from edgeopt.search.study import selection_tolerance
+    from tests.search.conftest import PIPELINE
+
+    pipe = PipelineConfig.model_validate({**PIPELINE, "regression_tolerance": 0.8})
+    assert selection_tolerance(pipe, SearchConfig()) == 0.8
+    assert selection_tolerance(pipe, SearchConfig(tolerance=0.0)) == 0.0
+    assert selection_tolerance(PipelineConfig.model_validate(PIPELINE), SearchConfig()) == 0.5
