@@ -384,6 +384,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
     """Every pair (or those in ``only``: run again and put in place of theirs in ``out/suite.json``, the
     whole suite's minutes then the sum of its pairs')."""
     started = time.time()
+    commit = _stamp()["commit"]  # the code this run imported: a commit made while it runs is not it
     targets = load_targets()
     pairs = [p for p in PAIRS if not only or p.name in only]
     results = []
@@ -392,7 +393,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
         res = run_pair(pair, build / "dist", build, seeds)
         res["summary"] = summarize(res, targets)
         if only:
-            res["rerun"] = _stamp()
+            res["rerun"] = {**_stamp(), "commit": commit}
         results.append(res)
     minutes = round((time.time() - started) / 60, 1)
     if only and (out / "suite.json").is_file():

@@ -132,8 +132,18 @@ def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypa
     monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
     first = suite.run_suite(tmp_path, tmp_path / "build", [42, 43])
     assert [p["pair"] for p in first["pairs"]] == [p.name for p in suite.PAIRS] and "rerun" not in first["pairs"][0]
+    # a commit made while the pair runs is not the code it ran: the stamp names the commit it started at
+    head = {"commit": "1111111"}
+
+    def commits_while_running(pair, out, build, seeds):
+        head["commit"] = "2222222"
+        return made_up(pair, out, build, seeds)
+
+    monkeypatch.setattr(suite, "run_pair", commits_while_running)
+    monkeypatch.setattr(suite, "_stamp", lambda: {**head, "at": "2026-12-06 14:31 UTC"})
     again = suite.run_suite(tmp_path, tmp_path / "build", [42, 43], only=["resnet8"])
     assert [p["pair"] for p in again["pairs"]] == [p.name for p in suite.PAIRS]
+    assert again["pairs"][2]["rerun"] == {"commit": "1111111", "at": "2026-12-06 14:31 UTC"}
     assert [p["pair"] for p in again["pairs"] if p.get("rerun")] == ["resnet8"]
     assert again["minutes"] == 5.0 * len(suite.PAIRS)
     assert json.loads((tmp_path / "suite.json").read_text())["pairs"][2]["rerun"]
