@@ -109,12 +109,12 @@ def run_one(kind: str, seed: int, out: Path, build: Path) -> dict[str, Any]:
         search(path, trials=RUNS[kind]["trials"], cache=build / "cache", out=out / path.stem, build=build)
     except GateFailed as e:  # nothing feasible: a result, not a bench error
         log.warning("search %s: %s", path.stem, e)
-    return record(kind, seed, out, build, (time.time() - started) / 60)
+    return record(kind, seed, path, out, build, (time.time() - started) / 60)
 
 
-def record(kind: str, seed: int, out: Path, build: Path, minutes: float) -> dict[str, Any]:
-    """A finished search's run record, from its outputs (``out/<name>/trials.json``)."""
-    path = pipeline_file(kind, seed, build)
+def record(kind: str, seed: int, path: Path, out: Path, build: Path, minutes: float) -> dict[str, Any]:
+    """A finished search's run record, from its outputs (``out/<name>/trials.json``; ``path``: the pipeline
+    file it searched)."""
     name = path.stem
     summary = json.loads((out / name / "trials.json").read_text())
     rows = {r["trial"]: r for r in summary["trials"]}
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for spec in args.recorded:
         kind, seed, done_in = spec.split(":")
-        runs.append(record(kind, int(seed), args.out, args.build, float(done_in)))
+        path = pipeline_file(kind, int(seed), args.build)
+        runs.append(record(kind, int(seed), path, args.out, args.build, float(done_in)))
         runs[-1]["recorded"] = True
     for kind in args.only or list(RUNS):
         for seed in args.seeds:
