@@ -208,6 +208,7 @@ def choose(
     *,
     maximize: bool,
     floor: float | None = None,
+    remeasured_floor: Callable[[], float | None] | None = None,
     recheck: int = 3,
     remeasure: Callable[[Candidate], np.ndarray | None] | None = None,
     tolerance: float = 0.0,
@@ -216,7 +217,9 @@ def choose(
     are tested against the reference on the validation split (``replaces``); when ``remeasure`` is given (the
     validation split is too small for the difference that matters), the first ``recheck`` of those that pass
     are measured again on more data (``remeasure(candidate)``: per-example outcomes pooled over the folds, the
-    reference's on the same examples) and must pass again there, and meet the accuracy ``floor`` there too.
+    reference's on the same examples) and must pass again there, and meet the accuracy floor there too
+    (``remeasured_floor()``, asked once when first needed: the teacher's own accuracy on the folds may take
+    training; default ``floor``).
     The first that passes is chosen; else the reference when it is feasible; else none. Without a feasible
     reference every feasible candidate is ahead of it and only the floor (re-measured) is judged.
     ``tolerance``: the points a smaller candidate may lose beyond chance (``replaces``)."""
@@ -256,16 +259,19 @@ def choose(
         return Choice(c.number, why if ref_ok else "the first feasible trial by the rule", notes)
     remeasured: dict[int, float] = {}
     ref_pooled = None
+    pooled_floor: list[float | None] = []  # asked once
     for c in passed[:recheck]:
         pooled = remeasure(c)
         if pooled is None:
             notes[c.number] = (notes.get(c.number, "") + "; could not be re-measured").lstrip("; ")
             continue
         remeasured[c.number] = acc = float(pooled.mean())
-        if floor is not None and acc < floor:
+        if not pooled_floor:
+            pooled_floor.append(remeasured_floor() if remeasured_floor is not None else floor)
+        if pooled_floor[0] is not None and acc < pooled_floor[0]:
             notes[c.number] = (
                 notes.get(c.number, "") + f"; re-measured on {len(pooled):,} examples: {acc:.4f}, below the floor "
-                f"{floor:.4f}"
+                f"{pooled_floor[0]:.4f}"
             ).lstrip("; ")
             continue
         if ref_ok:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from edgeopt.config import format_validation_error
 from edgeopt.errors import BadInput
 from edgeopt.pipeline import registry
+from edgeopt.pipeline.guard import ACTIONS
 from edgeopt.pipeline.spec import STEP_MODELS, PipelineConfig
 from edgeopt.profiles import load_profile
 from edgeopt.search.config import Range, SearchConfig
@@ -209,6 +210,22 @@ def apply(pipeline: Any, params: list[Param], values: dict[str, Any], *, name: s
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise BadInput(format_validation_error(e, "trial", tags=registry.names()).splitlines()[0]) from None
+
+
+def as_shipped(pipeline: Any, guard: dict[str, str]) -> Any:
+    """A trial's pipeline as the model it shipped was made: the steps whose output the stage guard replaced
+    by their input (``guard``: the trial's ``{stage: action}``) left out, and the guard told to go on
+    (``continue``) at every other step. Run on another validation fold, it measures the recipe that made
+    the candidate; with the guard at work there, a stage that collapsed on that fold would be skipped
+    and the fold would score a less compressed model than the one the trial ships (on digits, a 75%-sparse
+    student scored 98.4% on two folds where the guard had undone its pruning, and 94.4% on the test split).
+    Stages are matched by name: a pipeline trains with each stage once."""
+    raw = pipeline.model_dump(mode="json", exclude_unset=True)
+    trains = registry.having("makes_model")
+    steps = [s for s in raw["steps"] if guard.get(s["stage"]) != ACTIONS["keep_best"]]
+    raw["steps"] = [{**s, "on_regression": "continue"} if s["stage"] in trains else s for s in steps]
+    raw["on_regression"] = "continue"
+    return PipelineConfig.model_validate(raw)
 
 
 def trial_pipeline(pipeline: Any, profiles: list[Any], *, light: bool = False) -> Any:

@@ -7,6 +7,8 @@ by whoever comes first (creating it twice is harmless), each adds ``trials`` tri
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -33,7 +35,7 @@ from edgeopt.search import storage as st
 from edgeopt.search.config import Objective, SearchConfig
 from edgeopt.search.objectives import accuracy_floor, resolve_profiles, with_constraints
 from edgeopt.search.report import status_line
-from edgeopt.search.space import reference_values, resolve_space, trial_pipeline
+from edgeopt.search.space import as_shipped, reference_values, resolve_space, trial_pipeline
 from edgeopt.search.storage import safe
 from edgeopt.search.worker import WorkerJob, make_sampler, run_quietly, run_worker, tflite_validation
 from edgeopt.validation import unpack_outcomes
@@ -315,16 +317,21 @@ def select(prep: Prepared, study: Any, trials: list[Any], ref: Any, teacher_accu
     maximize = Objective.parse(s.select).maximize
     candidates = [c for t in trials if (c := report.candidate(t, s.select)) is not None]
     reference = report.candidate(ref, s.select) if ref is not None else None
-    remeasure = Remeasure(prep, study, folds, trials) if folds > 1 else None
+    remeasure = Remeasure(prep, study, folds, trials, teacher_accuracy) if folds > 1 else None
+    if remeasure is not None:
+        plan["teachers"] = remeasure.teachers
     choice = selection.choose(
         reference,
         [c for c in candidates if reference is None or c.number != reference.number],
         maximize=maximize,
         floor=accuracy_floor(s, teacher_accuracy),
+        remeasured_floor=remeasure.floor if remeasure is not None else None,
         recheck=s.recheck,
         remeasure=remeasure,
         tolerance=selection_tolerance(prep.pipeline, s),
     )
+    if remeasure is not None and remeasure.teacher_pooled is not None:
+        plan["teacher_remeasured"] = remeasure.teacher_pooled
     return choice, plan
 
 
@@ -337,28 +344,77 @@ def selection_tolerance(pipeline: Any, search: Any) -> float:
 class Remeasure:
     """A candidate's per-example outcomes on ``folds`` validation folds: fold 0 from its trial, each other
     fold from the trial's pipeline run again with that fold held out (``data.val_fold``; every stage trains
-    again, on the other folds, so no example is scored by a model that trained on it). Kept in the study
-    (``fold:TRIAL:FOLD``), so a rerun or another machine does not run them again."""
+    again, on the other folds, so no example is scored by a model that trained on it), as the trial shipped
+    it (``as_shipped``: the stages its guard undid left out, no guard). When the pipeline
+    can make its teacher (``teacher.train``), each fold's run distills from a teacher trained again without
+    that fold: the file's teacher trained on folds 1 ... k-1, and its students score higher there than on
+    images nobody trained on. Kept in the study (``fold:TRIAL:FOLD:shipped:TEACHER``), so a rerun or another machine
+    does not run them again; the fold teachers are kept in ``build/search/<name>/teachers/``."""
 
-    def __init__(self, prep: Prepared, study: Any, folds: int, trials: list[Any]) -> None:
+    def __init__(self, prep: Prepared, study: Any, folds: int, trials: list[Any], teacher_accuracy: float) -> None:
         self.prep, self.study, self.folds = prep, study, folds
         self.trials = {t.number: t for t in trials}
+        self.teacher_accuracy = teacher_accuracy  # the file's teacher on fold 0, the validation split
+        self.own_teachers = prep.pipeline.teacher.train is not None
+        self.tag = teacher_tag(prep.pipeline) if self.own_teachers else "shared"
+        self.teacher_pooled: float | None = None  # the teachers' accuracy over the folds, once measured
+        self.teachers = (
+            f"fold 0: the pipeline's teacher; folds 1 to {folds - 1}: a teacher trained again without the fold "
+            "(teacher.train)"
+            if self.own_teachers
+            else f"the pipeline's teacher on every fold (no teacher.train to make one without a fold: it trained "
+            f"on folds 1 to {folds - 1}, which flatters its students there)"
+        )
+
+    def teacher_path(self, fold: int) -> Path:
+        suffix = self.prep.pipeline.teacher.path.suffix or ".keras"
+        return (self.prep.root / "teachers" / f"fold{fold}-{self.tag}{suffix}").resolve()
+
+    def _fold_config(self, cfg: PipelineConfig, fold: int) -> PipelineConfig:
+        raw = cfg.model_dump(mode="json", exclude_unset=True)
+        raw["data"] = {**raw["data"], "val_fold": fold}
+        if self.own_teachers:
+            raw["teacher"] = {**raw["teacher"], "path": str(self.teacher_path(fold))}
+        return PipelineConfig.model_validate(raw)
+
+    def teacher_on(self, fold: int) -> dict[str, Any]:
+        """The fold's teacher (trained first when missing) on the fold: accuracy and examples."""
+        key = f"teacher:{fold}:{self.tag}"
+        rec = self.study.user_attrs.get(key)
+        if rec is None:
+            from edgeopt.stages._common import accuracy  # lazy: imports TensorFlow
+
+            cfg = self._fold_config(self.prep.pipeline, fold)
+            data = load_dataset(cfg.data)
+            if self.own_teachers and not cfg.teacher.path.exists():
+                log.info("search: training a teacher without validation fold %d of %d", fold, self.folds)
+            teacher, _ = ensure_teacher(cfg, data)
+            rec = {"accuracy": accuracy(teacher, data.x_val, data.y_val), "n": len(data.x_val)}
+            self.study.set_user_attr(key, rec)
+        return rec
+
+    def floor(self) -> float | None:
+        """The accuracy floor on the pooled folds: the search's floor with the teachers' pooled accuracy."""
+        n0 = len(load_dataset(self.prep.pipeline.data).x_val)
+        recs = [{"accuracy": self.teacher_accuracy, "n": n0}] + [self.teacher_on(f) for f in range(1, self.folds)]
+        self.teacher_pooled = sum(r["accuracy"] * r["n"] for r in recs) / sum(r["n"] for r in recs)
+        return accuracy_floor(self.prep.search, self.teacher_pooled)
 
     def __call__(self, cand: Any) -> Any | None:
         t = self.trials[cand.number]
         parts = [cand.correct]
         full = PipelineConfig.model_validate(t.user_attrs["pipeline"])
         for fold in range(1, self.folds):
-            key = f"fold:{t.number}:{fold}"
+            key = f"fold:{t.number}:{fold}:shipped:{self.tag}"
             rec = self.study.user_attrs.get(key)
             if rec is None:
-                cfg = trial_pipeline(full, [], light=True)
-                raw = cfg.model_dump(mode="json", exclude_unset=True)
-                raw["data"] = {**raw["data"], "val_fold": fold}
+                self.teacher_on(fold)  # made once, before the first run that distills from it
                 log.info("search: re-measuring trial %d on validation fold %d of %d", t.number, fold, self.folds)
                 out = self.prep.root / "trials" / f"{t.number:04d}" / f"fold{fold}"
                 try:
-                    manifest = run_quietly(PipelineConfig.model_validate(raw), out, str(self.prep.cache_dir))
+                    shipped = as_shipped(trial_pipeline(full, [], light=True), t.user_attrs.get("guard") or {})
+                    cfg = self._fold_config(shipped, fold)
+                    manifest = run_quietly(cfg, out, str(self.prep.cache_dir))
                     v = tflite_validation(manifest)
                 except (EdgeoptError, RuntimeError) as e:
                     log.warning("search: trial %d could not be re-measured on fold %d: %s", t.number, fold, e)
@@ -367,6 +423,17 @@ class Remeasure:
                 self.study.set_user_attr(key, rec)
             parts.append(unpack_outcomes(rec["correct"], rec["n"]))
         return np.concatenate(parts)
+
+
+def teacher_tag(pipeline: PipelineConfig) -> str:
+    """What names the fold teachers of a pipeline: a digest of how they are made (the training recipe, the
+    data and the seed), so a changed recipe trains them again instead of reusing stale ones."""
+    what = {
+        "train": pipeline.teacher.train.model_dump(mode="json") if pipeline.teacher.train else None,
+        "data": pipeline.data.model_dump(mode="json"),
+        "seed": pipeline.seed,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _reload(prep: Prepared, study: Any) -> Any:

@@ -170,6 +170,35 @@ def test_choose_remeasures_and_can_change_its_mind():
     assert selection.choose(ref, [worse], maximize=False, remeasure=remeasure).chosen == 0 and calls == []
 
 
+def test_the_remeasured_floor_is_asked_once_and_only_when_needed():
+    """On the folds the floor is the teachers' own accuracy there (it may take training a teacher per fold):
+    asked once, after the first re-measurement, and it decides over the validation split's floor."""
+    ref = _cand(0, 1000, REF)
+    small = _cand(1, 700, REF.copy())
+    smaller = _cand(2, 600, REF.copy())
+    pooled_ref = outcomes(576, 540)
+    pooled = {
+        0: pooled_ref,
+        1: outcomes(0, 0, base=pooled_ref, swap=(4, 4)),
+        2: outcomes(0, 0, base=pooled_ref, swap=(30, 0)),
+    }
+    asked = []
+
+    def floor():
+        asked.append(1)
+        return 0.92
+
+    c = selection.choose(
+        ref, [small, smaller], maximize=False, floor=0.5, remeasured_floor=floor, remeasure=lambda c: pooled[c.number]
+    )
+    assert c.chosen == 1 and asked == [1], (c, asked)  # 2: 510/576 = 0.885 on the folds, below 0.92
+    assert "below the floor 0.9200" in c.notes[2]
+    asked.clear()  # nothing passes on the validation split: nothing re-measured, the floor never asked
+    worse = _cand(3, 700, outcomes(0, 0, base=REF, swap=(20, 0)))
+    assert selection.choose(ref, [worse], maximize=False, remeasured_floor=floor, remeasure=lambda c: None).chosen == 0
+    assert asked == []
+
+
 def test_top_share_is_asynchronous_successive_halving():
     assert selection.top_share(0.5, [], 3) == (True, 0.5)  # the first trial at a rung goes on
     assert selection.top_share(0.7, [0.8], 3) == (False, 0.8)  # fewer than eta: only the best so far

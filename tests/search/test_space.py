@@ -45,6 +45,20 @@ def test_apply_sets_values_and_drops_steps(pipe):
     assert light.steps[-1].profiles == [] and not light.steps[-1].cross_check and light.steps[-1].split.value == "val"
 
 
+def test_as_shipped_leaves_out_what_the_guard_undid_and_keeps_the_rest(pipe):
+    """A re-measurement fold runs the recipe that made the trial's model: a stage whose output the guard
+    replaced by its input is left out, and no stage is undone on the fold (the guard goes on)."""
+    ps = space.resolve_space(pipe, pipe.search)
+    run = space.trial_pipeline(space.apply(pipe, ps, space.reference_values(pipe, ps), name="x"), [], light=True)
+    assert "prune" in [s.stage for s in run.steps] and run.on_regression.value == "keep_best"
+    shipped = space.as_shipped(run, {"prune": "kept the input", "distill": "none"})
+    assert [s.stage for s in shipped.steps] == [s.stage for s in run.steps if s.stage != "prune"]
+    assert shipped.on_regression.value == "continue"
+    trained = [s for s in shipped.steps if hasattr(s, "on_regression")]
+    assert trained and all(s.on_regression.value == "continue" for s in trained)
+    assert [s.stage for s in space.as_shipped(run, {}).steps] == [s.stage for s in run.steps]  # nothing undone
+
+
 def test_indexed_step_and_range(pipe):
     ps = _params(
         pipe,
