@@ -266,7 +266,9 @@ def markdown(r: dict[str, Any]) -> str:
                 else "n/a"
             )
         lines.append(
-            f"| {run['name']} | {n['done']} / {n['pruned']} ({run['stopped_at_rung']}) | "
+            f"| {run['name']} | {n['done']} / {n['pruned']} ({run['stopped_at_rung']})"
+            + (f", {n['repeats']} repeat(s) skipped" if n.get("repeats") else "")
+            + " | "
             f"{_pct(run['teacher_test_accuracy'])} | "
             + (f"{_ci(ref, 'test_accuracy')}, {ref['gzip_bytes']:,.0f}" if ref else "n/a")
             + " | "

@@ -26,11 +26,14 @@ STATES = ("complete", "running", "waiting", "pruned", "fail")
 
 
 def counts(study: Any) -> dict[str, int]:
-    """Trials by state, with complete trials split into feasible and infeasible."""
-    out = dict.fromkeys(("done", "feasible", "infeasible", "running", "waiting", "pruned", "failed"), 0)
+    """Trials by state, with complete trials split into feasible and infeasible; ``repeats``: sampled values
+    already tried, skipped without running."""
+    out = dict.fromkeys(("done", "feasible", "infeasible", "running", "waiting", "pruned", "failed", "repeats"), 0)
     for t in study.get_trials(deepcopy=False):
         s = t.state.name.lower()
-        if s == "complete":
+        if t.user_attrs.get("repeat_of") is not None:  # sampled values already tried: not run
+            out["repeats"] += 1
+        elif s == "complete":
             out["done"] += 1
             out["feasible" if _feasible(t) else "infeasible"] += 1
         elif s == "fail":
@@ -49,7 +52,7 @@ def status_line(study: Any, select: str | None = None) -> str:
     c = counts(study)
     line = (
         f"{c['done']} done ({c['infeasible']} infeasible), {c['running']} running, {c['pruned']} pruned, "
-        f"{c['failed']} failed"
+        f"{c['failed']} failed" + (f", {c['repeats']} repeat(s) skipped" if c["repeats"] else "")
     )
     rule = select or study.user_attrs.get("select", "flash_bytes")
     best = choose(study.get_trials(deepcopy=False), rule)
@@ -126,7 +129,7 @@ def trial_rows(
         row: dict[str, Any] = {
             "trial": t.number,
             "reference": bool(ua.get("reference")),
-            "state": t.state.name.lower(),
+            "state": "repeat" if ua.get("repeat_of") is not None else t.state.name.lower(),
             "feasible": _feasible(t) if t.state.name == "COMPLETE" else None,
             "pareto": t.number in front,
             "worker": ua.get("worker"),
@@ -357,7 +360,8 @@ def write_html(
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}tr.chosen{{background:#fff3b0}}</style></head><body>
 <h1>edgeopt search: {html.escape(name)}</h1>
 <p>{c["done"]} trials done ({c["feasible"]} feasible, {c["infeasible"]} infeasible), {c["pruned"]} stopped early,
-{c["failed"]} failed. Objectives and constraints on the validation split, accuracy with its 95% interval
+{c["failed"]} failed{f", {c['repeats']} repeat(s) of tried values skipped" if c["repeats"] else ""}.
+Objectives and constraints on the validation split, accuracy with its 95% interval
 (Wilson); "vs pipeline as written" is the paired comparison with trial {reference if reference is not None else "0"}
 on the same examples (McNemar: beyond chance when the difference exceeds two standard deviations). Test
 accuracy measured once, for the front, the pipeline as written and the chosen trial.</p>
