@@ -220,7 +220,9 @@ def choose(
     reference's on the same examples) and must pass again there, and meet the accuracy floor there too
     (``remeasured_floor()``, asked once when first needed: the teacher's own accuracy on the folds may take
     training; default ``floor``).
-    The first that passes is chosen; else the reference when it is feasible; else none. Without a feasible
+    The first that passes is chosen; else the reference when it is feasible; else none. A re-measured candidate
+    below the floor may still replace a reference that is below it too on the same examples, if at least as
+    accurate there (the reference was feasible on the validation split only). Without a feasible
     reference every feasible candidate is ahead of it and only the floor (re-measured) is judged.
     ``tolerance``: the points a smaller candidate may lose beyond chance (``replaces``)."""
     ref_ok = reference is not None and reference.feasible
@@ -258,8 +260,18 @@ def choose(
         why = "the first trial by the rule that beats the pipeline as written beyond chance"
         return Choice(c.number, why if ref_ok else "the first feasible trial by the rule", notes)
     remeasured: dict[int, float] = {}
-    ref_pooled = None
+    ref_pooled: list[np.ndarray | None] = []  # measured once, and only when a candidate needs it
     pooled_floor: list[float | None] = []  # asked once
+
+    def reference_pooled() -> np.ndarray | None:
+        if not ref_pooled:
+            ref_pooled.append(remeasure(reference))  # type: ignore[arg-type,misc]
+            if ref_pooled[0] is None:
+                fallback.why += " (the pipeline as written could not be re-measured)"
+            else:
+                remeasured[reference.number] = float(ref_pooled[0].mean())  # type: ignore[union-attr]
+        return ref_pooled[0]
+
     for c in passed[:recheck]:
         pooled = remeasure(c)
         if pooled is None:
@@ -268,21 +280,28 @@ def choose(
         remeasured[c.number] = acc = float(pooled.mean())
         if not pooled_floor:
             pooled_floor.append(remeasured_floor() if remeasured_floor is not None else floor)
-        if pooled_floor[0] is not None and acc < pooled_floor[0]:
-            notes[c.number] = (
-                notes.get(c.number, "") + f"; re-measured on {len(pooled):,} examples: {acc:.4f}, below the floor "
-                f"{pooled_floor[0]:.4f}"
-            ).lstrip("; ")
-            continue
-        if ref_ok:
-            if ref_pooled is None:  # measured once, and only when a candidate needs it
-                ref_pooled = remeasure(reference)  # type: ignore[arg-type]
-                if ref_pooled is None:
-                    fallback.why += " (the pipeline as written could not be re-measured)"
+        low = pooled_floor[0] is not None and acc < pooled_floor[0]
+        if low:
+            note = f"re-measured on {len(pooled):,} examples: {acc:.4f}, below the floor {pooled_floor[0]:.4f}"
+            # Below the floor, a candidate still replaces a pipeline as written that is below it too (it was
+            # feasible on the validation split only): judged against it, and only if at least as accurate.
+            ref_acc = None
+            if ref_ok:
+                if reference_pooled() is None:
                     break
-                remeasured[reference.number] = float(ref_pooled.mean())  # type: ignore[union-attr]
+                ref_acc = remeasured[reference.number]  # type: ignore[union-attr]
+            if ref_acc is None or ref_acc >= pooled_floor[0] or acc < ref_acc:  # type: ignore[operator]
+                notes[c.number] = (notes.get(c.number, "") + "; " + note).lstrip("; ")
+                continue
+            notes[c.number] = (
+                notes.get(c.number, "") + f"; {note}, as is the pipeline as written ({ref_acc:.4f})"
+            ).lstrip("; ")
+        if ref_ok:
+            ref = reference_pooled()
+            if ref is None:
+                break
             ok, why = replaces(
-                ref_pooled,
+                ref,
                 pooled,
                 ref_metric=reference.metric,  # type: ignore[union-attr]
                 cand_metric=c.metric,
@@ -295,12 +314,18 @@ def choose(
         else:
             notes[c.number] = f"re-measured on {len(pooled):,} examples: {acc:.4f}"
         why = (
-            "the first trial by the rule that beats the pipeline as written beyond chance, on the validation split "
-            "and re-measured on more data"
+            "the first trial by the rule at least as accurate as the pipeline as written re-measured on more data, "
+            "where neither meets the accuracy floor"
+            if low
+            else "the first trial by the rule that beats the pipeline as written beyond chance, on the validation "
+            "split and re-measured on more data"
             if ref_ok
             else "the first feasible trial by the rule that meets the accuracy floor re-measured on more data"
         )
         return Choice(c.number, why, notes, remeasured)
+    ref_acc = remeasured.get(reference.number) if ref_ok else None  # type: ignore[union-attr]
+    if ref_acc is not None and pooled_floor and pooled_floor[0] is not None and ref_acc < pooled_floor[0]:
+        fallback.why += f" (re-measured on more data it scores {ref_acc:.4f}, below the floor {pooled_floor[0]:.4f})"
     if not ref_ok and passed:
         fallback.why = (
             f"no trial met every constraint when re-measured on more data ({len(passed[:recheck])} re-measured)"

@@ -163,7 +163,20 @@ def test_choose_remeasures_and_can_change_its_mind():
     # a floor judged on the re-measurement too
     calls.clear()
     c = selection.choose(ref, [lucky, solid], maximize=False, floor=0.95, remeasure=remeasure)
-    assert c.chosen == 0 and "below the floor" in c.notes[2] and calls == [1, 2]  # the reference never needed
+    assert c.chosen == 0 and "below the floor" in c.notes[2] and calls == [1, 0, 2]
+    assert "scores 0.9028, below the floor 0.9500" in c.why  # trial 0 too, but more accurate than both
+    # below the floor with trial 0 below it too: the candidate at least as accurate as trial 0 there replaces it
+    calls.clear()
+    c = selection.choose(ref, [lucky, solid], maximize=False, floor=0.903, remeasure=remeasure)
+    assert c.chosen == 0, c  # 2 (0.8993) is less accurate than trial 0 (0.9028): both below 0.903
+    pooled[2] = outcomes(0, 0, base=pooled_ref, swap=(2, 6))  # 524/576 = 0.9097, still below 0.92
+    c = selection.choose(ref, [lucky, solid], maximize=False, floor=0.92, remeasure=remeasure)
+    assert c.chosen == 2 and "neither meets the accuracy floor" in c.why, c
+    assert "as is the pipeline as written (0.9028)" in c.notes[2]
+    # trial 0 meets the floor on the folds: a candidate below it never replaces it
+    pooled[2] = outcomes(0, 0, base=pooled_ref, swap=(8, 6))  # 518/576 = 0.8993, below 0.90; trial 0 0.9028
+    c = selection.choose(ref, [lucky, solid], maximize=False, floor=0.9, remeasure=remeasure)
+    assert c.chosen == 0 and c.notes[2].endswith("below the floor 0.9000"), c
     # nothing passes on the validation split: nothing is re-measured
     calls.clear()
     worse = _cand(3, 700, outcomes(0, 0, base=REF, swap=(20, 0)))
