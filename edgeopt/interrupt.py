@@ -7,16 +7,20 @@ finalizer (``__del__`` or a weakref callback; TensorFlow runs many of them while
 remembers the signal as well as raising it; ``check()``, called at every stage boundary, every training
 batch and before a bundle is put in place, raises it again. Code that calls edgeopt as a library and wants
 the same enters ``catching()`` itself; without it ``check()`` does nothing. Code that catches a Ctrl-C on
-purpose and carries on calls ``forget()``.
+purpose and carries on calls ``forget()``. While ``catching()``, the dropped KeyboardInterrupt is not printed
+either (``sys.unraisablehook``): the user sees the one "interrupted" line of the command, not a traceback from
+inside TensorFlow.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 _pending = threading.Event()
 
@@ -24,6 +28,17 @@ _pending = threading.Event()
 def _handler(signum: int, frame: FrameType | None) -> None:
     _pending.set()
     raise KeyboardInterrupt
+
+
+def _quiet_unraisable(previous: Any) -> Any:
+    """An unraisable hook that drops a remembered Ctrl-C (``check()`` raises it again) and passes the rest on."""
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, KeyboardInterrupt) and _pending.is_set():
+            return
+        previous(args)
+
+    return hook
 
 
 @contextmanager
@@ -35,11 +50,14 @@ def catching() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGINT, _handler)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_unraisable(hook)
     _pending.clear()
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = hook
         _pending.clear()
 
 

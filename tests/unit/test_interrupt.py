@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 
 import pytest
 import typer
@@ -53,6 +54,30 @@ def test_check_raises_a_swallowed_ctrl_c_again():
             interrupt.check()
         interrupt.forget()  # handled on purpose: not raised again
         interrupt.check()
+
+
+def test_a_swallowed_ctrl_c_prints_no_traceback(monkeypatch):
+    """The Ctrl-C dropped in a finalizer is remembered, not printed ("Exception ignored in ... Traceback" from
+    inside TensorFlow once made a CI run's Ctrl-C test fail); other unraisable errors still reach the hook
+    (Python's prints them), and the hook is the previous one again after the block."""
+    seen: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: seen.append(args.exc_value))
+
+    class _Broken:
+        def __del__(self) -> None:
+            raise ValueError("a finalizer's own error")
+
+    with interrupt.catching():
+        _remember_a_swallowed_ctrl_c()
+        assert seen == []
+        obj = _Broken()
+        del obj
+        gc.collect()
+        assert [type(e) for e in seen] == [ValueError]
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+    _swallowed_ctrl_c()  # outside catching(): the previous hook sees it
+    assert [type(e) for e in seen] == [ValueError, KeyboardInterrupt]
 
 
 def test_a_block_inside_another_keeps_the_outer_ctrl_c():
