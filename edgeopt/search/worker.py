@@ -370,7 +370,8 @@ class TrialFunction:
 def repeat_of(trial: Any) -> int | None:
     """The earlier trial (done, stopped early or running, not itself a repeat) whose values this trial's
     sampled values repeat, or None. Such a trial would cost the stage cache only seconds, but it takes a
-    place in the budget: on Fashion-MNIST, 1 of 4 sampled trials repeated another's values in 3 runs."""
+    place in the budget: in each of three bench runs one sampled trial (of four on Fashion-MNIST, of nine
+    on digits) repeated another's values."""
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
