@@ -140,7 +140,12 @@ class SearchConfig(BaseModel):
         description="the accuracy difference (points) that matters: a validation split too small to tell it from "
         "chance (paired test) makes the search re-measure its best candidates on k folds of the training data",
     )
-    max_folds: int = Field(4, ge=1, description="at most this many validation folds for the re-measurement (1: none)")
+    max_folds: int = Field(
+        3,
+        ge=0,
+        description="at most this many validation folds of the training data for the re-measurement, the "
+        "validation split that ranked the trials not among them (0: none)",
+    )
     recheck: int = Field(
         3, ge=0, description="how many of the best feasible candidates are re-measured before best.yaml is chosen"
     )

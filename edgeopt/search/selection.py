@@ -85,12 +85,14 @@ def paired(reference: np.ndarray, candidate: np.ndarray) -> Paired:
 
 
 def folds_needed(n_val: int, available: int, points: float, max_folds: int, changed: float = TYPICAL_CHANGED) -> int:
-    """How many validation folds of ``n_val`` examples it takes to tell ``points`` of accuracy from chance
-    in a paired test (``guard.examples_needed``), at most ``max_folds`` and the ``available`` folds the data
-    holds; 1 when the validation split alone is enough."""
+    """How many validation folds of ``n_val`` examples, besides the validation split, it takes to tell
+    ``points`` of accuracy from chance in a paired test (``guard.examples_needed``), at most ``max_folds`` and
+    the ``available - 1`` other folds the data holds; 0 when the validation split alone is enough. The split
+    that ranked the trials is not one of them: a candidate is there because it scored well on it."""
     if n_val <= 0:
-        return 1
-    return max(1, min(max_folds, available, math.ceil(examples_needed(points, changed) / n_val)))
+        return 0
+    needed = math.ceil(examples_needed(points, changed) / n_val)
+    return 0 if needed <= 1 else max(0, min(max_folds, available - 1, needed))
 
 
 # ---- rungs: successive halving over fine-tuning length --------------------------------------------------
@@ -222,7 +224,8 @@ def choose(
     training; default ``floor``).
     The first that passes is chosen; else the reference when it is feasible; else none. A re-measured candidate
     below the floor may still replace a reference that is below it too on the same examples, if at least as
-    accurate there (the reference was feasible on the validation split only). Without a feasible
+    accurate there (the reference was feasible on the validation split only), but only when no other
+    re-measured candidate meets the floor: one that does comes first, whatever its place in the rule. Without a feasible
     reference every feasible candidate is ahead of it and only the floor (re-measured) is judged.
     ``tolerance``: the points a smaller candidate may lose beyond chance (``replaces``)."""
     ref_ok = reference is not None and reference.feasible
@@ -260,6 +263,7 @@ def choose(
         why = "the first trial by the rule that beats the pipeline as written beyond chance"
         return Choice(c.number, why if ref_ok else "the first feasible trial by the rule", notes)
     remeasured: dict[int, float] = {}
+    below_floor: list[Choice] = []  # candidates that replace a reference below the floor, by the rule's order
     ref_pooled: list[np.ndarray | None] = []  # measured once, and only when a candidate needs it
     pooled_floor: list[float | None] = []  # asked once
 
@@ -315,14 +319,19 @@ def choose(
             notes[c.number] = f"re-measured on {len(pooled):,} examples: {acc:.4f}"
         why = (
             "the first trial by the rule at least as accurate as the pipeline as written re-measured on more data, "
-            "where neither meets the accuracy floor"
+            "where neither meets the accuracy floor (nor any other candidate re-measured)"
             if low
             else "the first trial by the rule that beats the pipeline as written beyond chance, on the validation "
-            "split and re-measured on more data"
+            "split and re-measured on more data, and meets the accuracy floor there"
             if ref_ok
             else "the first feasible trial by the rule that meets the accuracy floor re-measured on more data"
         )
+        if low:  # kept while a later candidate may still meet the floor
+            below_floor.append(Choice(c.number, why, notes, remeasured))
+            continue
         return Choice(c.number, why, notes, remeasured)
+    if below_floor:
+        return below_floor[0]
     ref_acc = remeasured.get(reference.number) if ref_ok else None  # type: ignore[union-attr]
     if ref_acc is not None and pooled_floor and pooled_floor[0] is not None and ref_acc < pooled_floor[0]:
         fallback.why += f" (re-measured on more data it scores {ref_acc:.4f}, below the floor {pooled_floor[0]:.4f})"

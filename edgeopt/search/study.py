@@ -258,8 +258,8 @@ def _child(job: Any) -> None:
 
 
 def write_report(prep: Prepared, study: Any, pipeline_file: str | Path, teacher_accuracy: float) -> dict[str, Any]:
-    """Choose ``best.yaml``'s trial (``selection.choose``: re-measuring the best candidates on k folds when the
-    validation split is too small for the difference that matters), measure the test split once for the
+    """Choose ``best.yaml``'s trial (``selection.choose``: re-measuring the best candidates on k other folds when
+    the validation split is too small for the difference that matters), measure the test split once for the
     Pareto front, the pipeline as written and the chosen trial, and write the outputs. The chosen trial need
     not be on the front: the rule's metric (``select``) may be none of the objectives."""
 
@@ -292,7 +292,7 @@ def write_report(prep: Prepared, study: Any, pipeline_file: str | Path, teacher_
 
 def select(prep: Prepared, study: Any, trials: list[Any], ref: Any, teacher_accuracy: float) -> tuple[Any, dict]:
     """The selection (``selection.choose``) and how it measured: on the validation split alone when it can
-    tell ``min_difference`` from chance, else on k folds of the training data (the plan, for the report)."""
+    tell ``min_difference`` from chance, else on k other folds of the training data (the plan, for the report)."""
     data = load_dataset(prep.pipeline.data)
     s = prep.search
     n_val = len(data.x_val)
@@ -308,16 +308,17 @@ def select(prep: Prepared, study: Any, trials: list[Any], ref: Any, teacher_accu
     plan["method"] = (
         f"the validation split ({n_val:,} examples) tells {s.min_difference:g} point(s) from chance"
         if n_val >= plan["examples_needed"]
-        else f"{folds} validation folds of the training data ({n_val * folds:,} examples; "
-        f"{plan['examples_needed']:,} would tell {s.min_difference:g} point(s) from chance)"
-        if folds > 1
+        else f"{folds} validation folds of the training data other than the split that ranked the trials "
+        f"({n_val * folds:,} examples; {plan['examples_needed']:,} would tell {s.min_difference:g} point(s) "
+        "from chance)"
+        if folds
         else f"the validation split only ({n_val:,} examples; too small to tell {s.min_difference:g} point(s) from "
         "chance, and no more folds allowed)"
     )
     maximize = Objective.parse(s.select).maximize
     candidates = [c for t in trials if (c := report.candidate(t, s.select)) is not None]
     reference = report.candidate(ref, s.select) if ref is not None else None
-    remeasure = Remeasure(prep, study, folds, trials, teacher_accuracy) if folds > 1 else None
+    remeasure = Remeasure(prep, study, folds, trials) if folds else None
     if remeasure is not None:
         plan["teachers"] = remeasure.teachers
     choice = selection.choose(
@@ -342,28 +343,28 @@ def selection_tolerance(pipeline: Any, search: Any) -> float:
 
 
 class Remeasure:
-    """A candidate's per-example outcomes on ``folds`` validation folds: fold 0 from its trial, each other
-    fold from the trial's pipeline run again with that fold held out (``data.val_fold``; every stage trains
-    again, on the other folds, so no example is scored by a model that trained on it), as the trial shipped
-    it (``as_shipped``: the stages its guard undid left out, no guard). When the pipeline
-    can make its teacher (``teacher.train``), each fold's run distills from a teacher trained again without
-    that fold: the file's teacher trained on folds 1 ... k-1, and its students score higher there than on
-    images nobody trained on. Kept in the study (``fold:TRIAL:FOLD:shipped:TEACHER``), so a rerun or another machine
+    """A candidate's per-example outcomes on validation folds 1 ... ``folds``, not fold 0: the validation
+    split ranked the trials, so a candidate is there partly because it was lucky on those examples (the
+    chosen digits trials scored 1 to 2 points less on the other folds than on it). Each fold is the trial's
+    pipeline run again with that fold held out (``data.val_fold``; every stage trains again, on the other
+    folds, so no example is scored by a model that trained on it), as the trial shipped it (``as_shipped``:
+    the stages its guard undid left out, no guard). When the pipeline can make its teacher
+    (``teacher.train``), each fold's run distills from a teacher trained again without that fold: the file's
+    teacher trained on those folds, and its students score higher there than on images nobody trained on.
+    Kept in the study (``fold:TRIAL:FOLD:shipped:TEACHER``), so a rerun or another machine
     does not run them again; the fold teachers are kept in ``build/search/<name>/teachers/``."""
 
-    def __init__(self, prep: Prepared, study: Any, folds: int, trials: list[Any], teacher_accuracy: float) -> None:
+    def __init__(self, prep: Prepared, study: Any, folds: int, trials: list[Any]) -> None:
         self.prep, self.study, self.folds = prep, study, folds
         self.trials = {t.number: t for t in trials}
-        self.teacher_accuracy = teacher_accuracy  # the file's teacher on fold 0, the validation split
         self.own_teachers = prep.pipeline.teacher.train is not None
         self.tag = teacher_tag(prep.pipeline) if self.own_teachers else "shared"
         self.teacher_pooled: float | None = None  # the teachers' accuracy over the folds, once measured
         self.teachers = (
-            f"fold 0: the pipeline's teacher; folds 1 to {folds - 1}: a teacher trained again without the fold "
-            "(teacher.train)"
+            f"folds 1 to {folds}: a teacher trained again without the fold (teacher.train)"
             if self.own_teachers
             else f"the pipeline's teacher on every fold (no teacher.train to make one without a fold: it trained "
-            f"on folds 1 to {folds - 1}, which flatters its students there)"
+            f"on folds 1 to {folds}, which flatters its students there)"
         )
 
     def teacher_path(self, fold: int) -> Path:
@@ -395,16 +396,19 @@ class Remeasure:
 
     def floor(self) -> float | None:
         """The accuracy floor on the pooled folds: the search's floor with the teachers' pooled accuracy."""
-        n0 = len(load_dataset(self.prep.pipeline.data).x_val)
-        recs = [{"accuracy": self.teacher_accuracy, "n": n0}] + [self.teacher_on(f) for f in range(1, self.folds)]
+        recs = [self.teacher_on(f) for f in self.fold_numbers]
         self.teacher_pooled = sum(r["accuracy"] * r["n"] for r in recs) / sum(r["n"] for r in recs)
         return accuracy_floor(self.prep.search, self.teacher_pooled)
 
+    @property
+    def fold_numbers(self) -> range:
+        return range(1, self.folds + 1)
+
     def __call__(self, cand: Any) -> Any | None:
         t = self.trials[cand.number]
-        parts = [cand.correct]
+        parts = []
         full = PipelineConfig.model_validate(t.user_attrs["pipeline"])
-        for fold in range(1, self.folds):
+        for fold in self.fold_numbers:
             key = f"fold:{t.number}:{fold}:shipped:{self.tag}"
             rec = self.study.user_attrs.get(key)
             if rec is None:

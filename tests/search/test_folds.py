@@ -48,13 +48,13 @@ def test_a_fold_out_of_range_is_bad_input():
 
 def test_each_fold_is_judged_with_a_teacher_that_did_not_train_on_it(tmp_path):
     """With teacher.train, a fold's re-measurement distills from a teacher trained again without that fold
-    (the file's teacher trained on folds 1 ... k-1); its accuracy there sets the floor on the folds. Made
+    (the file's teacher trained on folds 1 ... k); its accuracy there sets the floor on the folds. Made
     once per recipe and kept; without teacher.train the file's teacher serves every fold."""
     raw = yaml.safe_load((ROOT / "tests" / "data" / "digits.yaml").read_text())
     raw["teacher"]["train"]["epochs"] = 2
     prep = prepare(_write(tmp_path / "p.yaml", raw), build=tmp_path / "build")
     study = optuna.create_study()
-    r = Remeasure(prep, study, 3, [], teacher_accuracy=0.9)
+    r = Remeasure(prep, study, 3, [])
     cfg = r._fold_config(prep.pipeline, 1)
     assert cfg.data.val_fold == 1 and cfg.teacher.path == r.teacher_path(1)
     assert r.teacher_path(1).parent == (prep.root / "teachers").resolve() and r.teacher_path(1) != r.teacher_path(2)
@@ -64,7 +64,7 @@ def test_each_fold_is_judged_with_a_teacher_that_did_not_train_on_it(tmp_path):
     assert rec["n"] == 144 and 0.0 <= rec["accuracy"] <= 1.0
     assert r.teacher_on(1) == rec and r.teacher_path(1).stat().st_mtime_ns == made  # kept, not trained again
     floor = r.floor()
-    recs = [{"accuracy": 0.9, "n": 144}, rec, r.teacher_on(2)]
+    recs = [rec, r.teacher_on(2), r.teacher_on(3)]  # folds 1 to 3: the validation split (fold 0) is not one
     pooled = sum(x["accuracy"] * x["n"] for x in recs) / 432
     assert r.teacher_pooled == pytest.approx(pooled) and floor == accuracy_floor(prep.search, pooled)
     assert "trained again without the fold" in r.teachers
@@ -72,7 +72,7 @@ def test_each_fold_is_judged_with_a_teacher_that_did_not_train_on_it(tmp_path):
     raw["teacher"]["train"]["epochs"] = 3  # another recipe: other teachers
     assert teacher_tag(prepare(_write(tmp_path / "q.yaml", raw), build=tmp_path / "build").pipeline) != r.tag
     del raw["teacher"]["train"]  # nothing to train one with: the file's teacher on every fold
-    shared = Remeasure(prepare(_write(tmp_path / "s.yaml", raw), build=tmp_path / "build"), study, 3, [], 0.9)
+    shared = Remeasure(prepare(_write(tmp_path / "s.yaml", raw), build=tmp_path / "build"), study, 3, [])
     assert shared._fold_config(shared.prep.pipeline, 1).teacher.path == shared.prep.pipeline.teacher.path
     assert "flatters its students" in shared.teachers
 

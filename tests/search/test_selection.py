@@ -183,6 +183,34 @@ def test_choose_remeasures_and_can_change_its_mind():
     assert selection.choose(ref, [worse], maximize=False, remeasure=remeasure).chosen == 0 and calls == []
 
 
+def test_a_candidate_that_meets_the_floor_comes_before_one_below_it():
+    """With trial 0 below the floor on the folds, a smaller candidate below it too (but more accurate than
+    trial 0) is chosen only when no other re-measured candidate meets the floor (digits, seed 43: the first
+    by the rule, 0.19 points over a floor it missed on fresh folds, shipped 1.67 points below the teacher)."""
+    ref = _cand(0, 1000, REF)
+    small = _cand(1, 700, REF.copy())
+    larger = _cand(2, 800, REF.copy())
+    pooled_ref = outcomes(576, 520)  # 0.9028, below the floor of 0.91
+    pooled = {
+        0: pooled_ref,
+        1: outcomes(0, 0, base=pooled_ref, swap=(2, 6)),  # 524/576 = 0.9097: below 0.91, above trial 0
+        2: outcomes(0, 0, base=pooled_ref, swap=(0, 10)),  # 530/576 = 0.9201: meets it
+    }
+    c = selection.choose(ref, [small, larger], maximize=False, floor=0.91, remeasure=lambda c: pooled[c.number])
+    assert c.chosen == 2 and "meets the accuracy floor there" in c.why, c
+    assert "below the floor 0.9100, as is the pipeline as written (0.9028)" in c.notes[1]
+    assert c.remeasured == {1: pytest.approx(524 / 576), 0: pytest.approx(520 / 576), 2: pytest.approx(530 / 576)}
+    # only the smaller one re-measured: nothing meets the floor, so it replaces trial 0 below the floor
+    c = selection.choose(
+        ref, [small, larger], maximize=False, floor=0.91, recheck=1, remeasure=lambda c: pooled[c.number]
+    )
+    assert c.chosen == 1 and "neither meets the accuracy floor" in c.why, c
+    # neither re-measured candidate meets it: the first by the rule of those at least as accurate as trial 0
+    pooled[2] = outcomes(0, 0, base=pooled_ref, swap=(0, 3))  # 523/576 = 0.9080
+    c = selection.choose(ref, [small, larger], maximize=False, floor=0.91, remeasure=lambda c: pooled[c.number])
+    assert c.chosen == 1 and "neither meets the accuracy floor" in c.why, c
+
+
 def test_the_remeasured_floor_is_asked_once_and_only_when_needed():
     """On the folds the floor is the teachers' own accuracy there (it may take training a teacher per fold):
     asked once, after the first re-measurement, and it decides over the validation split's floor."""
@@ -281,12 +309,15 @@ def test_on_track_promotes_a_trial_below_the_reference_when_the_reference_is_inf
 @pytest.mark.parametrize(
     ("n_val", "available", "points", "max_folds", "folds"),
     [
-        (6000, 9, 1.0, 4, 1),  # Fashion-MNIST: 6,000 examples tell 1 point (1,200 needed) -> one split
-        (6000, 9, 0.5, 4, 1),  # and half a point (4,800)
+        (6000, 9, 1.0, 4, 0),  # Fashion-MNIST: 6,000 examples tell 1 point (1,200 needed) -> the split alone
+        (6000, 9, 0.5, 4, 0),  # and half a point (4,800)
+        (1000, 9, 1.0, 4, 2),  # 1,200 needed: the split is not one of the folds, so two more of 1,000
         (144, 9, 1.0, 4, 4),  # digits: 1,200 needed, 144 a fold -> 9, capped at 4
+        (144, 9, 1.0, 3, 3),
         (144, 9, 2.0, 10, 3),  # 300 needed -> 3 folds
-        (144, 2, 1.0, 4, 2),  # no more folds than the data holds
-        (0, 1, 1.0, 4, 1),
+        (144, 3, 1.0, 4, 2),  # no more folds than the data holds besides the validation split
+        (144, 1, 1.0, 4, 0),
+        (0, 1, 1.0, 4, 0),
     ],
 )
 def test_folds_needed(n_val, available, points, max_folds, folds):
