@@ -200,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         path = pipeline_file(kind, int(seed), args.build)
         runs.append(record(kind, int(seed), path, args.out, args.build, float(done_in)))
         runs[-1]["recorded"] = True
+    recorded = {(r["kind"], r["seed"]) for r in runs}
     for kind in args.only or list(RUNS):
         for seed in args.seeds:
+            if (kind, seed) in recorded:  # recorded above: not run again
+                continue
             runs.append(run_one(kind, seed, args.out, args.build))
             log.info("search-bench: %s done in %.1f min", runs[-1]["name"], runs[-1]["minutes"])
     for run in runs:

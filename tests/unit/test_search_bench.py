@@ -45,3 +45,32 @@ def test_drop_below_the_teacher_and_below_the_interval_of_trial_0():
     assert search_bench.judge({"kind": "digits", "chosen": None, "reference": None}, TARGETS) == {
         "a model was chosen": False
     }
+
+
+def test_a_recorded_search_is_not_run_again(tmp_path, monkeypatch):
+    """``--recorded KIND:SEED:MINUTES`` takes a finished search from its outputs; the bench runs only the
+    others, and the whole run's minutes are the sum of the searches'."""
+    ran, recorded = [], []
+
+    def fake(kind, seed, minutes):
+        run = _run(kind)
+        run.update(name=f"{kind}_s{seed}", seed=seed, minutes=minutes, selection=None, stopped_at_rung=0)
+        run["counts"] = {"done": 3, "pruned": 0}
+        return run
+
+    def record(kind, seed, path, out, build, minutes):
+        recorded.append((kind, seed))
+        return fake(kind, seed, minutes)
+
+    def run_one(kind, seed, out, build):
+        ran.append((kind, seed))
+        return fake(kind, seed, 2.5)
+
+    monkeypatch.setattr(search_bench, "record", record)
+    monkeypatch.setattr(search_bench, "run_one", run_one)
+    monkeypatch.setattr(search_bench, "pipeline_file", lambda kind, seed, build: tmp_path / f"{kind}_s{seed}.yaml")
+    argv = ["--out", str(tmp_path / "out"), "--build", str(tmp_path / "build"), "--only", "digits"]
+    search_bench.main([*argv, "--recorded", "digits:42:3.5"])
+    assert recorded == [("digits", 42)] and ran == [("digits", 43)]
+    result = (tmp_path / "out" / "results.md").read_text()
+    assert "Whole run: 6.0 minutes" in result and "digits_s42" in result and "digits_s43" in result
