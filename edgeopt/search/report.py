@@ -25,13 +25,18 @@ from edgeopt.validation import unpack_outcomes
 STATES = ("complete", "running", "waiting", "pruned", "fail")
 
 
+def is_repeat(t: Any) -> bool:
+    """Whether the trial's sampled values repeat a tried trial's (skipped, not run: ``worker.repeat_of``)."""
+    return t.user_attrs.get("repeat_of") is not None
+
+
 def counts(study: Any) -> dict[str, int]:
     """Trials by state, with complete trials split into feasible and infeasible; ``repeats``: sampled values
     already tried, skipped without running."""
     out = dict.fromkeys(("done", "feasible", "infeasible", "running", "waiting", "pruned", "failed", "repeats"), 0)
     for t in study.get_trials(deepcopy=False):
         s = t.state.name.lower()
-        if t.user_attrs.get("repeat_of") is not None:  # sampled values already tried: not run
+        if is_repeat(t):
             out["repeats"] += 1
         elif s == "complete":
             out["done"] += 1
@@ -129,7 +134,7 @@ def trial_rows(
         row: dict[str, Any] = {
             "trial": t.number,
             "reference": bool(ua.get("reference")),
-            "state": "repeat" if ua.get("repeat_of") is not None else t.state.name.lower(),
+            "state": "repeat" if is_repeat(t) else t.state.name.lower(),
             "feasible": _feasible(t) if t.state.name == "COMPLETE" else None,
             "pareto": t.number in front,
             "worker": ua.get("worker"),

@@ -263,7 +263,7 @@ def choose(
         why = "the first trial by the rule that beats the pipeline as written beyond chance"
         return Choice(c.number, why if ref_ok else "the first feasible trial by the rule", notes)
     remeasured: dict[int, float] = {}
-    below_floor: list[Choice] = []  # candidates that replace a reference below the floor, by the rule's order
+    below_floor: Choice | None = None  # the first candidate that replaces a reference below the floor
     ref_pooled: list[np.ndarray | None] = []  # measured once, and only when a candidate needs it
     pooled_floor: list[float | None] = []  # asked once
 
@@ -327,11 +327,11 @@ def choose(
             else "the first feasible trial by the rule that meets the accuracy floor re-measured on more data"
         )
         if low:  # kept while a later candidate may still meet the floor
-            below_floor.append(Choice(c.number, why, notes, remeasured))
+            below_floor = below_floor or Choice(c.number, why, notes, remeasured)
             continue
         return Choice(c.number, why, notes, remeasured)
-    if below_floor:
-        return below_floor[0]
+    if below_floor is not None:
+        return below_floor
     ref_acc = remeasured.get(reference.number) if ref_ok else None  # type: ignore[union-attr]
     if ref_acc is not None and pooled_floor and pooled_floor[0] is not None and ref_acc < pooled_floor[0]:
         fallback.why += f" (re-measured on more data it scores {ref_acc:.4f}, below the floor {pooled_floor[0]:.4f})"

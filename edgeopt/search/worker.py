@@ -30,7 +30,7 @@ from edgeopt.search import selection, space
 from edgeopt.search import storage as st
 from edgeopt.search.config import SearchConfig
 from edgeopt.search.objectives import accuracy_floor, resolve_profiles, score, with_constraints
-from edgeopt.search.report import status_line
+from edgeopt.search.report import is_repeat, status_line
 from edgeopt.search.space import distributions, floor_margin, remaining_fine_tuning, resolve_space
 from edgeopt.validation import unpack_outcomes
 
@@ -349,7 +349,7 @@ class TrialFunction:
     def after_trial(self, study: Any, trial: Any) -> None:
         """Log the trial; stop the worker once it ran ``job.trials`` trials, or when the sampler keeps proposing
         values already tried (``max_repeats``: the space has few untried values left)."""
-        if trial.user_attrs.get("repeat_of") is None:
+        if not is_repeat(trial):
             log.info(
                 "worker %d: trial %d %s; %s", self.job.worker, trial.number, _trial_summary(trial), status_line(study)
             )
@@ -376,7 +376,7 @@ def repeat_of(trial: Any) -> int | None:
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     for t in trial.study.get_trials(deepcopy=False, states=states):
-        if t.number != trial.number and t.user_attrs.get("repeat_of") is None and t.params == trial.params:
+        if t.number != trial.number and not is_repeat(t) and t.params == trial.params:
             return int(t.number)
     return None
 
