@@ -19,6 +19,13 @@ def search(
         int | None,
         typer.Option(help="trials this command adds to the study (Optuna's n_trials); default: search.trials"),
     ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="time budget for this command's trials: no trial starts once it is spent (the running ones "
+            "finish); default: search.minutes, none when not set"
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="local worker processes, one TensorFlow each, cores shared out")] = 1,
     storage: Annotated[
         str | None,
@@ -41,8 +48,18 @@ def search(
     pipeline unless a trial beats it by more than chance. Writes every trial (trials.csv, trials.json) and
     the Pareto front (pareto.png, pareto.html). Exit 1 when no trial met every constraint."""
     result = run_search(
-        pipeline, trials=trials, workers=workers, storage=storage, study_name=study, cache=cache, out=out
+        pipeline,
+        trials=trials,
+        minutes=minutes,
+        workers=workers,
+        storage=storage,
+        study_name=study,
+        cache=cache,
+        out=out,
     )
     s = result.summary
     typer.echo(f"best: {result.best}: trial {s.get('chosen')}, {s.get('why', '')}")
     typer.echo(f"  all trials: {result.out_dir / 'trials.csv'}, front: {result.out_dir / 'pareto.html'}")
+    spent = s.get("budget") or {}
+    if spent.get("stopped_by_time"):
+        typer.echo(f"  time budget: {spent['minutes']:g} min spent after {spent['ran']} of {spent['trials']} trial(s)")

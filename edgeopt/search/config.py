@@ -155,6 +155,13 @@ class SearchConfig(BaseModel):
         "the pipeline as written by more than chance; the pipeline as written when none does",
     )
     trials: int = Field(20, ge=1, description="default for --trials")
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        description="default for --minutes: a time budget for the trials of one search command; no trial starts "
+        "once it is spent (the ones running finish, then the selection and the test split are measured); "
+        "null: no limit",
+    )
     heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
     grace_period: int | None = Field(
         None, ge=1, description="seconds without a heartbeat before a trial is failed and retried (default 3x)"

@@ -393,8 +393,10 @@ def write_outputs(
     reference: Any | None,
     choice: selection.Choice,
     plan: dict[str, Any],
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write trials.csv, trials.json, pareto.png, pareto.html and (when a trial was chosen) best.yaml."""
+    """Write trials.csv, trials.json, pareto.png, pareto.html and (when a trial was chosen) best.yaml;
+    ``budget``: what the command that ran trials spent (``study.budget_spent``), None when it ran none."""
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study, params, test, reference, choice)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -412,6 +414,7 @@ def write_outputs(
         "selection": plan,
         "pareto": [t.number for t in pareto(study)],
         "counts": c,
+        "budget": budget,
         "trials": rows,
     }
     write_json(out / "trials.json", summary)

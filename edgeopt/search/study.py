@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def search(
     pipeline_file: str | Path,
     *,
     trials: int | None = None,
+    minutes: float | None = None,
     workers: int = 1,
     storage: str | None = None,
     study_name: str | None = None,
@@ -153,25 +155,31 @@ def search(
     report: bool = True,
 ) -> SearchResult:
     """Run ``trials`` trials (default: the ``search:`` block's) of the pipeline's study in ``workers``
-    processes, then write the outputs. Raises GateFailed when no trial of the study is feasible."""
+    processes, starting none once ``minutes`` (default: the block's ``minutes``, none when null) have passed,
+    then write the outputs. Raises GateFailed when no trial of the study is feasible."""
     if workers < 1:
         raise BadInput(f"--workers {workers}: must be at least 1")
+    if minutes is not None and minutes <= 0:
+        raise BadInput(f"--minutes {minutes:g}: must be more than 0")
     prep = prepare(pipeline_file, storage=storage, study_name=study_name, cache=cache, out=out, build=build)
     n = prep.search.trials if trials is None else trials
     if n < 0:
         raise BadInput(f"--trials {n}: must be 0 or more")
+    budget = prep.search.minutes if minutes is None else minutes
     study = create_study(prep)
     t_acc = teacher_accuracy(prep)
     # A phone profile's latency gate needs the host's calibration: measured here once, not in every worker.
     calibrate.ensure(resolve_profiles(prep.pipeline, prep.search))
     log.info(
-        "study %s in %s: %s trial(s) in %d worker(s); teacher validation accuracy %.4f",
+        "study %s in %s: %s trial(s)%s in %d worker(s); teacher validation accuracy %.4f",
         prep.study_name,
         safe(prep.storage_url),
         n,
+        f" within {budget:g} minutes" if budget is not None else "",
         workers,
         t_acc,
     )
+    started, since = time.time(), datetime.now()
 
     job = WorkerJob(
         pipeline_path=str(Path(pipeline_file).resolve()),
@@ -183,17 +191,42 @@ def search(
         teacher_accuracy=t_acc,
         threads=threads_per_worker(workers) if workers > 1 else 0,
         seed=_seed(prep.pipeline.seed),
+        deadline=started + budget * 60 if budget is not None else None,
     )
+    spent = None
     if n > 0:
         run_workers(job, workers, study)
+        spent = budget_spent(study, n, budget, started, since)
+        if spent["stopped_by_time"]:
+            log.warning(
+                "search: the %g-minute budget was spent after %d of %d trial(s)", budget, spent["ran"], spent["trials"]
+            )
     summary: dict[str, Any] = {}
     if report:
-        summary = write_report(prep, study, pipeline_file, t_acc)
+        summary = write_report(prep, study, pipeline_file, t_acc, budget=spent)
     result = SearchResult(prep.out_dir, prep.storage_url, prep.study_name, summary)
     if report and result.best is None:
         why = summary.get("why", "no trial met every constraint")
         raise GateFailed(f"study {prep.study_name}: {why}; see {prep.out_dir / 'trials.csv'}")
     return result
+
+
+def budget_spent(study: Any, trials: int, minutes: float | None, started: float, since: datetime) -> dict[str, Any]:
+    """What this command's trials spent (for trials.json): trials asked for and run (a skipped repeat is not
+    a run), the time budget and the minutes the trials took, and whether the budget stopped them short."""
+    ran = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_start and t.datetime_start >= since and not report.is_repeat(t)
+    )
+    took = (time.time() - started) / 60
+    return {
+        "trials": trials,
+        "ran": ran,
+        "minutes": minutes,
+        "minutes_taken": round(took, 2),
+        "stopped_by_time": minutes is not None and ran < trials and took >= minutes,
+    }
 
 
 def _seed(base: int) -> int:
@@ -257,7 +290,9 @@ def _child(job: Any) -> None:
         sys.exit(130)
 
 
-def write_report(prep: Prepared, study: Any, pipeline_file: str | Path, teacher_accuracy: float) -> dict[str, Any]:
+def write_report(
+    prep: Prepared, study: Any, pipeline_file: str | Path, teacher_accuracy: float, budget: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Choose ``best.yaml``'s trial (``selection.choose``: re-measuring the best candidates on k other folds when
     the validation split is too small for the difference that matters), measure the test split once for the
     Pareto front, the pipeline as written and the chosen trial, and write the outputs. The chosen trial need
@@ -285,6 +320,7 @@ def write_report(prep: Prepared, study: Any, pipeline_file: str | Path, teacher_
         reference=ref,
         choice=choice,
         plan=plan,
+        budget=budget,
     )
     log.info("search: %s; %s; outputs in %s", report.status_line(study, prep.search.select), choice.why, prep.out_dir)
     return summary

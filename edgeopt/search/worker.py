@@ -52,6 +52,7 @@ class WorkerJob:
     threads: int = 0  # TensorFlow intra-op threads; 0: TensorFlow's default
     seed: int = 0
     quiet_progress: bool = True
+    deadline: float | None = None  # time.time() after which no trial starts (the command's --minutes)
 
 
 class TrialError(Exception):
@@ -347,13 +348,23 @@ class TrialFunction:
     # -- progress ----------------------------------------------------------------------------------
 
     def after_trial(self, study: Any, trial: Any) -> None:
-        """Log the trial; stop the worker once it ran ``job.trials`` trials, or when the sampler keeps proposing
-        values already tried (``max_repeats``: the space has few untried values left)."""
+        """Log the trial; stop the worker once it ran ``job.trials`` trials, when the time budget is spent
+        (``job.deadline``: checked between trials, after the worker's first one that is not a skipped repeat,
+        so trial 0 always runs),
+        or when the sampler keeps proposing values already tried (``max_repeats``: few untried values left)."""
         if not is_repeat(trial):
             log.info(
                 "worker %d: trial %d %s; %s", self.job.worker, trial.number, _trial_summary(trial), status_line(study)
             )
         if self.ran >= self.job.trials:
+            study.stop()
+        elif self.ran and self.job.deadline is not None and time.time() >= self.job.deadline:
+            log.warning(
+                "worker %d: time budget spent; stopping after %d of %d trials",
+                self.job.worker,
+                self.ran,
+                self.job.trials,
+            )
             study.stop()
         elif self.repeats >= max_repeats(self.job.trials):
             log.warning(

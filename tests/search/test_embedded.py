@@ -116,10 +116,21 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     result = export(load_pipeline(out / "best.yaml"), tmp_path / "dist")
     assert (tmp_path / "dist" / "manifest.json").is_file(), result
 
-    # A rerun adds trials to the same study (resume), it does not start a new one.
+    assert summary["budget"] == {**summary["budget"], "trials": 6, "ran": 6, "minutes": None, "stopped_by_time": False}
+
+    # A rerun adds trials to the same study (resume), it does not start a new one. Its time budget is spent
+    # before its first trial ends: that trial runs (a skipped repeat does not count), no other starts.
     r = subprocess.run(
-        search_cmd(path, "--trials", "1"), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+        search_cmd(path, "--trials", "3", "--minutes", "0.001"),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = json.loads((out / "trials.json").read_text())["trials"]
-    assert len([r for r in rows if r["state"] != "repeat"]) == 7
+    summary = json.loads((out / "trials.json").read_text())
+    assert len([r for r in summary["trials"] if r["state"] != "repeat"]) == 7
+    assert summary["budget"] == {**summary["budget"], "trials": 3, "ran": 1, "minutes": 0.001, "stopped_by_time": True}
+    assert "the 0.001-minute budget was spent after 1 of 3 trial(s)" in r.stderr
+    assert "time budget: 0.001 min spent after 1 of 3 trial(s)" in r.stdout

@@ -49,7 +49,7 @@ def _asked(study):
 
 def _function(trials: int) -> TrialFunction:
     fn = TrialFunction.__new__(TrialFunction)
-    fn.job = SimpleNamespace(worker=0, trials=trials)
+    fn.job = SimpleNamespace(worker=0, trials=trials, deadline=None)
     fn.params = [Param(NAME, "prune", 1, "final_sparsity", choices=(0.4, 0.5, 0.6, 0.7))]
     fn.host, fn.ran, fn.repeats = "test", 0, 0
     fn.pipeline = SimpleNamespace(name="t")
