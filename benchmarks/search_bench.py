@@ -49,19 +49,29 @@ SEEDS = (42, 43)
 # pair whose strict release failed on accuracy (seed 43: 1.11 points below the teacher on 360 test images).
 SUITE_PAIR = "mlp_digits"
 
-# What each search may spend (trials per seed, including trial 0) and how it measures, so that the whole
-# benchmark fits its time on a 2-core machine. Fashion-MNIST: a full trial is ~2 minutes of fine-tuning, so
-# two rungs (a third of the fine-tuning, then all of it) and few trials; its 6,000 validation images tell
-# half a point from chance, no folds needed. Digits: trials take seconds, the 144-image validation split
-# does not tell a point from chance, so the best candidates (search.recheck's default, 3) are re-measured on
-# 2 other folds (288 examples; a third would cost the suite pair a run of its recipe per candidate, about 4
+# What each search may spend (trials per seed, including trial 0; a time budget, search.minutes, after which no
+# trial starts; local worker processes) and how it measures, so that the whole benchmark fits its hour on a
+# 2-core machine whatever the sampler draws (the fourth run took 92.7 minutes when every Fashion-MNIST trial ran
+# to full length). Fashion-MNIST: trial 0 is ~5.5 minutes (distillation included), a sampled trial ~2-3, so
+# two rungs (a third of the fine-tuning, then all of it), one worker (its convolutions use both cores) and 10
+# minutes: trial 0 and at least two sampled trials; its 6,000 validation images tell half a point from chance,
+# no folds needed. Digits and the suite pair: a trial is a small model trained in single-threaded steps, so
+# two workers of one thread each run two trials in about the time of one; the 144-image validation split does
+# not tell a point from chance, so the best candidates (search.recheck's default, 3) are re-measured on 2
+# other folds (288 examples; a third would cost the suite pair a run of its recipe per candidate, about 4
 # minutes a seed).
 RUNS: dict[str, dict[str, Any]] = {
-    "fashion_mnist": {"trials": 5, "search": {"rungs": 2, "select": "gzip_bytes"}},
-    "digits": {"trials": 10, "search": {"max_folds": 2}},
+    "fashion_mnist": {"trials": 5, "workers": 1, "search": {"rungs": 2, "select": "gzip_bytes", "minutes": 10}},
+    "digits": {"trials": 10, "workers": 2, "search": {"max_folds": 2, "minutes": 4}},
     "suite": {
         "trials": 8,
-        "search": {"objectives": ["accuracy", "gzip_bytes"], "select": "gzip_bytes", "max_folds": 2},
+        "workers": 2,
+        "search": {
+            "objectives": ["accuracy", "gzip_bytes"],
+            "select": "gzip_bytes",
+            "max_folds": 2,
+            "minutes": 6,
+        },
     },
 }
 
@@ -108,7 +118,14 @@ def run_one(kind: str, seed: int, out: Path, build: Path) -> dict[str, Any]:
     path = pipeline_file(kind, seed, build)
     started = time.time()
     try:
-        search(path, trials=RUNS[kind]["trials"], cache=build / "cache", out=out / path.stem, build=build)
+        search(
+            path,
+            trials=RUNS[kind]["trials"],
+            workers=RUNS[kind]["workers"],
+            cache=build / "cache",
+            out=out / path.stem,
+            build=build,
+        )
     except GateFailed as e:  # nothing feasible: a result, not a bench error
         log.warning("search %s: %s", path.stem, e)
     return record(kind, seed, path, out, build, (time.time() - started) / 60)
@@ -143,6 +160,8 @@ def record(kind: str, seed: int, path: Path, out: Path, build: Path, minutes: fl
         "seed": seed,
         "pipeline": str(path.relative_to(build.parent) if build.parent in path.parents else path),
         "trials": RUNS[kind]["trials"],
+        "workers": RUNS[kind]["workers"],
+        "budget": summary.get("budget"),  # the time budget and how many trials ran within it
         "minutes": round(minutes, 2),
         "teacher_test_accuracy": teacher_test_accuracy(path),
         "counts": summary["counts"],
@@ -242,6 +261,13 @@ def _ci(r: dict[str, Any] | None, key: str) -> str:
     return f"{r[key]:.2%} [{lo:.2%}, {hi:.2%}]" if lo is not None else f"{r[key]:.2%}"
 
 
+def _budget(b: dict[str, Any] | None) -> str:
+    """What the time budget did to a run's trials, for its table row (nothing when it stopped none)."""
+    if not b or not b.get("stopped_by_time"):
+        return ""
+    return f"; {b['minutes']:g}-minute budget: {b['ran']} of {b['trials']} run"
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The results as the README shows them: one row a run, then the verdicts, as measured."""
     t = r["targets"]
@@ -272,6 +298,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {run['name']} | {n['done']} / {n['pruned']} ({run['stopped_at_rung']})"
             + (f", {n['repeats']} repeat(s) skipped" if n.get("repeats") else "")
+            + _budget(run.get("budget"))
             + " | "
             f"{_pct(run['teacher_test_accuracy'])} | "
             + (f"{_ci(ref, 'test_accuracy')}, {ref['gzip_bytes']:,.0f}" if ref else "n/a")

@@ -74,3 +74,25 @@ def test_a_recorded_search_is_not_run_again(tmp_path, monkeypatch):
     assert recorded == [("digits", 42)] and ran == [("digits", 43)]
     result = (tmp_path / "out" / "results.md").read_text()
     assert "Whole run: 6.0 minutes" in result and "digits_s42" in result and "digits_s43" in result
+
+
+def test_every_search_has_a_time_budget_and_the_table_says_when_it_stopped_trials(tmp_path):
+    """The bench's hour holds whatever the sampler draws only if every search has a budget (search.minutes,
+    written into the pipeline file it searches, so `edgeopt search` of that file reproduces it)."""
+    import yaml
+
+    assert all(run["search"]["minutes"] > 0 for run in search_bench.RUNS.values())
+    path = search_bench.pipeline_file("digits", 43, tmp_path)
+    assert yaml.safe_load(path.read_text())["search"]["minutes"] == search_bench.RUNS["digits"]["search"]["minutes"]
+
+    run = _run("fashion_mnist", chosen={"trial": 2, "test_vs_reference": "within chance"})
+    run.update(name="fashion_mnist_s42", seed=42, minutes=12.5, selection=None, stopped_at_rung=0)
+    run["counts"] = {"done": 3, "pruned": 0}
+    run["chosen"]["test_vs_reference_points"] = -0.1
+    run["verdicts"] = search_bench.judge(run, TARGETS)
+    result = {"host": {"describe": "test host"}, "targets": TARGETS, "suite_pair": "mlp_digits", "runs": [run]}
+    result.update(minutes=12.5, within_time=True, all_met=False)
+    run["budget"] = {"trials": 5, "ran": 3, "minutes": 10, "minutes_taken": 12.1, "stopped_by_time": True}
+    assert "| 3 / 0 (0); 10-minute budget: 3 of 5 run |" in search_bench.markdown(result)
+    run["budget"] = {**run["budget"], "ran": 5, "stopped_by_time": False}
+    assert "budget" not in search_bench.markdown(result)
