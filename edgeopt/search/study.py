@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import os
 import shlex
+import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -195,8 +196,8 @@ def search(
     )
     spent = None
     if n > 0:
-        run_workers(job, workers, study)
-        spent = budget_spent(study, n, budget, started, since)
+        pids = run_workers(job, workers, study)
+        spent = budget_spent(study, n, budget, started, since, pids)
         if spent["stopped_by_time"]:
             log.warning(
                 "search: the %g-minute budget was spent after %d of %d trial(s)", budget, spent["ran"], spent["trials"]
@@ -211,13 +212,22 @@ def search(
     return result
 
 
-def budget_spent(study: Any, trials: int, minutes: float | None, started: float, since: datetime) -> dict[str, Any]:
-    """What this command's trials spent (for trials.json): trials asked for and run (a skipped repeat is not
-    a run), the time budget and the minutes the trials took, and whether the budget stopped them short."""
+def budget_spent(
+    study: Any, trials: int, minutes: float | None, started: float, since: datetime, pids: set[int]
+) -> dict[str, Any]:
+    """What this command's trials spent (for trials.json): trials asked for and run by its worker processes
+    (``pids`` on this host, from ``since``: another command's trials in a shared study are not its; a
+    skipped repeat is not a run), the time budget and the minutes the trials took, and whether the budget
+    stopped them short."""
+    host = socket.gethostname()
     ran = sum(
         1
         for t in study.get_trials(deepcopy=False)
-        if t.datetime_start and t.datetime_start >= since and not report.is_repeat(t)
+        if t.datetime_start
+        and t.datetime_start >= since
+        and t.user_attrs.get("pid") in pids
+        and t.user_attrs.get("host") == host
+        and not report.is_repeat(t)
     )
     took = (time.time() - started) / 60
     return {
@@ -231,18 +241,18 @@ def budget_spent(study: Any, trials: int, minutes: float | None, started: float,
 
 def _seed(base: int) -> int:
     """A sampler seed per process: reproducible for one worker, different across workers and machines."""
-    import socket
     import zlib
 
     return (base * 1_000_003 + zlib.crc32(socket.gethostname().encode()) + os.getpid()) % (2**31)
 
 
-def run_workers(job: Any, workers: int, study: Any) -> None:
-    """This process alone for one worker; else ``workers`` spawned processes sharing ``job.trials`` out."""
+def run_workers(job: Any, workers: int, study: Any) -> set[int]:
+    """This process alone for one worker; else ``workers`` spawned processes sharing ``job.trials`` out.
+    Returns the workers' process ids (their trials carry them)."""
 
     if workers == 1:
         run_worker(job)
-        return
+        return {os.getpid()}
     ctx = mp.get_context("spawn")  # a fresh interpreter each: one TensorFlow per process, no forked threads
     shares = [job.trials // workers + (1 if i < job.trials % workers else 0) for i in range(workers)]
     procs = []
@@ -274,6 +284,7 @@ def run_workers(job: Any, workers: int, study: Any) -> None:
         if all(p.exitcode == 2 for p in failed):
             err = BadInput
         raise err(f"search worker(s) ended with an error ({codes}); completed trials are in the study")
+    return {p.pid for p in procs if p.pid is not None}
 
 
 def _child(job: Any) -> None:

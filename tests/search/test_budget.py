@@ -5,6 +5,7 @@ and trials.json says what the command spent."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -85,28 +86,37 @@ def test_a_skipped_repeat_does_not_use_up_the_one_trial_a_worker_always_runs(clo
     assert [t.params[NAME] for t in study.trials if t.state != optuna.trial.TrialState.WAITING] == [0.3, 0.3, 0.4]
 
 
-def test_budget_spent_counts_this_commands_trials_not_repeats_nor_earlier_ones():
+def test_budget_spent_counts_this_commands_trials_not_repeats_nor_earlier_nor_other_workers():
+    """Trials: one of an earlier command (same process id, an hour before), one this command ran, one this
+    command skipped as a repeat, one another machine's worker ran meanwhile in the shared study."""
     study = optuna.create_study(directions=["maximize"])
     since = datetime.now()
-    times = [since - timedelta(hours=1), since + timedelta(seconds=5), since + timedelta(seconds=9)]
-    for i in range(len(times)):
+    host = socket.gethostname()
+    made = [
+        (since - timedelta(hours=1), {"pid": 11, "host": host}),
+        (since + timedelta(seconds=5), {"pid": 11, "host": host}),
+        (since + timedelta(seconds=9), {"pid": 11, "host": host, "repeat_of": 1}),
+        (since + timedelta(seconds=7), {"pid": 11, "host": "another-machine"}),
+    ]
+    for i, (_, attrs) in enumerate(made):
         study.add_trial(
             optuna.trial.create_trial(
                 state=optuna.trial.TrialState.COMPLETE,
                 params={NAME: CHOICES[i]},
                 distributions={NAME: optuna.distributions.CategoricalDistribution(CHOICES)},
                 values=[0.9],
-                user_attrs={"repeat_of": 0} if i == 2 else {},
+                user_attrs=attrs,
             )
         )
-    for t, start in zip(study.get_trials(deepcopy=False), times, strict=True):
-        t.datetime_start = start  # FrozenTrial held by the in-memory storage
+    for t, (start, _) in zip(study.get_trials(deepcopy=False), made, strict=True):
+        t.datetime_start = start  # the in-memory storage's own FrozenTrial
     now = time.time()
-    spent = search_study.budget_spent(study, trials=4, minutes=2.0, started=now - 150, since=since)
+    spent = search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})
     assert spent == {"trials": 4, "ran": 1, "minutes": 2.0, "minutes_taken": 2.5, "stopped_by_time": True}
-    spent = search_study.budget_spent(study, trials=4, minutes=None, started=now - 150, since=since)
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {12})["ran"] == 0  # not its workers
+    spent = search_study.budget_spent(study, 4, None, now - 150, since, {11})
     assert spent["stopped_by_time"] is False and spent["minutes"] is None
-    spent = search_study.budget_spent(study, trials=1, minutes=2.0, started=now - 150, since=since)
+    spent = search_study.budget_spent(study, 1, 2.0, now - 150, since, {11})
     assert spent["stopped_by_time"] is False, "every asked trial ran: the budget stopped nothing"
 
 
