@@ -109,19 +109,45 @@ def open_storage(url: str, *, heartbeat_interval: int, grace_period: int, max_re
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
             )
+            if url.startswith("sqlite"):
+                serialize_sqlite(storage.engine)
+            return storage
         except DBAPIError as e:
             if attempt == 3 or e.connection_invalidated or "could not connect" in str(e).lower():
                 raise BadInput(f"--storage {safe(url)}: {first_line(e)}") from None
             log.debug("creating the study schema collided with another worker; retrying: %s", first_line(e))
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def serialize_sqlite(engine: Any) -> None:
+    """Make every transaction on a SQLite study take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna hands a queued trial to one worker by reading that it is waiting and marking it running in one
+    transaction, with ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3 driver begins a
+    transaction only at the first write. Two local workers could both read "waiting" and both run the trial
+    (seen in the search bench: both workers ran trial 0, the second then failed with "Cannot tell a COMPLETE
+    trial"; optuna/optuna#4621). SQLAlchemy's recipe for pysqlite: the driver emits no BEGIN of its own, and
+    every transaction starts with BEGIN IMMEDIATE, so the read and the write happen under one lock. A
+    worker waits for the lock (the connection's 60-second timeout); the transactions are short."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the hooks are replaced by ones that have them
 
 
 def create_or_load(storage: Any, name: str, objectives: list[Any], space_names: list[str], sampler: Any) -> Any:
