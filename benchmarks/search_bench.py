@@ -58,7 +58,7 @@ SUITE_PAIR = "mlp_digits"
 # no folds needed. Digits and the suite pair: a trial is a small model trained in single-threaded steps, so
 # two workers of one thread each run two trials in about the time of one (10 digits trials: 1.8 and 2.6
 # minutes with two workers, 5.6 and 6.5 with one), so digits gets the 16 trials its own file asks for (met
-# the 1-point target in 2 of 4 searches over two draws; 10 trials: 4 of 8 over four); the 144-image
+# the 1-point target in 2 of 4 searches over two draws; 10 trials: 3 of 6 over three); the 144-image
 # validation split does not tell a point from chance, so the best candidates (search.recheck's default, 3)
 # are re-measured on 2 other folds (288 examples; a third would cost the suite pair a run of its recipe per
 # candidate, about 4 minutes a seed).
