@@ -23,7 +23,7 @@ def search(
         float | None,
         typer.Option(
             help="time budget for this command's trials: no trial starts once it is spent (the running ones "
-            "finish); default: search.minutes, none when not set"
+            "finish); default: search.minutes, none when not set; 0: no limit"
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="local worker processes, one TensorFlow each, cores shared out")] = 1,

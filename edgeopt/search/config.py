@@ -160,7 +160,7 @@ class SearchConfig(BaseModel):
         gt=0,
         description="default for --minutes: a time budget for the trials of one search command; no trial starts "
         "once it is spent (the ones running finish, then the selection and the test split are measured); "
-        "null: no limit",
+        "null: no limit (and --minutes 0 lifts it)",
     )
     heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
     grace_period: int | None = Field(

@@ -39,7 +39,7 @@ from edgeopt.search.objectives import accuracy_floor, resolve_profiles, with_con
 from edgeopt.search.report import status_line
 from edgeopt.search.space import as_shipped, reference_values, resolve_space, trial_pipeline
 from edgeopt.search.storage import safe
-from edgeopt.search.worker import WorkerJob, make_sampler, run_quietly, run_worker, tflite_validation
+from edgeopt.search.worker import WorkerJob, budget_key, make_sampler, run_quietly, run_worker, tflite_validation
 from edgeopt.validation import unpack_outcomes
 
 log = logging.getLogger(__name__)
@@ -156,17 +156,16 @@ def search(
     report: bool = True,
 ) -> SearchResult:
     """Run ``trials`` trials (default: the ``search:`` block's) of the pipeline's study in ``workers``
-    processes, starting none once ``minutes`` (default: the block's ``minutes``, none when null) have passed,
+    processes, starting none once ``minutes`` (default: the block's ``minutes``; 0 or null: no limit) have passed,
     then write the outputs. Raises GateFailed when no trial of the study is feasible."""
     if workers < 1:
         raise BadInput(f"--workers {workers}: must be at least 1")
-    if minutes is not None and minutes <= 0:
-        raise BadInput(f"--minutes {minutes:g}: must be more than 0")
+    time_budget(minutes, None)  # refused before anything is read
     prep = prepare(pipeline_file, storage=storage, study_name=study_name, cache=cache, out=out, build=build)
     n = prep.search.trials if trials is None else trials
     if n < 0:
         raise BadInput(f"--trials {n}: must be 0 or more")
-    budget = prep.search.minutes if minutes is None else minutes
+    budget = time_budget(minutes, prep.search.minutes)
     study = create_study(prep)
     t_acc = teacher_accuracy(prep)
     # A phone profile's latency gate needs the host's calibration: measured here once, not in every worker.
@@ -212,13 +211,24 @@ def search(
     return result
 
 
+def time_budget(minutes: float | None, configured: float | None) -> float | None:
+    """The minutes a search's trials may take: ``--minutes`` when given (0: no limit, whatever the file says),
+    else the ``search:`` block's; None: no limit."""
+    if minutes is None:
+        return configured
+    if not minutes >= 0:  # not `minutes < 0`: nan is refused too
+        raise BadInput(f"--minutes {minutes:g}: must be 0 (no limit) or more")
+    return minutes or None
+
+
 def budget_spent(
     study: Any, trials: int, minutes: float | None, started: float, since: datetime, pids: set[int]
 ) -> dict[str, Any]:
     """What this command's trials spent (for trials.json): trials asked for and run by its worker processes
     (``pids`` on this host, from ``since``: another command's trials in a shared study are not its; a
     skipped repeat is not a run), the time budget and the minutes the trials took, and whether the budget
-    stopped them short."""
+    stopped them short (a worker that stopped for it says so in the study, ``worker.budget_key``; one that ran
+    out of untried values did not)."""
     host = socket.gethostname()
     ran = sum(
         1
@@ -229,13 +239,15 @@ def budget_spent(
         and t.user_attrs.get("host") == host
         and not report.is_repeat(t)
     )
+    stopped = study.user_attrs
+    by_time = any(stopped.get(budget_key(host, pid), 0) >= started for pid in pids)
     took = (time.time() - started) / 60
     return {
         "trials": trials,
         "ran": ran,
         "minutes": minutes,
         "minutes_taken": round(took, 2),
-        "stopped_by_time": minutes is not None and ran < trials and took >= minutes,
+        "stopped_by_time": by_time,
     }
 
 

@@ -359,6 +359,7 @@ class TrialFunction:
         if self.ran >= self.job.trials:
             study.stop()
         elif self.ran and self.job.deadline is not None and time.time() >= self.job.deadline:
+            study.set_user_attr(budget_key(self.host, os.getpid()), time.time())
             log.warning(
                 "worker %d: time budget spent; stopping after %d of %d trials",
                 self.job.worker,
@@ -376,6 +377,11 @@ class TrialFunction:
                 self.job.trials,
             )
             study.stop()
+
+
+def budget_key(host: str, pid: int) -> str:
+    """The study attribute a worker process sets (to the time) when the time budget stops it."""
+    return f"budget_stop:{host}:{pid}"
 
 
 def repeat_of(trial: Any) -> int | None:

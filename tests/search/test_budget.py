@@ -5,6 +5,7 @@ and trials.json says what the command spent."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from datetime import datetime, timedelta
@@ -112,17 +113,44 @@ def test_budget_spent_counts_this_commands_trials_not_repeats_nor_earlier_nor_ot
         t.datetime_start = start  # the in-memory storage's own FrozenTrial
     now = time.time()
     spent = search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})
-    assert spent == {"trials": 4, "ran": 1, "minutes": 2.0, "minutes_taken": 2.5, "stopped_by_time": True}
+    assert spent == {**spent, "trials": 4, "ran": 1, "minutes": 2.0, "stopped_by_time": False}
+    assert spent["minutes_taken"] == pytest.approx(2.5, abs=0.05)
     assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {12})["ran"] == 0  # not its workers
-    spent = search_study.budget_spent(study, 4, None, now - 150, since, {11})
-    assert spent["stopped_by_time"] is False and spent["minutes"] is None
-    spent = search_study.budget_spent(study, 1, 2.0, now - 150, since, {11})
-    assert spent["stopped_by_time"] is False, "every asked trial ran: the budget stopped nothing"
+    # the flag is what a worker of this command said when the budget stopped it: an earlier command's
+    # (before this one started) or another process's does not count
+    study.set_user_attr(worker.budget_key(host, 11), now - 3600)
+    study.set_user_attr(worker.budget_key(host, 13), now - 10)
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})["stopped_by_time"] is False
+    study.set_user_attr(worker.budget_key(host, 11), now - 10)
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})["stopped_by_time"] is True
 
 
-def test_a_budget_must_be_positive(tmp_path):
+def test_a_worker_stopped_by_the_budget_says_so_in_the_study(clock):
+    study = _study(*CHOICES)
+    fn = _function(trials=5, deadline=90.0)
+    study.optimize(fn, n_trials=None, callbacks=[fn.after_trial])
+    assert fn.ran == 2
+    assert study.user_attrs[worker.budget_key("test", os.getpid())] == 120.0  # the worker's clock then
+
+
+def test_a_worker_out_of_untried_values_is_not_stopped_by_the_budget(clock):
+    study = _study(*([0.3] * 8))  # the sampler proposes only tried values after the first trial
+    fn = _function(trials=3, deadline=1e9)
+    study.optimize(fn, n_trials=None, callbacks=[fn.after_trial])
+    assert fn.ran == 1 and not any(k.startswith("budget_stop:") for k in study.user_attrs)
+
+
+def test_minutes_on_the_command_line_override_the_file_and_0_lifts_the_limit():
+    assert search_study.time_budget(None, 12.0) == 12.0
+    assert search_study.time_budget(3.0, 12.0) == 3.0
+    assert search_study.time_budget(0.0, 12.0) is None
+    assert search_study.time_budget(None, None) is None
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_a_budget_must_be_positive(tmp_path, bad):
     with pytest.raises(ValueError):
         SearchConfig(minutes=0)
     assert SearchConfig().minutes is None and SearchConfig(minutes=1.5).minutes == 1.5
-    with pytest.raises(BadInput, match="--minutes -1: must be more than 0"):
-        search_study.search(tmp_path / "not_read.yaml", minutes=-1)  # refused before the file is read
+    with pytest.raises(BadInput, match="must be 0 \\(no limit\\) or more"):
+        search_study.search(tmp_path / "not_read.yaml", minutes=bad)  # refused before the file is read
