@@ -179,7 +179,7 @@ def search(
         workers,
         t_acc,
     )
-    started, since = time.time(), datetime.now()
+    started = time.time()
 
     job = WorkerJob(
         pipeline_path=str(Path(pipeline_file).resolve()),
@@ -196,7 +196,7 @@ def search(
     spent = None
     if n > 0:
         pids = run_workers(job, workers, study)
-        spent = budget_spent(study, n, budget, started, since, pids)
+        spent = budget_spent(study, n, budget, started, pids)
         if spent["stopped_by_time"]:
             log.warning(
                 "search: the %g-minute budget was spent after %d of %d trial(s)", budget, spent["ran"], spent["trials"]
@@ -221,15 +221,14 @@ def time_budget(minutes: float | None, configured: float | None) -> float | None
     return minutes or None
 
 
-def budget_spent(
-    study: Any, trials: int, minutes: float | None, started: float, since: datetime, pids: set[int]
-) -> dict[str, Any]:
+def budget_spent(study: Any, trials: int, minutes: float | None, started: float, pids: set[int]) -> dict[str, Any]:
     """What this command's trials spent (for trials.json): trials asked for and run by its worker processes
-    (``pids`` on this host, from ``since``: another command's trials in a shared study are not its; a
+    (``pids`` on this host, from ``started``: another command's trials in a shared study are not its; a
     skipped repeat is not a run), the time budget and the minutes the trials took, and whether the budget
     stopped them short (a worker that stopped for it says so in the study, ``worker.budget_key``; one that ran
     out of untried values did not)."""
     host = socket.gethostname()
+    since = datetime.fromtimestamp(started)  # Optuna's start times are naive local times
     ran = sum(
         1
         for t in study.get_trials(deepcopy=False)

@@ -350,8 +350,8 @@ class TrialFunction:
     def after_trial(self, study: Any, trial: Any) -> None:
         """Log the trial; stop the worker once it ran ``job.trials`` trials, when the time budget is spent
         (``job.deadline``: checked between trials, after the worker's first one that is not a skipped repeat,
-        so trial 0 always runs),
-        or when the sampler keeps proposing values already tried (``max_repeats``: few untried values left)."""
+        so trial 0 always runs), or when the sampler keeps proposing values already tried (``max_repeats``: few
+        untried values left)."""
         if not is_repeat(trial):
             log.info(
                 "worker %d: trial %d %s; %s", self.job.worker, trial.number, _trial_summary(trial), status_line(study)

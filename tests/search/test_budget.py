@@ -112,17 +112,17 @@ def test_budget_spent_counts_this_commands_trials_not_repeats_nor_earlier_nor_ot
     for t, (start, _) in zip(study.get_trials(deepcopy=False), made, strict=True):
         t.datetime_start = start  # the in-memory storage's own FrozenTrial
     now = time.time()
-    spent = search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})
+    spent = search_study.budget_spent(study, 4, 2.0, now - 150, {11})
     assert spent == {**spent, "trials": 4, "ran": 1, "minutes": 2.0, "stopped_by_time": False}
     assert spent["minutes_taken"] == pytest.approx(2.5, abs=0.05)
-    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {12})["ran"] == 0  # not its workers
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, {12})["ran"] == 0  # not its workers
     # the flag is what a worker of this command said when the budget stopped it: an earlier command's
     # (before this one started) or another process's does not count
     study.set_user_attr(worker.budget_key(host, 11), now - 3600)
     study.set_user_attr(worker.budget_key(host, 13), now - 10)
-    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})["stopped_by_time"] is False
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, {11})["stopped_by_time"] is False
     study.set_user_attr(worker.budget_key(host, 11), now - 10)
-    assert search_study.budget_spent(study, 4, 2.0, now - 150, since, {11})["stopped_by_time"] is True
+    assert search_study.budget_spent(study, 4, 2.0, now - 150, {11})["stopped_by_time"] is True
 
 
 def test_a_worker_stopped_by_the_budget_says_so_in_the_study(clock):
