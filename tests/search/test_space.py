@@ -300,3 +300,16 @@ def test_the_fashion_search_file_starts_from_the_default_pipeline():
     default, searched = load_pipeline(root / "fashion_mnist.yaml"), load_pipeline(root / "search_fashion_mnist.yaml")
     assert [s.model_dump() for s in searched.steps] == [s.model_dump() for s in default.steps]
     assert searched.search is not None and searched.search.select == "gzip_bytes"
+
+
+def test_the_digits_search_file_runs_the_default_recipe():
+    """make search-bench's digits search: the fixed recipe is the default pipeline's, so its training steps
+    are the default's (the step floors included: a copy without them ended 2-3 points below the teacher)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "pipelines"
+    default, digits = load_pipeline(root / "fashion_mnist.yaml"), load_pipeline(root / "search_digits.yaml")
+    recipe = [s.model_dump() for s in default.steps if s.stage != "validate"]
+    assert [s.model_dump() for s in digits.steps if s.stage != "validate"] == recipe
+    assert digits.steps[-1].max_accuracy_drop == default.steps[-1].max_accuracy_drop
+    assert digits.search is not None and not any(k.startswith("distill.") for k in digits.search.space)
