@@ -69,6 +69,13 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+def run_search_cmd(pipeline: Path, *args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``edgeopt search PIPELINE ARGS`` in its own process from ``cwd``, run to its end, output captured."""
+    return subprocess.run(
+        search_cmd(pipeline, *args), cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
 class PostgresServer:
     """A throwaway PostgreSQL cluster: ``url(db)`` creates database ``db`` and gives its URL."""
 

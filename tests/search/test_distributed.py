@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from tests.search.conftest import env, search_cmd, write_pipeline
+from tests.search.conftest import env, run_search_cmd, search_cmd, write_pipeline
 
 RUNNING = (optuna.trial.TrialState.RUNNING,)
 
@@ -79,14 +79,7 @@ def test_two_workers_share_one_study_and_a_killed_trial_is_retried(tmp_path, mon
     a.wait(timeout=30)
     # Past the grace period (10 s, heartbeat every 1 s), the next worker fails the silent trial and queues it again.
     time.sleep(11)
-    b = subprocess.run(
-        search_cmd(path, "--storage", url, "--trials", "2"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    b = run_search_cmd(path, "--storage", url, "--trials", "2", cwd=tmp_path)
     assert b.returncode == 0, b.stderr[-3000:]
     trials = {t.number: t for t in _study(url).trials}
     assert trials[killed].state is optuna.trial.TrialState.FAIL
@@ -123,14 +116,7 @@ def test_database_gone_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypa
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
     assert "went away" in last and "rerun the same command" in last, err[-3000:]
     before = {t.number for t in _study(url).trials if t.state.is_finished()}
-    r = subprocess.run(
-        search_cmd(path, "--storage", url, "--trials", "1"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = run_search_cmd(path, "--storage", url, "--trials", "1", cwd=tmp_path)
     assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: no feasible trial yet, which is not the point here
     after = _study(url).trials
     assert before < {t.number for t in after if t.state.is_finished()}, "the rerun added to the same study"
@@ -139,9 +125,7 @@ def test_database_gone_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypa
 @pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/nodb"])
 def test_unreachable_storage_is_bad_input(tmp_path, url):
     path = write_pipeline(tmp_path)
-    r = subprocess.run(
-        search_cmd(path, "--storage", url), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
-    )
+    r = run_search_cmd(path, "--storage", url, cwd=tmp_path, timeout=120)
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot connect" in lines[0], r.stderr

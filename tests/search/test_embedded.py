@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,21 +15,14 @@ import yaml
 
 from edgeopt.artifacts import gzip_size
 from edgeopt.profiles import load_profile
-from tests.search.conftest import PIPELINE, env, search_cmd, write_pipeline
+from tests.search.conftest import PIPELINE, run_search_cmd, write_pipeline
 
 
 def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_pipeline(tmp_path)
     started = time.monotonic()
-    r = subprocess.run(
-        search_cmd(path, "--trials", "6", "--workers", "2"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = run_search_cmd(path, "--trials", "6", "--workers", "2", cwd=tmp_path)
     elapsed = time.monotonic() - started
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "search" / "digits_search"
@@ -122,14 +114,7 @@ def test_embedded_search_writes_everything_and_best_exports(tmp_path, monkeypatc
     # before its first trial ends: that trial runs (a skipped repeat does not count), no other starts. The
     # space has 8 value sets and 6 are tried: a sampler that proposes only tried ones 5 times running stops
     # the worker before it runs any (not the budget's doing).
-    r = subprocess.run(
-        search_cmd(path, "--trials", "3", "--minutes", "0.001"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = run_search_cmd(path, "--trials", "3", "--minutes", "0.001", cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "trials.json").read_text())
     ran = summary["budget"]["ran"]

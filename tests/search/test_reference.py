@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from edgeopt.search import selection, space
 from edgeopt.search.config import SearchConfig
 from edgeopt.search.objectives import with_constraints
 from edgeopt.validation import unpack_outcomes
-from tests.search.conftest import ROOT, env, search_cmd
+from tests.search.conftest import ROOT, run_search_cmd
 
 DIGITS = ROOT / "tests" / "data" / "digits.yaml"
 
@@ -31,9 +30,7 @@ def _references(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def test_search_of_the_digits_pipeline_starts_from_it_and_never_ends_below_it(tmp_path):
     path = tmp_path / "digits.yaml"
     shutil.copy(DIGITS, path)
-    r = subprocess.run(
-        search_cmd(path, "--trials", "4"), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1500
-    )
+    r = run_search_cmd(path, "--trials", "4", cwd=tmp_path, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "search" / "digits_small"
     summary = json.loads((out / "trials.json").read_text())
@@ -78,9 +75,7 @@ def test_search_of_the_digits_pipeline_starts_from_it_and_never_ends_below_it(tm
     assert "pipeline as written" in (out / "pareto.html").read_text()
 
     # A rerun resumes the study: trial 0 stays the reference, no second one is queued.
-    r = subprocess.run(
-        search_cmd(path, "--trials", "1"), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=900
-    )
+    r = run_search_cmd(path, "--trials", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="digits_small", storage=storage)
     ran = [t for t in study.trials if "repeat_of" not in t.user_attrs]  # a sampled repeat is not run
