@@ -365,6 +365,11 @@ class ConvertConfig(_Config):
         RangeEstimator.minmax, description="int8 activation ranges: minmax (the converter's), percentile or mse"
     )
     percentile: float = Field(99.99, gt=50.0, le=100.0, description="the percentile of activation_ranges: percentile")
+    shared_codebook: bool = Field(
+        True,
+        description="int8: every output channel of a clustered kernel on one integer codebook (its channel scales "
+        "re-fit, biases re-scaled), so that gzip sees the clusters; off: the converter's per-channel grids",
+    )
     weight_algorithm: WeightAlgorithm = Field(
         WeightAlgorithm.min_max,
         description="litert-quantizer's weight algorithm for weight-int8, int8-aeq and int4: min_max, mse, octav, "

@@ -11,7 +11,7 @@ import typer
 
 from edgeopt import calibrate as cal
 from edgeopt import metadata
-from edgeopt.artifacts import load_inference_model
+from edgeopt.artifacts import load_inference_model, load_model
 from edgeopt.cli import render
 from edgeopt.cli.errors import command
 from edgeopt.cli.options import (
@@ -59,6 +59,14 @@ def convert(
     activation_ranges: Annotated[RangeEstimator | None, opt(ConvertConfig, "activation_ranges")] = None,
     percentile: Annotated[float | None, opt(ConvertConfig, "percentile")] = None,
     weight_algorithm: Annotated[WeightAlgorithm | None, opt(ConvertConfig, "weight_algorithm")] = None,
+    shared_codebook: Annotated[bool, opt(ConvertConfig, "shared_codebook")] = True,
+    clusters_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="the clustered Keras model (edgeopt cluster's output) whose clusters give --shared-codebook its "
+            "codebooks when MODEL is a QAT SavedModel (default: MODEL itself, when it is a Keras file)"
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     unsafe: UnsafeOpt = False,
     quiet: QuietOpt = False,
@@ -70,11 +78,14 @@ def convert(
     cfg = build_config(ConvertConfig, locals())
     m = load_inference_model(model, unsafe=unsafe)
     ds = load_data(data, seed) if data else None
-    result = stages.convert(m, cfg, data=ds, seed=seed)
+    clusters = load_model(clusters_from, unsafe=unsafe) if clusters_from is not None else None
+    result = stages.convert(m, cfg, data=ds, seed=seed, clusters_from=clusters)
     write_stage_output(result, out)
     io = result.metrics["inputs"][0]
     render.metrics_table("convert", result.metrics, ["quantization", "bytes", "gzip_bytes", "op_counts"], out)
     render.info(f"input {io['dtype']} {io['shape']} scale={io['scale']:.6g} zero_point={io['zero_point']}")
+    for row in result.metrics.get("shared_codebook") or []:
+        render.info(f"shared codebook: {row['layer']} {row['codes_before']} -> {row['codes_after']} int8 codes")
 
 
 @command

@@ -117,7 +117,17 @@ def run(
     cache = StageCache(Path(cache_dir) if cache_dir is not None else root / CACHE_DIR)
     context = {"seed": config.seed, "data": data_hash(data), "versions": vers}
     state = RunState(
-        config, root, data, teacher, t_hash, model=teacher, model_hash=t_hash, cache=cache, context=context
+        config,
+        root,
+        data,
+        teacher,
+        t_hash,
+        model=teacher,
+        model_hash=t_hash,
+        keras_model=teacher,
+        keras_model_hash=t_hash,
+        cache=cache,
+        context=context,
     )
     correct = _val_correct(teacher, data)  # which validation examples the current model gets right
     if correct is not None and (why := at_chance(correct, data.y_val)):

@@ -71,6 +71,10 @@ class RunState:
     model: Any = None
     model_hash: str = ""
     model_stage: str = "teacher"
+    # the last Keras model of the run (a QAT step's SavedModel does not replace it): its clustered kernels
+    # give an int8 conversion its shared codebooks
+    keras_model: Any = None
+    keras_model_hash: str = ""
     baseline: Artifact | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     failed_gates: list[str] = field(default_factory=list)
@@ -138,6 +142,7 @@ class Step:
     def apply(self, state: RunState, result: Any, folder: Path, info: dict[str, Any]) -> None:
         """Make this step's output the current model."""
         state.model, state.model_hash, state.model_stage = result.model, info["content_sha256"], self.folder_name
+        state.keras_model, state.keras_model_hash = result.model, info["content_sha256"]
 
     def summary(self, metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         """The few figures worth showing after the step (the CLI renders them)."""
@@ -336,7 +341,15 @@ class ConvertStep(Step):
     def execute(self, state: RunState) -> Any:
         from edgeopt import stages  # lazy: imports TensorFlow
 
-        return stages.convert(self._source(state), self.config, data=state.data, seed=state.seed)
+        source = self._source(state)
+        clusters = state.keras_model if isinstance(source, SavedModelDir) else None
+        return stages.convert(source, self.config, data=state.data, seed=state.seed, clusters_from=clusters)
+
+    def key_inputs(self, state: RunState) -> dict[str, Any]:
+        keys = super().key_inputs(state)
+        if isinstance(self._source(state), SavedModelDir) and self.config.shared_codebook:
+            keys["clusters_from"] = state.keras_model_hash  # the codebooks come from the last Keras model
+        return keys
 
     def _source(self, state: RunState) -> Any:
         return state.model

@@ -1,7 +1,8 @@
 """Keras -> .tflite with post-training quantization (float32, dynamic, float16, int8, int16x8; weight-int8,
 int8-aeq and int4 through litert-quantizer on the float32 .tflite, edgeopt.stages.aeq). The post-training
 methods of edgeopt.quant run first on the Keras model (equalisation, AdaRound, bias correction) and inside
-the int8 conversion (activation ranges)."""
+the int8 conversion (activation ranges); after an int8 conversion, one codebook per clustered kernel
+(edgeopt.quant.codebook)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from edgeopt.config import ConvertConfig, IOType, Quantization, RangeEstimator
 from edgeopt.data import Dataset
 from edgeopt.errors import BadInput, EdgeoptError
 from edgeopt.progress import Timer, captured_stderr
-from edgeopt.quant import ptq
+from edgeopt.quant import codebook, ptq
 from edgeopt.stages import aeq
 from edgeopt.stages._common import StageResult, count_params
 
@@ -29,10 +30,16 @@ class ConversionError(EdgeoptError):
 
 
 def convert(
-    model: Any, config: ConvertConfig | None = None, *, data: Dataset | None = None, seed: int = 0
+    model: Any,
+    config: ConvertConfig | None = None,
+    *,
+    data: Dataset | None = None,
+    seed: int = 0,
+    clusters_from: Any = None,
 ) -> StageResult:
     """Convert ``model`` (a tf-keras model or an ``artifacts.SavedModelDir``) to .tflite bytes. int8 and
-    int16x8 need ``data`` for calibration."""
+    int16x8 need ``data`` for calibration. ``clusters_from``: the clustered Keras model whose kernels give
+    ``shared_codebook`` its clusters when ``model`` is a SavedModel (a QAT model); default ``model`` itself."""
     config = config or ConvertConfig()
     q = config.quantization
 
@@ -98,6 +105,11 @@ def convert(
                     content, ranges = ptq.convert_with_ranges(converter, rep, config, io, seed=seed)
         except Exception as e:  # noqa: BLE001 - the converter raises several types
             raise ConversionError(_explain(e, log, config)) from None
+        shared: list[dict[str, Any]] | None = None
+        if config.shared_codebook and q is Quantization.int8:
+            source = clusters_from if clusters_from is not None or isinstance(model, SavedModelDir) else model
+            if source is not None:
+                content, shared = codebook.share_codebooks(content, source)
     info = tfl.inspect(content)
     desc = {k: info[k] for k in ("ops", "op_counts", "float_ops", "inputs", "outputs", "constant_dtypes")}
     if needs_data and desc["float_ops"] and not config.allow_float_fallback:
@@ -121,6 +133,8 @@ def convert(
         **desc,
         "seed": seed,
     }
+    if shared is not None:
+        metrics["shared_codebook"] = shared
     if methods or ranges:
         metrics["ptq"] = {**methods, **({"activation_ranges": ranges} if ranges else {})}
     if needs_data and config.allow_float_fallback and desc["float_ops"]:

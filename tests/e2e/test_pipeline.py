@@ -62,9 +62,13 @@ def test_manifest(first_run):
         assert a["gzip_bytes"] < a["bytes"] and len(a["sha256"]) == 64
     assert arts["int8"]["inputs"][0]["dtype"] == "int8"
     assert (tmp / "build" / "05_qat" / "saved_model" / "saved_model.pb").is_file()
-    kernels = next(s for s in m["stages"] if s["output"].endswith("model_int8.tflite"))["metrics"]["kernels"]
+    convert = next(s for s in m["stages"] if s["output"].endswith("model_int8.tflite"))["metrics"]
+    kernels = convert["kernels"]
     dense = [v for k, v in kernels.items() if "Conv2D" not in k]
     assert dense and all(v["distinct_values"] <= 8 for v in dense)  # the 8 clusters survive int8
+    # the QAT SavedModel's per-channel conv grids go back on the clustered model's 8 codes
+    shared = convert["shared_codebook"]
+    assert shared and all(r["codes_after"] <= 8 < r["codes_before"] for r in shared), shared
     assert (tmp / "build" / "02_prune" / "model.keras").is_file()
     assert (tmp / "build" / "07_validate" / "metrics.json").is_file()
     int8 = arts["int8"]
