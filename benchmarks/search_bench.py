@@ -56,15 +56,15 @@ SUITE_PAIR = "mlp_digits"
 # two rungs (a third of the fine-tuning, then all of it), one worker (its convolutions use both cores) and 10
 # minutes: trial 0 and at least two sampled trials; its 6,000 validation images tell half a point from chance,
 # no folds needed. Digits and the suite pair: a trial is a small model trained in single-threaded steps, so
-# two workers of one thread each run two trials in about the time of one (10 digits trials: 1.8 and 2.6
-# minutes with two workers, 5.6 and 6.5 with one), so digits gets the 16 trials its own file asks for (met
-# the 1-point target in 2 of 4 searches over two draws; 10 trials: 3 of 6 over three); the 144-image
-# validation split does not tell a point from chance, so the best candidates (search.recheck's default, 3)
-# are re-measured on 2 other folds (288 examples; a third would cost the suite pair a run of its recipe per
-# candidate, about 4 minutes a seed).
+# two workers of one thread each run two trials in about the time of one. Digits runs the default recipe:
+# its trials reuse the distilled student (35-75 s each), but each fold run of the re-measurement distils
+# again (about a minute), so its budget is 4 minutes (5 gave 10 trials and 9.5 minutes in all for seed 42);
+# the 144-image validation split does not tell a point from chance, so the best candidates (search.recheck's
+# default, 3) are re-measured on 2 other folds (288 examples; a third would cost the suite pair a run of its
+# recipe per candidate, about 4 minutes a seed).
 RUNS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"trials": 5, "workers": 1, "search": {"rungs": 2, "select": "gzip_bytes", "minutes": 10}},
-    "digits": {"trials": 16, "workers": 2, "search": {"max_folds": 2, "minutes": 5}},
+    "digits": {"trials": 16, "workers": 2, "search": {"max_folds": 2, "minutes": 4}},
     "suite": {
         "trials": 8,
         "workers": 2,
