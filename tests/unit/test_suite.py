@@ -148,3 +148,38 @@ def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypa
     assert again["minutes"] == 5.0 * len(suite.PAIRS)
     assert json.loads((tmp_path / "suite.json").read_text())["pairs"][2]["rerun"]
     assert "run again alone at" in (tmp_path / "suite.md").read_text()
+
+
+def test_rebundle_converts_again_from_the_runs_own_stages_and_refuses_a_stage_trained_again(tmp_path, monkeypatch):
+    """--rebundle: accuracies and bytes may change (the conversion ran again), the earlier ones are kept; a
+    run whose teacher or training stage was not reused from the last run's folders stops it."""
+    from types import SimpleNamespace
+
+    def made_up(pair, out, build, seeds):
+        return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
+                "minutes": 5.0}  # fmt: skip
+
+    monkeypatch.setattr(suite, "run_pair", made_up)
+    monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
+    before = suite.run_suite(tmp_path, tmp_path / "build", [42, 43])
+    trained_again: set[str] = set()
+
+    def export_run(pair, seed, teacher_path, out, build):
+        names = ["teacher", "baseline", "distill", "prune", "cluster", "qat", "convert", "validate"]
+        stages = [SimpleNamespace(name=n, reused=n not in trained_again and n in suite.TRAINING_STAGES) for n in names]
+        return SimpleNamespace(stages=stages, seed=seed)
+
+    monkeypatch.setattr(suite, "export_run", export_run)
+    monkeypatch.setattr(
+        suite, "figures", lambda m, seed, seconds, root: {**run(seed, acc=0.917, gz=8_500), "minutes": 4.0}
+    )
+    monkeypatch.setattr(suite, "_stamp", lambda: {"commit": "3333333", "at": "2026-12-07 02:00 UTC"})
+    again = suite.rebundle(tmp_path, tmp_path / "build")
+    first = again["pairs"][0]["runs"][0]
+    assert first["accuracy"] == 0.917 and first["accuracy_before_rebundle"] == 0.915
+    assert first["gzip_bytes"] == 8_500 and first["gzip_bytes_before_rebundle"] == 9_000
+    assert again["minutes"] == before["minutes"]  # the full run's
+    assert "Converted, validated and bundled again at 3333333" in (tmp_path / "suite.md").read_text()
+    trained_again.add("qat")
+    with pytest.raises(RuntimeError, match="not the last run's"):
+        suite.rebundle(tmp_path, tmp_path / "build")
