@@ -58,13 +58,14 @@ SUITE_PAIR = "mlp_digits"
 # no folds needed. Digits and the suite pair: a trial is a small model trained in single-threaded steps, so
 # two workers of one thread each run two trials in about the time of one. Digits runs the default recipe:
 # its trials reuse the distilled student (35-75 s each), but each fold run of the re-measurement distils
-# again (about a minute), so its budget is 4 minutes (5 gave 10 trials and 9.5 minutes in all for seed 42);
+# again (about a minute: 4 minutes a seed for two candidates), so its budget is 3 minutes (5 gave 9-10
+# trials and 9.5-10.4 minutes a seed in all, 61.9 for the whole run, both seeds within the targets);
 # the 144-image validation split does not tell a point from chance, so the best candidates (search.recheck's
 # default, 3) are re-measured on 2 other folds (288 examples; a third would cost the suite pair a run of its
 # recipe per candidate, about 4 minutes a seed).
 RUNS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"trials": 5, "workers": 1, "search": {"rungs": 2, "select": "gzip_bytes", "minutes": 10}},
-    "digits": {"trials": 16, "workers": 2, "search": {"max_folds": 2, "minutes": 4}},
+    "digits": {"trials": 16, "workers": 2, "search": {"max_folds": 2, "minutes": 3}},
     "suite": {
         "trials": 8,
         "workers": 2,
