@@ -31,6 +31,10 @@ MAX_CENTROIDS = 64
 # The rank-1 fit must explain every int8 code to within this many steps of the channel's old grid (the
 # converter's own rounding accounts for half a step).
 MAX_FIT_STEPS = 1.0
+# No weight may move by more than this many steps of its channel's old grid. The shared grid is the
+# largest centroid's: a channel that uses only small centroids gets a coarser step than its own range gave
+# it (the suite's DS-CNN moved weights by 1.0-1.9 steps of 127, about 1% of a channel's range).
+MAX_MOVE_STEPS = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,16 @@ def share_codebooks(content: bytes, keras_model: Any) -> tuple[bytes, list[dict[
     builtin = schema.BuiltinOperator
     kinds = {builtin.CONV_2D: "conv", builtin.FULLY_CONNECTED: "dense", builtin.DEPTHWISE_CONV_2D: "depthwise"}
     model = parse(content)
-    users: dict[int, int] = {}  # buffer -> tensors reading it: a shared buffer is left alone
+    # a buffer behind two tensors, or a tensor two ops read, is left alone: rewriting it for one op would
+    # change what the other computes
+    users: dict[int, int] = {}
     for graph in model.subgraphs:
         for t in graph.tensors:
             users[t.buffer] = users.get(t.buffer, 0) + 1
+    readers = []
+    for graph in model.subgraphs:
+        reads = [i for op in graph.operators for i in op.inputs if i >= 0]
+        readers.append(np.bincount(np.asarray(reads, dtype=np.int64), minlength=len(graph.tensors)))
     rows: list[dict[str, Any]] = []
     used: set[int] = set()
     changed: list[tuple[int, int]] = []  # (subgraph, tensor) whose data and scales were rewritten
@@ -72,7 +82,7 @@ def share_codebooks(content: bytes, keras_model: Any) -> tuple[bytes, list[dict[
             if kind is None or len(op.inputs) < 2:
                 continue
             ids = [op.inputs[1]] + ([op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else [])
-            if any(users[graph.tensors[i].buffer] != 1 for i in ids):
+            if any(users[graph.tensors[i].buffer] != 1 or readers[g][i] != 1 for i in ids):
                 continue
             weight = graph.tensors[ids[0]]
             bias = graph.tensors[ids[1]] if len(ids) > 1 else None
@@ -120,9 +130,11 @@ def _same(content: bytes, model: Any) -> bool:
     got = parse(content)
     for graph, want_graph in zip(got.subgraphs, model.subgraphs, strict=True):
         for t, w in zip(graph.tensors, want_graph.tensors, strict=True):
-            scales = [list(x.quantization.scale) if x.quantization is not None and x.quantization.scale is not None
-                      else None for x in (t, w)]  # fmt: skip
-            if scales[0] != scales[1]:
+            scales = [np.asarray(x.quantization.scale, dtype=np.float32) if x.quantization is not None
+                      and x.quantization.scale is not None else None for x in (t, w)]  # fmt: skip
+            if (scales[0] is None) != (scales[1] is None) or (
+                scales[0] is not None and not np.array_equal(scales[0], scales[1])
+            ):
                 return False
     return all(
         np.array_equal(
@@ -164,6 +176,10 @@ def _rewrite(
     q = weight.quantization
     if weight.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) < 2:
         return None  # per-tensor grids already share one codebook
+    if q.zeroPoint is not None and np.any(np.asarray(q.zeroPoint) != 0):
+        return None  # symmetric weights only, as the converter writes them
+    if model.buffers[weight.buffer].data is None or (bias is not None and model.buffers[bias.buffer].data is None):
+        return None  # data stored outside the flatbuffer
     scale = np.asarray(q.scale, dtype=np.float64)
     axis = int(q.quantizedDimension)
     shape = tuple(int(d) for d in weight.shape)
@@ -186,32 +202,32 @@ def _rewrite(
     if residual > MAX_FIT_STEPS or step == 0:
         return None
     shared = np.round(centroids / step).astype(np.int64)
-    new_scale = np.abs(factor) * step
-    live = new_scale > 0  # a channel of zeros keeps its grid
+    live = np.abs(factor) * step > 0  # a channel of zeros keeps its grid
+    # the scales as the file stores them (float32), and everything derived from them
+    new_scale = np.where(live, np.abs(factor) * step, scale).astype(np.float32).astype(np.float64)
     new_codes = np.where(live[:, None], np.where(factor < 0, -1, 1)[:, None] * shared[assign], codes)
-    new_scale = np.where(live, new_scale, scale)
     before, after = int(np.unique(codes).size), int(np.unique(new_codes).size)
-    if after >= before:
+    moved_steps = float((np.abs(new_codes * new_scale[:, None] - values) / scale[:, None]).max())
+    if after >= before or moved_steps > MAX_MOVE_STEPS:
         return None
+    new_bias = None
     if bias is not None:
-        if (
-            bias.type != schema.TensorType.INT32
-            or bias.quantization is None
-            or len(bias.quantization.scale) != scale.size
-        ):
+        bq = bias.quantization
+        if bias.type != schema.TensorType.INT32 or bq is None or bq.scale is None or len(bq.scale) != scale.size:
             return None
         b = np.frombuffer(bytes(model.buffers[bias.buffer].data), dtype=np.int32).astype(np.float64)
-        new_b = np.round(b * scale / new_scale)
-        if np.abs(new_b).max(initial=0) >= 2**31 - 1:
+        new_bias = np.round(b * scale / new_scale)
+        if np.abs(new_bias).max(initial=0) > 2**31 - 1:
             return None
-        model.buffers[bias.buffer].data = np.frombuffer(new_b.astype(np.int32).tobytes(), dtype=np.uint8)
-        bias.quantization.scale = [float(v) for v in np.asarray(bias.quantization.scale) * new_scale / scale]
+    # nothing above changed the model; from here on every change is made
+    if bias is not None and new_bias is not None:
+        model.buffers[bias.buffer].data = np.frombuffer(new_bias.astype(np.int32).tobytes(), dtype=np.uint8)
+        bq.scale = [float(v) for v in (np.asarray(bq.scale, dtype=np.float64) * new_scale / scale).astype(np.float32)]
     moved = np.moveaxis(data, axis, 0).shape
     out = np.moveaxis(new_codes.astype(np.int8).reshape(moved), 0, axis)
     model.buffers[weight.buffer].data = np.frombuffer(np.ascontiguousarray(out).tobytes(), dtype=np.uint8)
     q.scale = [float(v) for v in new_scale]
     used.add(i)
-    moved_steps = float((np.abs(new_codes * new_scale[:, None] - values) / scale[:, None]).max())
     return {"layer": kernel.layer, "codes_before": before, "codes_after": after,
             "fit_residual_steps": round(residual, 3), "max_change_steps": round(moved_steps, 3)}  # fmt: skip
 

@@ -16,38 +16,45 @@ from edgeopt.quant import codebook
 from edgeopt.runtimes.litert import LiteRTModel
 
 CLUSTERS = 8
+CLUSTERED = ("conv", "dw", "pw", "head")
 
 
-def _clustered(model, rng: np.random.Generator) -> None:
-    """Every conv kernel of ``model`` replaced by CLUSTERS shared values (its own quantiles), as tfmot's
-    clustering leaves it; BatchNorm given per-channel scales far apart, one of them negative."""
+def _clustered(model, rng: np.random.Generator | None = None) -> None:
+    """The CLUSTERED kernels of ``model`` replaced by CLUSTERS shared values (quantiles of their own), as tfmot's
+    clustering leaves a kernel; one BatchNorm channel's scale made negative, so its folded factor is. With
+    ``rng``, BatchNorm's statistics are drawn at random instead (scales far apart, the model at chance)."""
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            k = layer.kernel.numpy()
+        if layer.name in CLUSTERED:
+            kernel = layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
+            k = kernel.numpy()
             centroids = np.quantile(k, np.linspace(0.02, 0.98, CLUSTERS))
-            k = centroids[np.abs(k[..., None] - centroids).argmin(-1)]
-            layer.kernel.assign(k.astype(np.float32))
+            kernel.assign(centroids[np.abs(k[..., None] - centroids).argmin(-1)].astype(np.float32))
         if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            gamma = rng.uniform(0.3, 3.0, n)
+            gamma = layer.gamma.numpy() if rng is None else rng.uniform(0.3, 3.0, layer.gamma.shape[0])
             gamma[0] = -gamma[0]
             layer.gamma.assign(gamma.astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
+            if rng is not None:
+                layer.moving_variance.assign(rng.uniform(0.5, 2.0, gamma.size).astype(np.float32))
+
+
+def _build(shape: tuple[int, ...]):
+    L = keras.layers
+    i = keras.Input(shape)
+    x = L.Conv2D(8, 1, name="stem")(i)  # not clustered: left as it is
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(x)))
+    x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 1, use_bias=False, name="pw")(x)))
+    return keras.Model(i, L.Dense(10, activation="softmax", name="head")(L.GlobalAveragePooling2D()(x)))
 
 
 @pytest.fixture(scope="module")
 def model(digits):
+    """Trained (76% on digits' test split), then clustered (56%)."""
     set_seed(0)
-    L = keras.layers
-    i = keras.Input(digits.x_train.shape[1:])
-    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False)(i)))
-    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 1, use_bias=False)(x)))
-    o = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
-    m = keras.Model(i, o)
-    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    m.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
-    _clustered(m, np.random.default_rng(0))
+    m = _build(digits.x_train.shape[1:])
+    m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    m.fit(digits.x_train, digits.y_train, epochs=20, batch_size=32, verbose=0)
+    _clustered(m)
     return m
 
 
@@ -66,25 +73,75 @@ def _outputs(content: bytes, x: np.ndarray) -> np.ndarray:
     return LiteRTModel(content).predict(x)
 
 
-def test_clustered_convolutions_share_one_codebook_and_compute_the_same(model, digits):
+def _convolutions(content: bytes) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per convolution: its input scale, weight scales, bias scales and int32 biases."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgeopt import tflite as tfl
+
+    m = tfl.parse(content)
+    g = m.subgraphs[0]
+    ops = (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D)
+    out = []
+    for op in g.operators:
+        if m.operatorCodes[op.opcodeIndex].builtinCode not in ops:
+            continue
+        x, w, b = (g.tensors[i] for i in op.inputs[:3])
+        bias = np.frombuffer(bytes(m.buffers[b.buffer].data), dtype=np.int32)
+        out.append((x.quantization.scale[0], np.asarray(w.quantization.scale), np.asarray(b.quantization.scale), bias))
+    return out
+
+
+def _both(model, digits, monkeypatch) -> tuple[object, object]:
     cfg = dict(quantization="int8", calibration_samples=64)
     off = stages.convert(model, ConvertConfig(**cfg, shared_codebook=False), data=digits)
-    on = stages.convert(model, ConvertConfig(**cfg), data=digits)
+    with monkeypatch.context() as mp:
+        mp.setattr("edgeopt.quant.flatbuf.pack", lambda *a: pytest.fail("not written in place"))
+        on = stages.convert(model, ConvertConfig(**cfg), data=digits)
     assert "shared_codebook" not in off.metrics
-    rows = on.metrics["shared_codebook"]
-    assert [r["layer"] for r in rows] == [
-        layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
-    ]
+    return off, on
+
+
+def test_every_channel_of_a_clustered_kernel_gets_the_same_codes_and_its_bias_follows(digits, monkeypatch):
+    """BatchNorm statistics drawn far apart (the model then at chance): the folded depthwise and pointwise
+    kernels hold a grid per channel and go on the clusters' codes; each bias to its channel's new scale."""
+    set_seed(0)
+    model = _build(digits.x_train.shape[1:])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    _clustered(model, np.random.default_rng(0))
+    off, on = _both(model, digits, monkeypatch)
+    rows = {r["layer"]: r for r in on.metrics["shared_codebook"]}
+    assert {"dw", "pw"} <= set(rows) and "stem" not in rows
+    assert all(
+        r["codes_after"] < r["codes_before"] and r["max_change_steps"] <= codebook.MAX_MOVE_STEPS for r in rows.values()
+    )
     before, after = _codes(off.tflite), _codes(on.tflite)
     assert max(before.values()) > 2 * CLUSTERS  # BatchNorm folded: a grid per channel
     assert max(after.values()) <= 2 * CLUSTERS  # the clusters, and their negatives for the negative gamma
-    assert all(r["codes_after"] < r["codes_before"] and r["fit_residual_steps"] <= 1.0 for r in rows)
-    assert len(on.tflite) == len(off.tflite)  # the same layout: only weights, biases and scales were rewritten
+    rewritten = 0
+    for (x, w0, b0_scale, b0), (x1, w1, b1_scale, b1) in zip(
+        _convolutions(off.tflite), _convolutions(on.tflite), strict=True
+    ):
+        assert x == x1
+        rewritten += not np.array_equal(w0, w1)
+        np.testing.assert_allclose(b1_scale, x * w1, rtol=1e-5)  # input scale x weight scale
+        assert np.all(np.abs(b1 * b1_scale - b0 * b0_scale) <= b1_scale / 2 * 1.001)  # within half a step
+    assert rewritten == len(set(rows) - {"head"})
+    assert len(on.tflite) == len(off.tflite)  # written in place: only weights, biases and scales changed
     assert len(gzip.compress(on.tflite, 9)) < len(gzip.compress(off.tflite, 9))
-    x = digits.x_test[:300]
-    a, b = _outputs(off.tflite, x), _outputs(on.tflite, x)
-    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.97
-    assert np.abs(a - b).max() <= 0.1  # softmax outputs: a few int8 steps of 1/256
+
+
+def test_a_rewritten_model_computes_what_the_converters_did(model, digits, monkeypatch):
+    off, on = _both(model, digits, monkeypatch)
+    assert on.metrics["shared_codebook"] and len(gzip.compress(on.tflite, 9)) < len(gzip.compress(off.tflite, 9))
+    x, y = digits.x_test, digits.y_test
+    f, a, b = model.predict(x, verbose=0), _outputs(off.tflite, x), _outputs(on.tflite, x)
+    assert (a.argmax(1) == y).mean() > 0.5  # a model that has learnt something: its outputs are not ties
+    assert abs((b.argmax(1) == y).mean() - (a.argmax(1) == y).mean()) <= 0.02
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.95
+    # the rewrite adds little to what int8 quantization itself changed
+    assert np.abs(b - f).mean() <= 1.25 * np.abs(a - f).mean()
 
 
 def test_a_kernel_that_is_not_clustered_or_not_this_models_is_left_alone(model, digits):
