@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.quant.flatbuf import pack
+from edgeopt.tflite import parse
+
 # Kernels with at most this many distinct values in Keras count as clustered (clusters plus the zero of
 # pruning; tfmot's clustering allows up to 256, the recipes use 8 to 32).
 MAX_CENTROIDS = 64
@@ -51,9 +54,6 @@ def share_codebooks(content: bytes, keras_model: Any) -> tuple[bytes, list[dict[
     """``content`` (an int8 .tflite converted from ``keras_model`` or from its QAT model) with one codebook
     per clustered kernel; a row per kernel rewritten (layer, codes before and after, fit residual in steps).
     The bytes are ``content`` itself when nothing was rewritten."""
-    from edgeopt.quant.flatbuf import pack
-    from edgeopt.tflite import parse
-
     kernels = clustered_kernels(keras_model)
     if not kernels:
         return content, []
@@ -125,8 +125,6 @@ def _patch_in_place(content: bytes, model: Any, changed: list[tuple[int, int]], 
 def _same(content: bytes, model: Any) -> bool:
     """Whether every tensor of ``content`` has the scales and buffer data of ``model`` (a vector shared with
     a tensor that was not meant to change would show here)."""
-    from edgeopt.tflite import parse
-
     got = parse(content)
     for graph, want_graph in zip(got.subgraphs, model.subgraphs, strict=True):
         for t, w in zip(graph.tensors, want_graph.tensors, strict=True):

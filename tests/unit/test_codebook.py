@@ -96,7 +96,7 @@ def _both(model, digits, monkeypatch) -> tuple[object, object]:
     cfg = dict(quantization="int8", calibration_samples=64)
     off = stages.convert(model, ConvertConfig(**cfg, shared_codebook=False), data=digits)
     with monkeypatch.context() as mp:
-        mp.setattr("edgeopt.quant.flatbuf.pack", lambda *a: pytest.fail("not written in place"))
+        mp.setattr(codebook, "pack", lambda *a: pytest.fail("not written in place"))
         on = stages.convert(model, ConvertConfig(**cfg), data=digits)
     assert "shared_codebook" not in off.metrics
     return off, on
