@@ -121,12 +121,14 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
     assert suite._why({"runs": [run(42, acc=0.915)]}, missed) == ""  # weights not measured
 
 
+def made_up(pair, out, build, seeds):
+    """``run_pair`` on made-up runs: nothing trains."""
+    return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
+            "minutes": 5.0}  # fmt: skip
+
+
 def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypatch):
     import json
-
-    def made_up(pair, out, build, seeds):
-        return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
-                "minutes": 5.0}  # fmt: skip
 
     monkeypatch.setattr(suite, "run_pair", made_up)
     monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
@@ -154,10 +156,6 @@ def test_rebundle_converts_again_from_the_runs_own_stages_and_refuses_a_stage_tr
     """--rebundle: accuracies and bytes may change (the conversion ran again), the earlier ones are kept; a
     run whose teacher or training stage was not reused from the last run's folders stops it."""
     from types import SimpleNamespace
-
-    def made_up(pair, out, build, seeds):
-        return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
-                "minutes": 5.0}  # fmt: skip
 
     monkeypatch.setattr(suite, "run_pair", made_up)
     monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
