@@ -41,11 +41,12 @@ import yaml
 
 from benchmarks._report import write_results_md
 from edgeopt import hostinfo, tflite_diet
-from edgeopt.artifacts import write_json
+from edgeopt.artifacts import gzip_size, write_json
 from edgeopt.config import DataConfig
 from edgeopt.data import FASHION_CLASSES, load_dataset
 from edgeopt.errors import GateFailed, RuntimeCrash
 from edgeopt.export import export
+from edgeopt.firmware.check import array_bytes
 from edgeopt.manifest import BundleManifest
 from edgeopt.pipeline.spec import PipelineConfig
 
@@ -213,7 +214,9 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
     for seed in seeds:
         t = time.time()
         manifest = export_run(pair, seed, teacher_path, out, build)
-        runs.append(figures(manifest, seed, time.time() - t, build / f"{pair.name}-s{seed}"))
+        runs.append(
+            figures(manifest, seed, time.time() - t, build / f"{pair.name}-s{seed}", out / f"{pair.name}-s{seed}")
+        )
     return {
         "pair": pair.name,
         "title": pair.title,
@@ -254,10 +257,24 @@ def _sparsity(m: BundleManifest) -> float | None:
     return None
 
 
-def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | None = None) -> dict[str, Any]:
+def shipped_image(m: BundleManifest, bundle: Path | None) -> bytes | None:
+    """The MCU image's bytes as the bundle ships them (its C array), from ``bundle`` or the failed bundle beside
+    it; None when neither holds it."""
+    rec = m.model("mcu")
+    if bundle is None or rec is None:
+        return None
+    for folder in (bundle, bundle.with_name(bundle.name + ".failed")):
+        if (folder / rec.path).is_file():
+            return array_bytes((folder / rec.path).read_text())
+    return None
+
+
+def figures(
+    m: BundleManifest, seed: int, seconds: float, build_root: Path | None = None, bundle: Path | None = None
+) -> dict[str, Any]:
     """What the table reports of one run: accuracies, sizes and ratios of the shipped model (the MCU image:
-    what flash stores) and how many of its bytes are weights (from the run's ``build_root``), reverted
-    stages, cross-checks."""
+    what flash stores), how many of its bytes are weights (from the run's ``build_root``) and what the image
+    gzips to with every weight zero (from the ``bundle``), reverted stages, cross-checks."""
     shipped = m.model("mcu") or m.model("android")
     assert shipped is not None, "a bundle ships a model"
     base = m.baseline
@@ -266,6 +283,8 @@ def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | Non
     weights = None
     if build_root is not None and (build_root / art.path).is_file():
         weights = tflite_diet.anatomy((build_root / art.path).read_bytes())["weights"]
+    image = shipped_image(m, bundle)
+    floor = gzip_size(tflite_diet.weights_zeroed(image)) if image is not None else None
     return {
         "seed": seed,
         "passed": m.passed,
@@ -282,6 +301,8 @@ def figures(m: BundleManifest, seed: int, seconds: float, build_root: Path | Non
         "gzip_bytes": shipped.gzip_bytes,
         "raw_ratio": base.bytes / shipped.bytes if base else None,
         "gzip_ratio": base.gzip_bytes / shipped.gzip_bytes if base else None,
+        # the image gzipped with every weight and bias byte zero: no weight compression goes below it
+        "gzip_floor_bytes": floor,
         "reverted": [s.name for s in m.stages if s.guard is not None and s.guard.action == "kept the input"],
         "kernel_cross_check": _cross(gates, "kernel_cross_check"),
         "tflm_agreement": _cross(gates, "tflm_agreement"),
@@ -329,11 +350,19 @@ def _why(p: dict[str, Any], missed: list[str]) -> str:
     t = statistics.fmean(r["teacher_bytes"] for r in runs)
     sp = [r["sparsity"] for r in runs if r.get("sparsity") is not None]
     zeros = f", {statistics.fmean(sp):.0%} of the model's weights zero after pruning" if len(sp) == len(runs) else ""
+    floor = ""
+    if all(r.get("gzip_floor_bytes") and r.get("teacher_gzip_bytes") for r in runs):
+        f = statistics.fmean(r["gzip_floor_bytes"] for r in runs)
+        ratio = statistics.fmean(r["teacher_gzip_bytes"] / r["gzip_floor_bytes"] for r in runs)
+        floor = (
+            f"; with every weight and bias byte set to zero the image still gzips to {f:,.0f} bytes, "
+            f"{ratio:.1f}x smaller than the teacher: the most weight compression could reach"
+        )
     if w >= b / 2:
-        return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros})"
+        return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros}{floor})"
     return (
         f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros}, the rest per-layer scales, zero points "
-        f"and flatbuffer tables, which no weight compression shrinks; the float32 teacher is {t:,.0f} bytes)"
+        f"and flatbuffer tables, which no weight compression shrinks; the float32 teacher is {t:,.0f} bytes{floor})"
     )
 
 
@@ -427,7 +456,8 @@ def rebundle(out: Path, build: Path) -> dict[str, Any]:
         runs = []
         for old in res["runs"]:
             m = export_run(pair, old["seed"], teacher_path, build / "dist", build)
-            new = figures(m, old["seed"], old["minutes"] * 60, build / f"{pair.name}-s{old['seed']}")
+            run = f"{pair.name}-s{old['seed']}"
+            new = figures(m, old["seed"], old["minutes"] * 60, build / run, build / "dist" / run)
             trained = [s.name for s in m.stages if s.name in TRAINING_STAGES and not s.reused]
             if trained or new["reverted"] != old["reverted"]:
                 raise RuntimeError(f"{pair.name} seed {old['seed']}: the stages were not the last run's ({trained})")

@@ -287,3 +287,26 @@ def anatomy(content: bytes) -> dict[str, int]:
     rest = len(content) - weights - metadata - names - quant
     return {"bytes": len(content), "weights": weights, "metadata": metadata, "names": names,
             "quantization": quant, "structure": rest}  # fmt: skip
+
+
+def weights_zeroed(content: bytes) -> bytes:
+    """``content`` with every byte of its weight and bias buffers set to zero, everything else as it is: its
+    gzipped size is the floor that compressing the weights (pruning, clustering, fewer distinct values)
+    can bring this image to, whatever the weights are, since the scales, zero points and tables stay."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    out = bytearray(content)
+    root = schema.Model.GetRootAs(out, 0)
+    meta = {root.Metadata(i).Buffer() for i in range(root.MetadataLength())}
+    for i in range(root.BuffersLength()):
+        if i in meta:
+            continue
+        buf = root.Buffers(i)
+        if buf.Offset() > 1:  # stored after the flatbuffer (models over 2 GB)
+            out[buf.Offset() : buf.Offset() + buf.Size()] = bytes(buf.Size())
+            continue
+        o = buf._tab.Offset(4)  # Buffer.data
+        if o:
+            start, n = buf._tab.Vector(o), buf._tab.VectorLen(o)
+            out[start : start + n] = bytes(n)
+    return bytes(out)

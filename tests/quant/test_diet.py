@@ -89,3 +89,30 @@ def test_anatomy_and_errors(models):
     assert [m.name for m in tfl.parse(slim).metadata] == [b"min_runtime_version"]
     with pytest.raises(BadInput, match="unknown diet cut"):
         tflite_diet.diet(content, cuts=["names", "weights"])
+
+
+def test_weights_zeroed_keeps_every_other_byte(models):
+    """The gzip floor's image: every weight and bias byte zero, metadata and every other byte as they were,
+    still a model that parses with the same tensors."""
+    content, _ = tflite_diet.diet(models["mobilenet block int8"], keep_metadata=("min_runtime_version",))
+    zeroed = tflite_diet.weights_zeroed(content)
+    assert len(zeroed) == len(content)
+    before, after = tfl.parse(content), tfl.parse(zeroed)
+    meta = {m.buffer for m in before.metadata}
+    changed = 0
+    for i, (a, b) in enumerate(zip(before.buffers, after.buffers, strict=True)):
+        if a.data is None:
+            continue
+        if i in meta:
+            assert np.array_equal(a.data, b.data)
+        else:
+            assert not np.any(b.data)
+            changed += int(np.count_nonzero(a.data))
+    differing = sum(x != y for x, y in zip(content, zeroed, strict=True))
+    assert changed > 500 and differing == changed  # only the weight bytes that were not zero already
+    assert [t.shape.tolist() for t in after.subgraphs[0].tensors] == [
+        t.shape.tolist() for t in before.subgraphs[0].tensors
+    ]
+    from edgeopt.artifacts import gzip_size
+
+    assert gzip_size(zeroed) < gzip_size(content)

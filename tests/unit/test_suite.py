@@ -119,6 +119,11 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
     assert suite._why({"runs": big}, missed) == " (the image's weights are 30,000 of its 40,000 bytes)"
     assert suite._why({"runs": small}, ["at most 1 point below the teacher"]) == ""  # not a size target
     assert suite._why({"runs": [run(42, acc=0.915)]}, missed) == ""  # weights not measured
+    floored = [{**r, "gzip_floor_bytes": 6_000, "teacher_gzip_bytes": 45_000} for r in big]
+    assert suite._why({"runs": floored}, missed) == (
+        " (the image's weights are 30,000 of its 40,000 bytes; with every weight and bias byte set to zero the "
+        "image still gzips to 6,000 bytes, 7.5x smaller than the teacher: the most weight compression could reach)"
+    )
 
 
 def made_up(pair, out, build, seeds):
@@ -169,7 +174,7 @@ def test_rebundle_converts_again_from_the_runs_own_stages_and_refuses_a_stage_tr
 
     monkeypatch.setattr(suite, "export_run", export_run)
     monkeypatch.setattr(
-        suite, "figures", lambda m, seed, seconds, root: {**run(seed, acc=0.917, gz=8_500), "minutes": 4.0}
+        suite, "figures", lambda m, seed, seconds, root, bundle=None: {**run(seed, acc=0.917, gz=8_500), "minutes": 4.0}
     )
     monkeypatch.setattr(suite, "_stamp", lambda: {"commit": "3333333", "at": "2026-12-07 02:00 UTC"})
     again = suite.rebundle(tmp_path, tmp_path / "build")
