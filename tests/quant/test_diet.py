@@ -8,6 +8,7 @@ import pytest
 
 from edgeopt import stages, tflite_diet
 from edgeopt import tflite as tfl
+from edgeopt.artifacts import gzip_size
 from edgeopt.config import ConvertConfig, QATConfig
 from edgeopt.errors import BadInput
 from edgeopt.runtimes import tflm
@@ -113,6 +114,4 @@ def test_weights_zeroed_keeps_every_other_byte(models):
     assert [t.shape.tolist() for t in after.subgraphs[0].tensors] == [
         t.shape.tolist() for t in before.subgraphs[0].tensors
     ]
-    from edgeopt.artifacts import gzip_size
-
     assert gzip_size(zeroed) < gzip_size(content)
