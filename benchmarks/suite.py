@@ -340,8 +340,9 @@ def _f(v: Any, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
-def _why(p: dict[str, Any], missed: list[str]) -> str:
-    """For a size target missed: how much of the shipped image is weights (what compression can shrink)."""
+def _why(p: dict[str, Any], missed: list[str], gzip_target: float | None = None) -> str:
+    """For a size target missed: how much of the shipped image is weights (what compression can shrink), and
+    for a missed ``gzip_target`` (x smaller), how many gzip bytes it leaves the weights above the floor."""
     runs = p["runs"]
     if not any("smaller" in k for k in missed) or any(r.get("weight_bytes") is None for r in runs):
         return ""
@@ -358,6 +359,13 @@ def _why(p: dict[str, Any], missed: list[str]) -> str:
             f"; with every weight and bias byte set to zero the image still gzips to {f:,.0f} bytes, "
             f"{ratio:.1f}x smaller than the teacher: the most weight compression could reach"
         )
+        if gzip_target and any("gzipped" in k for k in missed) and all(r.get("gzip_bytes") for r in runs):
+            most = statistics.fmean(r["teacher_gzip_bytes"] for r in runs) / gzip_target
+            now = statistics.fmean(r["gzip_bytes"] for r in runs) - f
+            floor += (
+                f"; {gzip_target:g}x means at most {most:,.0f} gzip bytes, {max(0.0, most - f):,.0f} above that floor "
+                f"for the weights and biases, which take {now:,.0f} now"
+            )
     if w >= b / 2:
         return f" (the image's weights are {w:,.0f} of its {b:,.0f} bytes{zeros}{floor})"
     return (
@@ -392,7 +400,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_f(s['drop_points'], '+.2f')} | {_f(s['bytes'], ',.0f')} ({_f(s['raw_ratio'], '.1f')}x) | "
             f"{_f(s['gzip_bytes'], ',.0f')} ({_f(s['gzip_ratio'], '.1f')}x) | {s['passed_runs']}/{len(p['runs'])} | "
             f"{', '.join(reverted)} | {cross} | {p['minutes']:.1f} | "
-            f"{'met' if s['met'] else 'missed: ' + '; '.join(missed) + _why(p, missed)} |"
+            f"{'met' if s['met'] else 'missed: ' + '; '.join(missed) + _why(p, missed, t['min_gzip_ratio'])} |"
         )
     notes = [f"- {p['title']}: {p['note']}" for p in r["pairs"] if p["note"]]
     notes += [

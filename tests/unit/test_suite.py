@@ -124,6 +124,14 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
         " (the image's weights are 30,000 of its 40,000 bytes; with every weight and bias byte set to zero the "
         "image still gzips to 6,000 bytes, 7.5x smaller than the teacher: the most weight compression could reach)"
     )
+    gz = [{**r, "gzip_bytes": 9_000} for r in floored]  # 8x of 45,000 is 5,625: 0 to spare above 6,000
+    assert suite._why({"runs": gz}, ["at least 8x smaller gzipped"], 8).endswith(
+        "; 8x means at most 5,625 gzip bytes, 0 above that floor for the weights and biases, which take 3,000 now)"
+    )
+    assert suite._why({"runs": gz}, ["at least 8x smaller gzipped"], 4).endswith(
+        "; 4x means at most 11,250 gzip bytes, 5,250 above that floor for the weights and biases, which take 3,000 now)"
+    )
+    assert "means at most" not in suite._why({"runs": gz}, missed, 8)  # the raw target missed, not the gzip one
 
 
 def made_up(pair, out, build, seeds):
