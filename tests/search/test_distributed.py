@@ -66,17 +66,20 @@ def test_two_workers_share_one_study_and_a_killed_trial_is_retried(tmp_path, mon
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # A trial that is at work: its pipeline is recorded only after the repeat check, so a sampled repeat of
+    # tried values (pruned at once, never run) is not the one killed.
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and a.poll() is None:
-        for t in _study(url).get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get("pid") == a.pid:
+        for t in _study(url).get_trials(states=RUNNING):
+            if t.user_attrs.get("pid") == a.pid and "pipeline" in t.user_attrs:
                 killed = t.number
         time.sleep(0.2)
     assert killed is not None, "the worker never started a trial"
-    time.sleep(1.0)
     os.kill(a.pid, signal.SIGKILL)
     a.wait(timeout=30)
+    state = {t.number: t.state for t in _study(url).trials}[killed]
+    assert state is optuna.trial.TrialState.RUNNING, f"trial {killed} ended before the kill ({state.name})"
     # Past the grace period (10 s, heartbeat every 1 s), the next worker fails the silent trial and queues it again.
     time.sleep(11)
     b = run_search_cmd(path, "--storage", url, "--trials", "2", cwd=tmp_path)
