@@ -102,16 +102,16 @@ def test_default_space_of_the_default_pipeline_scales_with_it_and_with_the_data(
     big = space.default_space(p, n_train=54_000)
     r = big["prune.final_sparsity"]
     assert (r.low, r.high) == (0.7, 0.9) and big["cluster.clusters"] == [8, 16, 32, None]
-    # On 54,000 images the epochs decide the length (distill: 20 epochs = 8,440 steps > its floor of 2,000) ...
+    # On 54,000 images the epochs decide the length (distill: 20 epochs = 8,440 steps > its floor of 3,000) ...
     assert big["distill.epochs"] == [20, 40, 60] and "distill.min_steps" not in big
-    # ... on 1,293 digits the step floors do (20 epochs = 220 steps < 2,000): those are what is varied.
+    # ... on 1,293 digits the step floors do (20 epochs = 220 steps < 3,000): those are what is varied.
     small = space.default_space(p, n_train=1_293)
-    assert small["distill.min_steps"] == [2000, 4000, 6000] and "distill.epochs" not in small
-    assert small["prune.min_steps"] == [1500, 3000] and small["qat.min_steps"] == [500, 1000]
+    assert small["distill.min_steps"] == [3000, 6000, 9000] and "distill.epochs" not in small
+    assert small["prune.min_steps"] == [2000, 4000] and small["qat.min_steps"] == [500, 1000]
     # every parameter's choices hold the file's own value: the pipeline as written is in the space
     params = space.resolve_space(p, SearchConfig(), n_train=1_293)
     ref = space.reference_values(p, params)
-    assert ref["distill.min_steps"] == 2000 and ref["cluster.clusters"] == 16 and ref["qat"] is True
+    assert ref["distill.min_steps"] == 3000 and ref["cluster.clusters"] == 16 and ref["qat"] is True
     for q in params:
         assert ref[q.name] in q.choices if q.choices is not None else q.range.low <= ref[q.name] <= q.range.high
 
@@ -150,7 +150,7 @@ def test_rungs_shorten_only_the_fine_tuning(pipe):
     p = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "fashion_mnist.yaml")
     short = space.at_fidelity(p, 1 / 9)
     prune = next(s for s in short.steps if s.stage == "prune")
-    assert (prune.epochs, prune.min_steps) == (2, 167)  # 10 epochs / 9 rounded up, 1,500 steps / 9
+    assert (prune.epochs, prune.min_steps) == (2, 223)  # 10 epochs / 9 rounded up, 2,000 steps / 9
     # a pipeline with nothing to shorten has one rung
     bare = pipe.model_copy(update={"steps": [s for s in pipe.steps if s.stage in ("distill", "convert", "validate")]})
     assert space.rung_fractions(SearchConfig(), bare) == [1.0]
