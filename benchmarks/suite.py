@@ -409,6 +409,13 @@ def markdown(r: dict[str, Any]) -> str:
         if p.get("rerun")
     ]
     lines += ["", *notes, "", f"Whole suite: {r['minutes']:.1f} minutes (target {t['max_minutes']:g})."]
+    speed = r["host"].get("reference_step_ms")
+    if speed:
+        lines.append(
+            f"This host's speed during the run: a reference training step (`reference_step_ms`: the default "
+            f"student, batch 128) took {speed[0]:.1f} ms at the start and {speed[-1]:.1f} ms at the end; "
+            "compare two runs' minutes next to it."
+        )
     if r.get("rebundled"):
         lines.append(
             f"Converted, validated and bundled again at {r['rebundled']['commit']} ({r['rebundled']['at']}) from the "
@@ -418,6 +425,28 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_step_ms(steps: int = 60) -> float:
+    """Milliseconds per optimizer step of one fixed workload: the default student (fashion_cnn at width 0.5)
+    trained on fixed random 28x28 images, batch 128. The suite's minutes scale with it, and this VM's speed
+    varies by 1.3x between runs, so two runs' minutes compare only next to it. Measured at the start of a
+    run, before any pair, and at its end."""
+    from edgeopt import zoo
+    from edgeopt._keras import keras, set_seed
+
+    set_seed(0)
+    model = zoo.width_scaled(zoo.build("fashion_cnn", (28, 28, 1), 10), 0.5)
+    rng = np.random.default_rng(0)
+    x = rng.random((128 * steps, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x[: 128 * 5], y[: 128 * 5], batch_size=128, epochs=1, verbose=0)  # tracing: not timed
+    t = time.perf_counter()
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False)
+    ms = (time.perf_counter() - t) / steps * 1000
+    keras.backend.clear_session()
+    return round(ms, 1)
+
+
 def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None) -> dict[str, Any]:
     """Every pair (or those in ``only``: run again and put in place of theirs in ``out/suite.json``, the
     whole suite's minutes then the sum of its pairs')."""
@@ -425,6 +454,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
     commit = _stamp()["commit"]  # the code this run imported: a commit made while it runs is not it
     targets = load_targets()
     pairs = [p for p in PAIRS if not only or p.name in only]
+    step_ms = [reference_step_ms()]
     results = []
     for pair in pairs:
         log.info("suite: %s", pair.title)
@@ -433,6 +463,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
         if only:
             res["rerun"] = {**_stamp(), "commit": commit}
         results.append(res)
+    step_ms.append(reference_step_ms())
     minutes = round((time.time() - started) / 60, 1)
     if only and (out / "suite.json").is_file():
         by_name = {p["pair"]: p for p in json.loads((out / "suite.json").read_text())["pairs"]}
@@ -443,7 +474,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
         "schema": SCHEMA,
         "pipeline": str(PIPELINE.relative_to(ROOT)),
         "seeds": seeds,
-        "host": {**hostinfo.host(), "describe": hostinfo.describe()},
+        "host": {**hostinfo.host(), "describe": hostinfo.describe(), "reference_step_ms": step_ms},
         "targets": targets,
         "pairs": results,
         "minutes": minutes,

@@ -65,6 +65,17 @@ def test_the_table_names_what_a_pair_missed_and_what_the_guard_reverted():
     row = next(line for line in md.splitlines() if line.startswith("| made-up pair"))
     assert "| prune |" in row and "3/9, 2/9; 3/9, 2/9" in row and "missed: at most 1 point below the teacher" in row
     assert "- made-up pair: a note" in md and "Whole suite: 9.0 minutes (target 60)." in md
+    assert "reference training step" not in md  # a run from before the probe says nothing of its host's speed
+    r["host"]["reference_step_ms"] = [21.04, 26.8]
+    assert "took 21.0 ms at the start and 26.8 ms at the end" in suite.markdown(r)
+
+
+def test_the_reference_step_trains_the_default_student_and_leaves_no_layers_behind():
+    from edgeopt._keras import keras
+
+    ms = suite.reference_step_ms(steps=3)
+    assert np.isfinite(ms) and ms > 0
+    assert keras.backend.get_uid("conv2d") == 1, "the session is cleared: the next model's names do not move"
 
 
 def test_the_pairs_use_the_default_pipeline_changed_only_in_name_data_and_teacher(tmp_path):
