@@ -49,6 +49,7 @@ from edgeopt.export import export
 from edgeopt.firmware.check import array_bytes
 from edgeopt.manifest import BundleManifest
 from edgeopt.pipeline.spec import PipelineConfig
+from edgeopt.progress import Timer
 
 log = logging.getLogger(__name__)
 
@@ -440,11 +441,10 @@ def reference_step_ms(steps: int = 60) -> float:
     y = rng.integers(0, 10, len(x))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(x[: 128 * 5], y[: 128 * 5], batch_size=128, epochs=1, verbose=0)  # tracing: not timed
-    t = time.perf_counter()
-    model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False)
-    ms = (time.perf_counter() - t) / steps * 1000
+    with Timer() as t:
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False)
     keras.backend.clear_session()
-    return round(ms, 1)
+    return round(t.seconds / steps * 1000, 1)
 
 
 def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None) -> dict[str, Any]:
