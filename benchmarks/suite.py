@@ -201,8 +201,9 @@ def pipeline_for(pair: Pair, seed: int, teacher_path: Path) -> PipelineConfig:
     return PipelineConfig.model_validate(raw)
 
 
-def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, Any]:
-    """The pair's teacher, then one strict export per seed; the figures of each."""
+def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int], jobs: int = 1) -> dict[str, Any]:
+    """The pair's teacher, then one strict export per seed (``jobs`` of them at once, each in its own process
+    on cores // jobs threads; 1: one after the other in this process); the figures of each."""
     started = time.time()
     if pair.npz:
         make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
@@ -211,13 +212,12 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
     teacher_info: dict[str, Any] = {}
     if pair.teacher.get("keras3"):
         teacher_info = train_keras3_teacher(teacher_path, pair.data, pair.teacher, seed=SEEDS[0])
-    runs = []
-    for seed in seeds:
-        t = time.time()
-        manifest = export_run(pair, seed, teacher_path, out, build)
-        runs.append(
-            figures(manifest, seed, time.time() - t, build / f"{pair.name}-s{seed}", out / f"{pair.name}-s{seed}")
-        )
+    if jobs > 1:
+        if not pair.teacher.get("keras3"):
+            teacher_info = train_zoo_teacher(pair, teacher_path)
+        runs = run_seeds_side_by_side(pair, out, build, seeds, jobs)
+    else:  # the first seed's export trains a zoo teacher, the others load it
+        runs = [export_figures(pair, seed, teacher_path, out, build) for seed in seeds]
     return {
         "pair": pair.name,
         "title": pair.title,
@@ -226,7 +226,92 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
         "teacher": {**pair.teacher, **teacher_info},
         "runs": runs,
         "minutes": round((time.time() - started) / 60, 2),
+        "jobs": min(jobs, len(seeds)),
     }
+
+
+def train_zoo_teacher(pair: Pair, teacher_path: Path) -> dict[str, Any]:
+    """The zoo teacher, trained here (every core) as the first seed's export would train it, so that the seeds'
+    exports all load it: its metrics and seconds."""
+    from edgeopt._keras import keras
+    from edgeopt.pipeline.runner import ensure_teacher
+
+    cfg = pipeline_for(pair, SEEDS[0], teacher_path)
+    _, info = ensure_teacher(cfg, load_dataset(cfg.data))
+    keras.backend.clear_session()
+    return {k: v for k, v in info.items() if k != "trained"}
+
+
+def export_figures(pair: Pair, seed: int, teacher_path: Path, out: Path, build: Path) -> dict[str, Any]:
+    """One seed's strict export and its figures."""
+    with Timer() as t:
+        manifest = export_run(pair, seed, teacher_path, out, build)
+    run = f"{pair.name}-s{seed}"
+    return figures(manifest, seed, t.seconds, build / run, out / run)
+
+
+def run_seeds_side_by_side(pair: Pair, out: Path, build: Path, seeds: list[int], jobs: int) -> list[dict[str, Any]]:
+    """Each seed's export in a child process (``--seed-run``), ``jobs`` at a time, each on cores // jobs
+    TensorFlow threads; each child's log in ``build/<pair>-s<seed>.log``. The children's latency figures are
+    measured while the other trains: the suite reports none, and its gates' budgets are 50x the figures."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, runs = list(seeds), {}, {}
+    log.info("%s: seeds %s, %d at a time on %d thread(s) each", pair.name, seeds, jobs, threads)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                seed = pending.pop(0)
+                running[seed] = _start_seed(pair, seed, out, build, threads)
+            time.sleep(1)
+            for seed, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[seed]
+                runs[seed] = _seed_result(pair, seed, build, proc.returncode)
+                log.info(
+                    "%s seed %d: %s in %.1f min",
+                    pair.name,
+                    seed,
+                    "released" if runs[seed]["passed"] else "failed",
+                    runs[seed]["minutes"],
+                )
+    finally:
+        for proc in running.values():  # Ctrl-C or a failed seed: no child left training
+            proc.terminate()
+            proc.wait()
+    return [runs[s] for s in seeds]
+
+
+def _seed_files(pair: Pair, seed: int, build: Path) -> tuple[Path, Path]:
+    return build / f"{pair.name}-s{seed}.log", build / f"{pair.name}-s{seed}.figures.json"
+
+
+def _start_seed(pair: Pair, seed: int, out: Path, build: Path, threads: int) -> subprocess.Popen[bytes]:
+    logfile, result = _seed_files(pair, seed, build)
+    result.unlink(missing_ok=True)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "benchmarks.suite", "--seed-run", pair.name, "--seeds", str(seed)]
+    args += ["--out", str(out), "--build", str(build), "--threads", str(threads)]
+    with logfile.open("wb") as f:
+        return subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _seed_result(pair: Pair, seed: int, build: Path, returncode: int) -> dict[str, Any]:
+    logfile, result = _seed_files(pair, seed, build)
+    if returncode != 0 or not result.is_file():
+        tail = logfile.read_text(errors="replace").strip().splitlines()[-5:] if logfile.is_file() else []
+        raise RuntimeError(f"{pair.name} seed {seed}: the export process ended with {returncode} ({logfile}): {tail}")
+    return json.loads(result.read_text())
+
+
+def _seed_main(name: str, seed: int, out: Path, build: Path, threads: int) -> None:
+    """The child of ``run_seeds_side_by_side``: one seed's export on ``threads`` threads; its figures to a file."""
+    from edgeopt import threads as tf_threads
+
+    tf_threads.limit(threads)
+    pair = next(p for p in PAIRS if p.name == name)
+    fig = export_figures(pair, seed, build / "models" / f"{pair.name}.keras", out, build)
+    write_json(_seed_files(pair, seed, build)[1], fig)
 
 
 def export_run(pair: Pair, seed: int, teacher_path: Path, out: Path, build: Path) -> BundleManifest:
@@ -426,11 +511,21 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_step_ms(steps: int = 60) -> float:
+def reference_step_ms(steps: int = 60, repeats: int = 3) -> float:
     """Milliseconds per optimizer step of one fixed workload: the default student (fashion_cnn at width 0.5)
-    trained on fixed random 28x28 images, batch 128. The suite's minutes scale with it, and this VM's speed
-    varies by 1.3x between runs, so two runs' minutes compare only next to it. Measured at the start of a
-    run, before any pair, and at its end."""
+    trained on fixed random 28x28 images, batch 128, on one thread, the median of ``repeats`` timings, in a
+    fresh process. The suite's minutes scale with it, and this VM's speed varies by 1.3x between runs, so two
+    runs' minutes compare only next to it. One thread: on two this 2-core VM times the same steps at about
+    23 or about 44 ms, run to run. Measured at the start of a run, before any pair, and at its end."""
+    args = [sys.executable, "-m", "benchmarks.suite", "--reference-step", str(steps), str(repeats), "--threads", "1"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference step: {proc.stderr.strip().splitlines()[-1:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _reference_step_main(steps: int, repeats: int) -> float:
+    """The child of ``reference_step_ms`` (its thread count set by the caller)."""
     from edgeopt import zoo
     from edgeopt._keras import keras, set_seed
 
@@ -441,15 +536,17 @@ def reference_step_ms(steps: int = 60) -> float:
     y = rng.integers(0, 10, len(x))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(x[: 128 * 5], y[: 128 * 5], batch_size=128, epochs=1, verbose=0)  # tracing: not timed
-    with Timer() as t:
-        model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False)
-    keras.backend.clear_session()
-    return round(t.seconds / steps * 1000, 1)
+    times = []
+    for _ in range(repeats):
+        with Timer() as t:
+            model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=False)
+        times.append(t.seconds / steps * 1000)
+    return round(statistics.median(times), 1)
 
 
-def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None) -> dict[str, Any]:
+def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None, jobs: int = 1) -> dict[str, Any]:
     """Every pair (or those in ``only``: run again and put in place of theirs in ``out/suite.json``, the
-    whole suite's minutes then the sum of its pairs')."""
+    whole suite's minutes then the sum of its pairs'); ``jobs`` seeds of a pair at once (``run_pair``)."""
     started = time.time()
     commit = _stamp()["commit"]  # the code this run imported: a commit made while it runs is not it
     targets = load_targets()
@@ -458,7 +555,7 @@ def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None =
     results = []
     for pair in pairs:
         log.info("suite: %s", pair.title)
-        res = run_pair(pair, build / "dist", build, seeds)
+        res = run_pair(pair, build / "dist", build, seeds, jobs)
         res["summary"] = summarize(res, targets)
         if only:
             res["rerun"] = {**_stamp(), "commit": commit}
@@ -529,20 +626,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build", type=Path, default=Path("build/suite"), help="stage folders, bundles, teachers")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--pair", action="append", help="run only this pair (repeatable)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=max(1, min(len(SEEDS), os.cpu_count() or 1)),
+        help="seeds of a pair exported at once, each in its own process on cores // jobs threads "
+        "(default: one per seed, at most one per core; 1: one after the other)",
+    )
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--rebundle", action="store_true", help="the last run's bundles again from its stage folders")
     ap.add_argument("--keras3-teacher", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--seed-run", help=argparse.SUPPRESS)
+    ap.add_argument("--reference-step", type=int, nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.keras3_teacher:
         _keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))
         return 0
     from edgeopt.cli import render
 
+    if args.reference_step:
+        from edgeopt import threads as tf_threads
+
+        tf_threads.limit(args.threads)
+        print(_reference_step_main(*args.reference_step))
+        return 0
+    if args.seed_run:
+        with render.session(quiet=args.quiet):
+            _seed_main(args.seed_run, args.seeds[0], args.out, args.build, args.threads)
+        return 0
+
     if args.build.exists() and not args.pair and not args.rebundle:
         shutil.rmtree(args.build)  # from scratch: no stage of an earlier run is reused
     with render.session(quiet=args.quiet):
-        r = rebundle(args.out, args.build) if args.rebundle else run_suite(args.out, args.build, args.seeds, args.pair)
+        r = (
+            rebundle(args.out, args.build)
+            if args.rebundle
+            else run_suite(args.out, args.build, args.seeds, args.pair, args.jobs)
+        )
         render.text_file(args.out / "suite.md")
     return 0 if r["all_met"] else 1
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeopt import threads
 from edgeopt.artifacts import write_json
 from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError, GateFailed
@@ -59,27 +60,11 @@ class TrialError(Exception):
     """A trial that could not finish (bad combination of values, a crash): recorded as failed, search goes on."""
 
 
-def set_threads(threads: int) -> None:
-    """Before TensorFlow starts: N workers on C cores get C // N threads each instead of C each."""
-    if threads > 0:
-        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-            os.environ[var] = str(threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-
-
 def run_worker(job: WorkerJob) -> int:
     """Run ``job.trials`` trials of the study (Optuna's ``n_trials``); returns how many this worker ran.
     Raises StorageLost when the database goes away, KeyboardInterrupt on Ctrl-C (the interrupted trial is
     queued to run again first on the next run)."""
-    set_threads(job.threads)
-    if job.threads > 0:
-        from edgeopt._keras import tf  # lazy: imports TensorFlow
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(job.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # already initialized in this process (in-process worker): keep its setting
-            pass
+    threads.limit(job.threads)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -3,6 +3,11 @@ each target, the table, and the data it builds for ResNet-8."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -70,12 +75,69 @@ def test_the_table_names_what_a_pair_missed_and_what_the_guard_reverted():
     assert "took 21.0 ms at the start and 26.8 ms at the end" in suite.markdown(r)
 
 
-def test_the_reference_step_trains_the_default_student_and_leaves_no_layers_behind():
-    from edgeopt._keras import keras
-
-    ms = suite.reference_step_ms(steps=3)
+def test_the_reference_step_trains_the_default_student_in_a_child_process():
+    ms = suite.reference_step_ms(steps=3, repeats=2)
     assert np.isfinite(ms) and ms > 0
-    assert keras.backend.get_uid("conv2d") == 1, "the session is cleared: the next model's names do not move"
+
+
+def _fake_seed_process(tmp_path, fail: set[int] = frozenset(), sleep: dict[int, float] | None = None):
+    """A stand-in for one seed's export process: sleeps, notes when it ran, writes figures (or fails)."""
+    sleep = sleep or {}
+
+    def start(pair, seed, out, build, threads):
+        logfile, result = suite._seed_files(pair, seed, build)
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import json, sys, time; t = time.time(); "
+            f"time.sleep({sleep.get(seed, 0.5)}); "
+            f"open({str(tmp_path / f'span{seed}')!r}, 'w').write(f'{{t}} {{time.time()}}'); "
+            + (
+                "print('boom: a stage crashed'); sys.exit(3)"
+                if seed in fail
+                else f"open({str(result)!r}, 'w').write(json.dumps({{'seed': {seed}, 'threads': {threads}, "
+                "'passed': True, 'minutes': 0.01}))"
+            )
+        )
+        with logfile.open("wb") as f:
+            return subprocess.Popen([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT)
+
+    return start
+
+
+def test_seeds_run_side_by_side_at_most_jobs_at_once_and_come_back_in_seed_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "_start_seed", _fake_seed_process(tmp_path, sleep={1: 2.0, 2: 0.5, 3: 0.5}))
+    monkeypatch.setattr(suite.os, "cpu_count", lambda: 2)
+    runs = suite.run_seeds_side_by_side(suite.PAIRS[4], tmp_path, tmp_path, [1, 2, 3], jobs=2)
+    assert [r["seed"] for r in runs] == [1, 2, 3] and {r["threads"] for r in runs} == {1}
+    span = {s: [float(x) for x in (tmp_path / f"span{s}").read_text().split()] for s in (1, 2, 3)}
+    assert span[2][0] < span[1][1], "seeds 1 and 2 ran at the same time"
+    assert span[3][0] >= span[2][1] - 0.1, "seed 3 waited for a free slot"
+    assert span[3][0] < span[1][1], "... the first one that came free"
+
+
+def test_a_seed_whose_process_fails_stops_the_pair_and_ends_its_sibling(tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "_start_seed", _fake_seed_process(tmp_path, fail={1}, sleep={1: 0.2, 2: 120}))
+    started = time.time()
+    with pytest.raises(RuntimeError, match="seed 1: the export process ended with 3.*boom: a stage crashed"):
+        suite.run_seeds_side_by_side(suite.PAIRS[4], tmp_path, tmp_path, [1, 2], jobs=2)
+    assert time.time() - started < 60, "the sibling was terminated, not waited for"
+    assert not (tmp_path / "span2").exists()
+
+
+def test_a_seed_process_exports_on_the_threads_it_is_given(tmp_path, monkeypatch):
+    from edgeopt import threads
+
+    calls = []
+    monkeypatch.setattr(threads, "limit", lambda n: calls.append(("threads", n)))
+    monkeypatch.setattr(
+        suite,
+        "export_figures",
+        lambda pair, seed, teacher, out, build: calls.append((pair.name, seed, teacher, out)) or {"seed": seed},
+    )
+    args = ["--seed-run", "resnet8", "--seeds", "43", "--threads", "1", "--quiet"]
+    assert suite.main(args + ["--out", str(tmp_path / "dist"), "--build", str(tmp_path)]) == 0
+    assert calls == [("threads", 1), ("resnet8", 43, tmp_path / "models" / "resnet8.keras", tmp_path / "dist")]
+    assert json.loads((tmp_path / "resnet8-s43.figures.json").read_text()) == {"seed": 43}
 
 
 def test_the_pairs_use_the_default_pipeline_changed_only_in_name_data_and_teacher(tmp_path):
@@ -145,7 +207,7 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
     assert "means at most" not in suite._why({"runs": gz}, missed, 8)  # the raw target missed, not the gzip one
 
 
-def made_up(pair, out, build, seeds):
+def made_up(pair, out, build, seeds, jobs=1):
     """``run_pair`` on made-up runs: nothing trains."""
     return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
             "minutes": 5.0}  # fmt: skip
@@ -155,15 +217,16 @@ def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypa
     import json
 
     monkeypatch.setattr(suite, "run_pair", made_up)
+    monkeypatch.setattr(suite, "reference_step_ms", lambda: 30.0)  # its own test above
     monkeypatch.setattr(suite.hostinfo, "describe", lambda: "made-up host")
     first = suite.run_suite(tmp_path, tmp_path / "build", [42, 43])
     assert [p["pair"] for p in first["pairs"]] == [p.name for p in suite.PAIRS] and "rerun" not in first["pairs"][0]
     # a commit made while the pair runs is not the code it ran: the stamp names the commit it started at
     head = {"commit": "1111111"}
 
-    def commits_while_running(pair, out, build, seeds):
+    def commits_while_running(pair, out, build, seeds, jobs):
         head["commit"] = "2222222"
-        return made_up(pair, out, build, seeds)
+        return made_up(pair, out, build, seeds, jobs)
 
     monkeypatch.setattr(suite, "run_pair", commits_while_running)
     monkeypatch.setattr(suite, "_stamp", lambda: {**head, "at": "2026-12-06 14:31 UTC"})
