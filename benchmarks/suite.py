@@ -51,7 +51,7 @@ from edgeopt.manifest import BundleManifest
 from edgeopt.pipeline.spec import PipelineConfig
 from edgeopt.progress import Timer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeopt.suite")  # under the library logger: shown by the render session, as the stages are
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "fashion_mnist.yaml"
