@@ -19,6 +19,9 @@ Fashion-MNIST pairs but the first train on a slice of the training split (``max_
 all of them) so that the suite fits its time budget; the pipeline's step floors (``min_steps``) give every
 stage enough optimizer steps on it. Targets (``targets.yaml``, key ``suite``) are judged per pair on the
 mean of the seeds. Writes ``bench/suite.json`` and ``bench/suite.md`` (notes below its mark are kept).
+
+A pair's teacher trains first, on every core; then its seeds' exports run side by side (``--jobs``), each in
+its own process on cores // jobs TensorFlow threads: the small students keep two cores busy only that way.
 """
 
 from __future__ import annotations
@@ -499,7 +502,7 @@ def markdown(r: dict[str, Any]) -> str:
     if speed:
         lines.append(
             f"This host's speed during the run: a reference training step (`reference_step_ms`: the default "
-            f"student, batch 128) took {speed[0]:.1f} ms at the start and {speed[-1]:.1f} ms at the end; "
+            f"student, batch 128, one thread) took {speed[0]:.1f} ms at the start and {speed[-1]:.1f} ms at the end; "
             "compare two runs' minutes next to it."
         )
     if r.get("rebundled"):
