@@ -1,6 +1,6 @@
 """How many CPU threads TensorFlow uses in this process. N processes sharing C cores each get C // N: a
-small model trains on one thread nearly as fast as on two, so two 1-thread trainings at once do nearly
-twice the work of one 2-thread training (bench/suite.md has the measurement)."""
+small model does not keep two threads busy, so two 1-thread trainings at once do more work than one
+2-thread training (1.35x for the default student on a 2-core host; bench/suite.md has the measurement)."""
 
 from __future__ import annotations
 

@@ -124,6 +124,17 @@ def test_a_seed_whose_process_fails_stops_the_pair_and_ends_its_sibling(tmp_path
     assert not (tmp_path / "span2").exists()
 
 
+def test_one_seed_runs_in_this_process_on_every_core_whatever_the_jobs(tmp_path, monkeypatch):
+    def no_children(*a, **k):
+        raise AssertionError("one seed needs no child process")
+
+    monkeypatch.setattr(suite, "run_seeds_side_by_side", no_children)
+    monkeypatch.setattr(suite, "train_zoo_teacher", no_children)
+    monkeypatch.setattr(suite, "export_figures", lambda pair, seed, teacher, out, build: {"seed": seed})
+    res = suite.run_pair(suite.PAIRS[4], tmp_path / "dist", tmp_path, [42], jobs=2)
+    assert res["runs"] == [{"seed": 42}] and res["jobs"] == 1
+
+
 def test_a_seed_process_exports_on_the_threads_it_is_given(tmp_path, monkeypatch):
     from edgeopt import threads
 
