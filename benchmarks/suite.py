@@ -45,6 +45,7 @@ import yaml
 
 from benchmarks._report import write_results_md
 from edgeopt import hostinfo, tflite_diet
+from edgeopt import threads as tf_threads
 from edgeopt.artifacts import gzip_size, write_json
 from edgeopt.config import DataConfig
 from edgeopt.data import FASHION_CLASSES, load_dataset
@@ -157,14 +158,19 @@ def make_npz(kind: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _child(what: str, args: list[str], timeout: float) -> str:
+    """``python -m benchmarks.suite ARGS`` in a fresh process: the last line it printed (its result)."""
+    cmd = [sys.executable, "-m", "benchmarks.suite", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what}: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def train_keras3_teacher(path: Path, data: dict[str, Any], teacher: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train the Keras 3 MobileNet-style teacher in a child process (Keras 3 and tf-keras do not share one)."""
-    args = [sys.executable, "-m", "benchmarks.suite", "--keras3-teacher", str(path)]
     spec = json.dumps({"data": data, "teacher": teacher, "seed": seed})
-    proc = subprocess.run(args + ["--spec", spec], cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"Keras 3 teacher: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(_child("Keras 3 teacher", ["--keras3-teacher", str(path), "--spec", spec], timeout=3600))
 
 
 def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> None:
@@ -311,8 +317,6 @@ def _seed_result(pair: Pair, seed: int, build: Path, returncode: int) -> dict[st
 
 def _seed_main(name: str, seed: int, out: Path, build: Path, threads: int) -> None:
     """The child of ``run_seeds_side_by_side``: one seed's export on ``threads`` threads; its figures to a file."""
-    from edgeopt import threads as tf_threads
-
     tf_threads.limit(threads)
     pair = next(p for p in PAIRS if p.name == name)
     fig = export_figures(pair, seed, build / "models" / f"{pair.name}.keras", out, build)
@@ -522,11 +526,8 @@ def reference_step_ms(steps: int = 60, repeats: int = 3) -> float:
     fresh process. The suite's minutes scale with it, and this VM's speed varies by 1.3x between runs, so two
     runs' minutes compare only next to it. One thread: on two this 2-core VM times the same steps at about
     23 or about 44 ms, run to run. Measured at the start of a run, before any pair, and at its end."""
-    args = [sys.executable, "-m", "benchmarks.suite", "--reference-step", str(steps), str(repeats), "--threads", "1"]
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference step: {proc.stderr.strip().splitlines()[-1:]}")
-    return float(proc.stdout.strip().splitlines()[-1])
+    args = ["--reference-step", str(steps), str(repeats), "--threads", "1"]
+    return float(_child("reference step", args, timeout=900))
 
 
 def _reference_step_main(steps: int, repeats: int) -> float:
@@ -649,14 +650,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.keras3_teacher:
         _keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))
         return 0
-    from edgeopt.cli import render
-
     if args.reference_step:
-        from edgeopt import threads as tf_threads
-
         tf_threads.limit(args.threads)
         print(_reference_step_main(*args.reference_step))
         return 0
+    from edgeopt.cli import render
+
     if args.seed_run:
         with render.session(quiet=args.quiet):
             _seed_main(args.seed_run, args.seeds[0], args.out, args.build, args.threads)
