@@ -20,9 +20,11 @@ all of them) so that the suite fits its time budget; the pipeline's step floors 
 stage enough optimizer steps on it. Targets (``targets.yaml``, key ``suite``) are judged per pair on the
 mean of the seeds. Writes ``bench/suite.json`` and ``bench/suite.md`` (notes below its mark are kept).
 
-A pair's teacher trains first, on every core; then its seeds' exports run side by side (``--jobs``), each in
-its own process on cores // jobs TensorFlow threads: two 1-thread trainings of a small student do more
-work than one 2-thread training (1.35x for the default student on a 2-core host, bench/suite.md).
+The teachers and the seeds' exports run as jobs in child processes, ``--jobs`` at a time, each on cores // jobs
+TensorFlow threads: two 1-thread trainings of a small student do more work than one 2-thread training
+(1.35x for the default student on a 2-core host, bench/suite.md). Every teacher comes first (a pair's seeds
+wait for theirs), then the seeds, pair by pair; a slot that comes free takes the next job that can run.
+``--jobs 1`` runs the pairs one after the other in this process, on every core.
 """
 
 from __future__ import annotations
@@ -173,8 +175,8 @@ def train_keras3_teacher(path: Path, data: dict[str, Any], teacher: dict[str, An
     return json.loads(_child("Keras 3 teacher", ["--keras3-teacher", str(path), "--spec", spec], timeout=3600))
 
 
-def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> None:
-    """The child: Keras 3 builds, trains and saves the model (``edgeopt.zoo.mobilenet_style``)."""
+def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """In a child: Keras 3 builds, trains and saves the model (``edgeopt.zoo.mobilenet_style``); its figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras  # Keras 3: this process never imports edgeopt._keras
 
@@ -192,7 +194,7 @@ def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> None:
     acc = float(model.evaluate(d.x_test, d.y_test, verbose=0)[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    print(json.dumps({"params": model.count_params(), "accuracy": acc, "seconds": round(time.time() - started, 1)}))
+    return {"params": model.count_params(), "accuracy": acc, "seconds": round(time.time() - started, 1)}
 
 
 # ---- one pair ------------------------------------------------------------------------------------------
@@ -211,11 +213,10 @@ def pipeline_for(pair: Pair, seed: int, teacher_path: Path) -> PipelineConfig:
     return PipelineConfig.model_validate(raw)
 
 
-def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int], jobs: int = 1) -> dict[str, Any]:
-    """The pair's teacher, then one strict export per seed (``jobs`` of them at once, each in its own process
-    on cores // jobs threads; 1: one after the other in this process); the figures of each."""
+def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, Any]:
+    """The pair's teacher, then one strict export per seed, one after the other in this process, on every
+    core; the figures of each."""
     started = time.time()
-    jobs = min(jobs, len(seeds))  # one seed: in this process, on every core
     if pair.npz:
         make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
     teacher_path = build / "models" / f"{pair.name}.keras"
@@ -223,27 +224,33 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int], jobs: int = 1
     teacher_info: dict[str, Any] = {}
     if pair.teacher.get("keras3"):
         teacher_info = train_keras3_teacher(teacher_path, pair.data, pair.teacher, seed=SEEDS[0])
-    if jobs > 1:
-        if not pair.teacher.get("keras3"):
-            teacher_info = train_zoo_teacher(pair, teacher_path)
-        runs = run_seeds_side_by_side(pair, out, build, seeds, jobs)
-    else:  # the first seed's export trains a zoo teacher, the others load it
-        runs = [export_figures(pair, seed, teacher_path, out, build) for seed in seeds]
+    # the first seed's export trains a zoo teacher, the others load it
+    runs = [export_figures(pair, seed, teacher_path, out, build) for seed in seeds]
+    side = teacher_path.with_suffix(teacher_path.suffix + ".json")  # what the export that trained it wrote
+    if not pair.teacher.get("keras3") and side.is_file():
+        teacher_info = json.loads(side.read_text())
+    return _pair_result(pair, teacher_info, runs, (time.time() - started) / 60, jobs=1, threads=0)
+
+
+def _pair_result(
+    pair: Pair, teacher: dict[str, Any], runs: list[dict[str, Any]], minutes: float, jobs: int, threads: int
+) -> dict[str, Any]:
     return {
         "pair": pair.name,
         "title": pair.title,
         "note": pair.note,
         "data": pair.data,
-        "teacher": {**pair.teacher, **teacher_info},
+        "teacher": {**pair.teacher, **teacher},
         "runs": runs,
-        "minutes": round((time.time() - started) / 60, 2),
+        "minutes": round(minutes, 2),
         "jobs": jobs,
+        "threads": threads,  # TensorFlow threads of each job (0: every core)
     }
 
 
 def train_zoo_teacher(pair: Pair, teacher_path: Path) -> dict[str, Any]:
-    """The zoo teacher, trained here (every core) as the first seed's export would train it, so that the seeds'
-    exports all load it: its metrics and seconds."""
+    """The zoo teacher, trained in this process as the first seed's export would train it (same pipeline, same
+    seed), so that the seeds' exports all load it: its metrics and seconds."""
     from edgeopt._keras import keras
     from edgeopt.pipeline.runner import ensure_teacher
 
@@ -261,66 +268,115 @@ def export_figures(pair: Pair, seed: int, teacher_path: Path, out: Path, build: 
     return figures(manifest, seed, t.seconds, build / run, out / run)
 
 
-def run_seeds_side_by_side(pair: Pair, out: Path, build: Path, seeds: list[int], jobs: int) -> list[dict[str, Any]]:
-    """Each seed's export in a child process (``--seed-run``), ``jobs`` at a time, each on cores // jobs
-    TensorFlow threads; each child's log in ``build/<pair>-s<seed>.log``. The children's latency figures are
-    measured while the other trains: the suite reports none, and its gates' budgets are about 50x the figures."""
+# ---- the pairs as jobs in child processes -------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One child process of ``run_pool``: a pair's teacher (``seed`` None) or one seed's strict export."""
+
+    pair: Pair
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.pair.name}-" + ("teacher" if self.seed is None else f"s{self.seed}")
+
+    @classmethod
+    def parse(cls, name: str) -> Job:
+        """The job named ``name`` (``resnet8-teacher``, ``resnet8-s43``)."""
+        pair_name, _, what = name.rpartition("-")
+        pair = next(p for p in PAIRS if p.name == pair_name)
+        return cls(pair, None if what == "teacher" else int(what.removeprefix("s")))
+
+    def files(self, build: Path) -> tuple[Path, Path]:
+        """Its log and the JSON file its result goes to."""
+        return build / f"{self.name}.log", build / f"{self.name}.json"
+
+
+def run_pool(pairs: list[Pair], out: Path, build: Path, seeds: list[int], jobs: int) -> list[dict[str, Any]]:
+    """Every pair's teacher and seeds as jobs in child processes (``--job``), ``jobs`` at a time, each on
+    cores // jobs TensorFlow threads; each job's log in ``build/<pair>-teacher.log`` or ``<pair>-s<seed>.log``.
+    The teachers come first; a seed waits for its pair's teacher; a free slot takes the first job that can run.
+    A pair's minutes are its own path through the run: its teacher's, then its slowest seed's (the pairs share
+    the machine, so they add up to more than the suite's). A job that fails stops the run and ends the others.
+    Latency figures are measured while another job trains: the suite reports none, and its gates' budgets are
+    about 50x the figures."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, running, runs = list(seeds), {}, {}
-    log.info("%s: seeds %s, %d at a time on %d thread(s) each", pair.name, seeds, jobs, threads)
+    for pair in pairs:
+        if pair.npz:
+            make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
+        (build / "models" / f"{pair.name}.keras").unlink(missing_ok=True)  # every teacher from scratch
+    todo = [Job(p) for p in pairs] + [Job(p, s) for p in pairs for s in seeds]
+    running: dict[str, tuple[Job, subprocess.Popen[bytes]]] = {}  # by job name, as the two below
+    done: dict[str, dict[str, Any]] = {}
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}  # each job's wall time, its process's start-up included
+    log.info("suite: %d jobs, %d at a time on %d thread(s) each", len(todo), jobs, threads)
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                seed = pending.pop(0)
-                running[seed] = _start_seed(pair, seed, out, build, threads)
+        while todo or running:
+            ready = [j for j in todo if j.seed is None or Job(j.pair).name in done]
+            while ready and len(running) < jobs:
+                job = ready.pop(0)
+                todo.remove(job)
+                running[job.name], started[job.name] = (job, _start_job(job, out, build, threads)), time.time()
+                log.info("suite: %s started", job.name)
             time.sleep(1)
-            for seed, proc in list(running.items()):
+            for name, (job, proc) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                del running[seed]
-                runs[seed] = _seed_result(pair, seed, build, proc.returncode)
-                log.info(
-                    "%s seed %d: %s in %.1f min",
-                    pair.name,
-                    seed,
-                    "released" if runs[seed]["passed"] else "failed",
-                    runs[seed]["minutes"],
-                )
+                del running[name]
+                seconds[name] = time.time() - started[name]
+                done[name] = _job_result(job, build, proc.returncode)
+                _log_done(job, done[name], seconds[name])
     finally:
-        for proc in running.values():  # Ctrl-C or a failed seed: no child left training
+        for _, proc in running.values():  # Ctrl-C or a failed job: no child left training
             proc.terminate()
             proc.wait()
-    return [runs[s] for s in seeds]
+    results = []
+    for pair in pairs:
+        names = [Job(pair, s).name for s in seeds]
+        teacher, runs = done[Job(pair).name], [done[n] for n in names]
+        minutes = (seconds[Job(pair).name] + max(seconds[n] for n in names)) / 60
+        results.append(_pair_result(pair, teacher, runs, minutes, jobs=jobs, threads=threads))
+    return results
 
 
-def _seed_files(pair: Pair, seed: int, build: Path) -> tuple[Path, Path]:
-    return build / f"{pair.name}-s{seed}.log", build / f"{pair.name}-s{seed}.figures.json"
+def _log_done(job: Job, result: dict[str, Any], seconds: float) -> None:
+    what = "trained" if job.seed is None else "released" if result["passed"] else "failed"
+    log.info("suite: %s %s in %.1f min", job.name, what, seconds / 60)
 
 
-def _start_seed(pair: Pair, seed: int, out: Path, build: Path, threads: int) -> subprocess.Popen[bytes]:
-    logfile, result = _seed_files(pair, seed, build)
+def _start_job(job: Job, out: Path, build: Path, threads: int) -> subprocess.Popen[bytes]:
+    logfile, result = job.files(build)
     result.unlink(missing_ok=True)
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "benchmarks.suite", "--seed-run", pair.name, "--seeds", str(seed)]
-    args += ["--out", str(out), "--build", str(build), "--threads", str(threads)]
+    args = [sys.executable, "-m", "benchmarks.suite", "--job", job.name, "--threads", str(threads)]
+    args += ["--out", str(out), "--build", str(build)]
     with logfile.open("wb") as f:
         return subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
 
 
-def _seed_result(pair: Pair, seed: int, build: Path, returncode: int) -> dict[str, Any]:
-    logfile, result = _seed_files(pair, seed, build)
+def _job_result(job: Job, build: Path, returncode: int) -> dict[str, Any]:
+    logfile, result = job.files(build)
     if returncode != 0 or not result.is_file():
         tail = logfile.read_text(errors="replace").strip().splitlines()[-5:] if logfile.is_file() else []
-        raise RuntimeError(f"{pair.name} seed {seed}: the export process ended with {returncode} ({logfile}): {tail}")
+        raise RuntimeError(f"{job.name}: the process ended with {returncode} ({logfile}): {tail}")
     return json.loads(result.read_text())
 
 
-def _seed_main(name: str, seed: int, out: Path, build: Path, threads: int) -> None:
-    """The child of ``run_seeds_side_by_side``: one seed's export on ``threads`` threads; its figures to a file."""
+def _job_main(job: Job, out: Path, build: Path, threads: int) -> None:
+    """The child of ``run_pool``: the job on ``threads`` threads; its result to a file."""
     tf_threads.limit(threads)
-    pair = next(p for p in PAIRS if p.name == name)
-    fig = export_figures(pair, seed, build / "models" / f"{pair.name}.keras", out, build)
-    write_json(_seed_files(pair, seed, build)[1], fig)
+    teacher_path = build / "models" / f"{job.pair.name}.keras"
+    if job.seed is not None:
+        result = export_figures(job.pair, job.seed, teacher_path, out, build)
+    elif job.pair.teacher.get("keras3"):  # Keras 3 here: this process has not imported tf-keras's models
+        spec = {"data": job.pair.data, "teacher": job.pair.teacher, "seed": SEEDS[0]}
+        result = _keras3_teacher_main(teacher_path, spec)
+    else:
+        result = train_zoo_teacher(job.pair, teacher_path)
+    write_json(job.files(build)[1], result)
 
 
 def export_run(pair: Pair, seed: int, teacher_path: Path, out: Path, build: Path) -> BundleManifest:
@@ -504,6 +560,13 @@ def markdown(r: dict[str, Any]) -> str:
         if p.get("rerun")
     ]
     lines += ["", *notes, "", f"Whole suite: {r['minutes']:.1f} minutes (target {t['max_minutes']:g})."]
+    pooled = [p for p in r["pairs"] if p.get("jobs", 1) > 1 and p.get("threads")]
+    if pooled:
+        jobs, threads = pooled[0]["jobs"], pooled[0]["threads"]
+        lines.append(
+            f"The teachers and the seeds' exports ran as jobs, {jobs} at a time on {threads} thread(s) each; a pair's "
+            "minutes are its teacher's then its slowest seed's, so the pairs' add up to more than the whole suite's."
+        )
     speed = r["host"].get("reference_step_ms")
     if speed:
         lines.append(
@@ -552,20 +615,24 @@ def _reference_step_main(steps: int, repeats: int) -> float:
 
 def run_suite(out: Path, build: Path, seeds: list[int], only: list[str] | None = None, jobs: int = 1) -> dict[str, Any]:
     """Every pair (or those in ``only``: run again and put in place of theirs in ``out/suite.json``, the
-    whole suite's minutes then the sum of its pairs'); ``jobs`` seeds of a pair at once (``run_pair``)."""
+    whole suite's minutes then the sum of its pairs'); ``jobs`` teachers or seeds at once (``run_pool``; 1:
+    ``run_pair`` after ``run_pair`` in this process)."""
     started = time.time()
     commit = _stamp()["commit"]  # the code this run imported: a commit made while it runs is not it
     targets = load_targets()
     pairs = [p for p in PAIRS if not only or p.name in only]
     step_ms = [reference_step_ms()]
-    results = []
-    for pair in pairs:
-        log.info("suite: %s", pair.title)
-        res = run_pair(pair, build / "dist", build, seeds, jobs)
+    if jobs > 1 and len(pairs) * len(seeds) > 1:
+        results = run_pool(pairs, build / "dist", build, seeds, jobs)
+    else:
+        results = []
+        for pair in pairs:
+            log.info("suite: %s", pair.title)
+            results.append(run_pair(pair, build / "dist", build, seeds))
+    for res in results:
         res["summary"] = summarize(res, targets)
         if only:
             res["rerun"] = {**_stamp(), "commit": commit}
-        results.append(res)
     step_ms.append(reference_step_ms())
     minutes = round((time.time() - started) / 60, 1)
     if only and (out / "suite.json").is_file():
@@ -636,19 +703,19 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=max(1, min(len(SEEDS), os.cpu_count() or 1)),
-        help="seeds of a pair exported at once, each in its own process on cores // jobs threads "
-        "(default: one per seed, at most one per core; 1: one after the other)",
+        help="teachers or seeds' exports at once, each in its own process on cores // jobs threads "
+        "(default: one per core, at most as many as the seeds; 1: one after the other in this process)",
     )
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--rebundle", action="store_true", help="the last run's bundles again from its stage folders")
     ap.add_argument("--keras3-teacher", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
-    ap.add_argument("--seed-run", help=argparse.SUPPRESS)
+    ap.add_argument("--job", help=argparse.SUPPRESS)  # one job of run_pool: resnet8-teacher, resnet8-s43
     ap.add_argument("--reference-step", type=int, nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.keras3_teacher:
-        _keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))
+        print(json.dumps(_keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))))
         return 0
     if args.reference_step:
         tf_threads.limit(args.threads)
@@ -656,9 +723,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from edgeopt.cli import render
 
-    if args.seed_run:
+    if args.job:
+        job = Job.parse(args.job)
         with render.session(quiet=args.quiet):
-            _seed_main(args.seed_run, args.seeds[0], args.out, args.build, args.threads)
+            _job_main(job, args.out, args.build, args.threads)
         return 0
 
     if args.build.exists() and not args.pair and not args.rebundle:

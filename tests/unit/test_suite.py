@@ -80,22 +80,23 @@ def test_the_reference_step_trains_the_default_student_in_a_child_process():
     assert np.isfinite(ms) and ms > 0
 
 
-def _fake_seed_process(tmp_path, fail: set[int] = frozenset(), sleep: dict[int, float] | None = None):
-    """A stand-in for one seed's export process: sleeps, notes when it ran, writes figures (or fails)."""
+def _fake_job_process(tmp_path, fail: frozenset[str] = frozenset(), sleep: dict[str, float] | None = None):
+    """A stand-in for one job's process (a teacher or a seed's export): sleeps, notes when it ran, writes its
+    result (or fails)."""
     sleep = sleep or {}
 
-    def start(pair, seed, out, build, threads):
-        logfile, result = suite._seed_files(pair, seed, build)
+    def start(job, out, build, threads):
+        logfile, result = job.files(build)
         logfile.parent.mkdir(parents=True, exist_ok=True)
+        figures = {"seconds": 1.0} if job.seed is None else {"seed": job.seed, "passed": True, "minutes": 0.01}
         code = (
             "import json, sys, time; t = time.time(); "
-            f"time.sleep({sleep.get(seed, 0.5)}); "
-            f"open({str(tmp_path / f'span{seed}')!r}, 'w').write(f'{{t}} {{time.time()}}'); "
+            f"time.sleep({sleep.get(job.name, 0.3)}); "
+            f"open({str(tmp_path / ('span-' + job.name))!r}, 'w').write(f'{{t}} {{time.time()}}'); "
             + (
                 "print('boom: a stage crashed'); sys.exit(3)"
-                if seed in fail
-                else f"open({str(result)!r}, 'w').write(json.dumps({{'seed': {seed}, 'threads': {threads}, "
-                "'passed': True, 'minutes': 0.01}))"
+                if job.name in fail
+                else f"open({str(result)!r}, 'w').write(json.dumps({{**{figures!r}, 'threads': {threads}}}))"
             )
         )
         with logfile.open("wb") as f:
@@ -104,38 +105,60 @@ def _fake_seed_process(tmp_path, fail: set[int] = frozenset(), sleep: dict[int, 
     return start
 
 
-def test_seeds_run_side_by_side_at_most_jobs_at_once_and_come_back_in_seed_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite, "_start_seed", _fake_seed_process(tmp_path, sleep={1: 2.0, 2: 0.5, 3: 0.5}))
+def _spans(tmp_path) -> dict[str, tuple[float, float]]:
+    return {
+        f.name.removeprefix("span-"): tuple(float(x) for x in f.read_text().split()) for f in tmp_path.glob("span-*")
+    }
+
+
+def test_the_pool_runs_teachers_first_seeds_after_their_teacher_at_most_jobs_at_once(tmp_path, monkeypatch):
+    mlp, tiny = suite.PAIRS[4], suite.PAIRS[5]
+    sleep = {"mlp_digits-teacher": 1.5, "tiny_cnn_digits-teacher": 0.3, "tiny_cnn_digits-s1": 2.0}
+    monkeypatch.setattr(suite, "_start_job", _fake_job_process(tmp_path, sleep=sleep))
     monkeypatch.setattr(suite.os, "cpu_count", lambda: 2)
-    runs = suite.run_seeds_side_by_side(suite.PAIRS[4], tmp_path, tmp_path, [1, 2, 3], jobs=2)
-    assert [r["seed"] for r in runs] == [1, 2, 3] and {r["threads"] for r in runs} == {1}
-    span = {s: [float(x) for x in (tmp_path / f"span{s}").read_text().split()] for s in (1, 2, 3)}
-    assert span[2][0] < span[1][1], "seeds 1 and 2 ran at the same time"
-    assert span[3][0] >= span[2][1] - 0.1, "seed 3 waited for a free slot"
-    assert span[3][0] < span[1][1], "... the first one that came free"
+    res = suite.run_pool([mlp, tiny], tmp_path / "dist", tmp_path, [1, 2], jobs=2)
+    assert [p["pair"] for p in res] == ["mlp_digits", "tiny_cnn_digits"]
+    assert [[r["seed"] for r in p["runs"]] for p in res] == [[1, 2], [1, 2]]
+    assert {r["threads"] for p in res for r in p["runs"]} == {1} and res[0]["teacher"]["threads"] == 1
+    assert res[0]["jobs"] == 2 and res[0]["threads"] == 1 and res[0]["teacher"]["seconds"] == 1.0
+    span = _spans(tmp_path)
+    assert len(span) == 6
+    for t in span.values():  # never more than two at once
+        assert sum(1 for u in span.values() if u[0] < t[0] + 0.05 < u[1]) <= 2
+    for pair in ("mlp_digits", "tiny_cnn_digits"):
+        for seed in (1, 2):
+            assert span[f"{pair}-s{seed}"][0] >= span[f"{pair}-teacher"][1] - 0.05, "a seed waits for its teacher"
+    # tiny_cnn's teacher is done first: its seeds take the free slot while mlp's teacher still trains
+    assert span["tiny_cnn_digits-s1"][0] < span["mlp_digits-teacher"][1]
+    assert span["mlp_digits-s1"][0] < span["tiny_cnn_digits-s1"][1], "mlp's seeds did not wait for tiny_cnn's"
+    # a pair's minutes: its teacher's, then its slowest seed's (each job's wall time)
+    assert res[1]["minutes"] * 60 >= 0.3 + 2.0
 
 
-def test_a_seed_whose_process_fails_stops_the_pair_and_ends_its_sibling(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite, "_start_seed", _fake_seed_process(tmp_path, fail={1}, sleep={1: 0.2, 2: 120}))
+def test_a_job_that_fails_stops_the_run_and_ends_the_others(tmp_path, monkeypatch):
+    sleep = {"mlp_digits-teacher": 0.2, "tiny_cnn_digits-teacher": 120}
+    fake = _fake_job_process(tmp_path, fail=frozenset({"mlp_digits-teacher"}), sleep=sleep)
+    monkeypatch.setattr(suite, "_start_job", fake)
     started = time.time()
-    with pytest.raises(RuntimeError, match="seed 1: the export process ended with 3.*boom: a stage crashed"):
-        suite.run_seeds_side_by_side(suite.PAIRS[4], tmp_path, tmp_path, [1, 2], jobs=2)
-    assert time.time() - started < 60, "the sibling was terminated, not waited for"
-    assert not (tmp_path / "span2").exists()
+    with pytest.raises(RuntimeError, match="mlp_digits-teacher: the process ended with 3.*boom: a stage crashed"):
+        suite.run_pool([suite.PAIRS[4], suite.PAIRS[5]], tmp_path / "dist", tmp_path, [1, 2], jobs=2)
+    assert time.time() - started < 60, "the other job was terminated, not waited for"
+    assert set(_spans(tmp_path)) == {"mlp_digits-teacher"}
 
 
-def test_one_seed_runs_in_this_process_on_every_core_whatever_the_jobs(tmp_path, monkeypatch):
+def test_one_seed_of_one_pair_runs_in_this_process_on_every_core_whatever_the_jobs(tmp_path, monkeypatch):
     def no_children(*a, **k):
-        raise AssertionError("one seed needs no child process")
+        raise AssertionError("one seed of one pair needs no child process")
 
-    monkeypatch.setattr(suite, "run_seeds_side_by_side", no_children)
-    monkeypatch.setattr(suite, "train_zoo_teacher", no_children)
-    monkeypatch.setattr(suite, "export_figures", lambda pair, seed, teacher, out, build: {"seed": seed})
-    res = suite.run_pair(suite.PAIRS[4], tmp_path / "dist", tmp_path, [42], jobs=2)
-    assert res["runs"] == [{"seed": 42}] and res["jobs"] == 1
+    monkeypatch.setattr(suite, "run_pool", no_children)
+    monkeypatch.setattr(suite, "reference_step_ms", lambda: 30.0)
+    monkeypatch.setattr(suite, "export_figures", lambda pair, seed, teacher, out, build: run(seed, acc=0.915))
+    r = suite.run_suite(tmp_path, tmp_path / "build", [42], only=["mlp_digits"], jobs=2)
+    assert [run["seed"] for run in r["pairs"][0]["runs"]] == [42] and r["pairs"][0]["jobs"] == 1
 
 
-def test_a_seed_process_exports_on_the_threads_it_is_given(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["resnet8-s43", "resnet8-teacher"])
+def test_a_job_process_runs_its_job_on_the_threads_it_is_given(tmp_path, monkeypatch, name):
     from edgeopt import threads
 
     calls = []
@@ -145,10 +168,18 @@ def test_a_seed_process_exports_on_the_threads_it_is_given(tmp_path, monkeypatch
         "export_figures",
         lambda pair, seed, teacher, out, build: calls.append((pair.name, seed, teacher, out)) or {"seed": seed},
     )
-    args = ["--seed-run", "resnet8", "--seeds", "43", "--threads", "1", "--quiet"]
+    monkeypatch.setattr(
+        suite, "train_zoo_teacher", lambda pair, path: calls.append((pair.name, path)) or {"seconds": 2.0}
+    )
+    args = ["--job", name, "--threads", "1", "--quiet"]
     assert suite.main(args + ["--out", str(tmp_path / "dist"), "--build", str(tmp_path)]) == 0
-    assert calls == [("threads", 1), ("resnet8", 43, tmp_path / "models" / "resnet8.keras", tmp_path / "dist")]
-    assert json.loads((tmp_path / "resnet8-s43.figures.json").read_text()) == {"seed": 43}
+    teacher = tmp_path / "models" / "resnet8.keras"
+    if name.endswith("s43"):
+        assert calls == [("threads", 1), ("resnet8", 43, teacher, tmp_path / "dist")]
+        assert json.loads((tmp_path / "resnet8-s43.json").read_text()) == {"seed": 43}
+    else:
+        assert calls == [("threads", 1), ("resnet8", teacher)]
+        assert json.loads((tmp_path / "resnet8-teacher.json").read_text()) == {"seconds": 2.0}
 
 
 def test_the_pairs_use_the_default_pipeline_changed_only_in_name_data_and_teacher(tmp_path):
@@ -218,7 +249,7 @@ def test_a_missed_size_target_says_how_much_of_the_image_is_weights():
     assert "means at most" not in suite._why({"runs": gz}, missed, 8)  # the raw target missed, not the gzip one
 
 
-def made_up(pair, out, build, seeds, jobs=1):
+def made_up(pair, out, build, seeds):
     """``run_pair`` on made-up runs: nothing trains."""
     return {"pair": pair.name, "title": pair.title, "note": "", "runs": [run(s, acc=0.915) for s in seeds],
             "minutes": 5.0}  # fmt: skip
@@ -235,9 +266,9 @@ def test_a_pair_run_again_takes_its_place_in_the_last_results(tmp_path, monkeypa
     # a commit made while the pair runs is not the code it ran: the stamp names the commit it started at
     head = {"commit": "1111111"}
 
-    def commits_while_running(pair, out, build, seeds, jobs):
+    def commits_while_running(pair, out, build, seeds):
         head["commit"] = "2222222"
-        return made_up(pair, out, build, seeds, jobs)
+        return made_up(pair, out, build, seeds)
 
     monkeypatch.setattr(suite, "run_pair", commits_while_running)
     monkeypatch.setattr(suite, "_stamp", lambda: {**head, "at": "2026-12-06 14:31 UTC"})
