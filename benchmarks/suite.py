@@ -169,14 +169,9 @@ def _child(what: str, args: list[str], timeout: float) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def train_keras3_teacher(path: Path, data: dict[str, Any], teacher: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Train the Keras 3 MobileNet-style teacher in a child process (Keras 3 and tf-keras do not share one)."""
-    spec = json.dumps({"data": data, "teacher": teacher, "seed": seed})
-    return json.loads(_child("Keras 3 teacher", ["--keras3-teacher", str(path), "--spec", spec], timeout=3600))
-
-
 def _keras3_teacher_main(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """In a child: Keras 3 builds, trains and saves the model (``edgeopt.zoo.mobilenet_style``); its figures."""
+    """In a child (``--job <pair>-teacher``; Keras 3 and tf-keras do not share a process): Keras 3 builds,
+    trains and saves the model (``edgeopt.zoo.mobilenet_style``); its figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras  # Keras 3: this process never imports edgeopt._keras
 
@@ -217,19 +212,27 @@ def run_pair(pair: Pair, out: Path, build: Path, seeds: list[int]) -> dict[str, 
     """The pair's teacher, then one strict export per seed, one after the other in this process, on every
     core; the figures of each."""
     started = time.time()
-    if pair.npz:
-        make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
-    teacher_path = build / "models" / f"{pair.name}.keras"
-    teacher_path.unlink(missing_ok=True)  # every teacher is trained from scratch in the run
+    teacher_path = _fresh_start(pair, build)
     teacher_info: dict[str, Any] = {}
-    if pair.teacher.get("keras3"):
-        teacher_info = train_keras3_teacher(teacher_path, pair.data, pair.teacher, seed=SEEDS[0])
+    if pair.teacher.get("keras3"):  # in a child process on every core, as the pool would train it
+        teacher = Job(pair)
+        teacher_info = _job_result(teacher, build, _start_job(teacher, out, build, threads=0).wait())
     # the first seed's export trains a zoo teacher, the others load it
     runs = [export_figures(pair, seed, teacher_path, out, build) for seed in seeds]
     side = teacher_path.with_suffix(teacher_path.suffix + ".json")  # what the export that trained it wrote
     if not pair.teacher.get("keras3") and side.is_file():
         teacher_info = json.loads(side.read_text())
     return _pair_result(pair, teacher_info, runs, (time.time() - started) / 60, jobs=1, threads=0)
+
+
+def _fresh_start(pair: Pair, build: Path) -> Path:
+    """The pair's data written if the suite makes it, and its teacher's path with no teacher there: every
+    teacher is trained from scratch in the run."""
+    if pair.npz:
+        make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
+    teacher_path = build / "models" / f"{pair.name}.keras"
+    teacher_path.unlink(missing_ok=True)
+    return teacher_path
 
 
 def _pair_result(
@@ -304,13 +307,10 @@ def run_pool(pairs: list[Pair], out: Path, build: Path, seeds: list[int], jobs: 
     about 50x the figures."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     for pair in pairs:
-        if pair.npz:
-            make_npz(pair.npz, ROOT / pair.data["name"].removeprefix("npz:"))
-        (build / "models" / f"{pair.name}.keras").unlink(missing_ok=True)  # every teacher from scratch
+        _fresh_start(pair, build)
     todo = [Job(p) for p in pairs] + [Job(p, s) for p in pairs for s in seeds]
-    running: dict[str, tuple[Job, subprocess.Popen[bytes]]] = {}  # by job name, as the two below
+    running: dict[str, tuple[Job, subprocess.Popen[bytes], float]] = {}  # by job name: its process, when started
     done: dict[str, dict[str, Any]] = {}
-    started: dict[str, float] = {}
     seconds: dict[str, float] = {}  # each job's wall time, its process's start-up included
     log.info("suite: %d jobs, %d at a time on %d thread(s) each", len(todo), jobs, threads)
     try:
@@ -319,18 +319,18 @@ def run_pool(pairs: list[Pair], out: Path, build: Path, seeds: list[int], jobs: 
             while ready and len(running) < jobs:
                 job = ready.pop(0)
                 todo.remove(job)
-                running[job.name], started[job.name] = (job, _start_job(job, out, build, threads)), time.time()
+                running[job.name] = (job, _start_job(job, out, build, threads), time.time())
                 log.info("suite: %s started", job.name)
             time.sleep(1)
-            for name, (job, proc) in list(running.items()):
+            for name, (job, proc, began) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[name]
-                seconds[name] = time.time() - started[name]
+                seconds[name] = time.time() - began
                 done[name] = _job_result(job, build, proc.returncode)
                 _log_done(job, done[name], seconds[name])
     finally:
-        for _, proc in running.values():  # Ctrl-C or a failed job: no child left training
+        for _, proc, _ in running.values():  # Ctrl-C or a failed job: no child left training
             proc.terminate()
             proc.wait()
     results = []
@@ -708,15 +708,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--rebundle", action="store_true", help="the last run's bundles again from its stage folders")
-    ap.add_argument("--keras3-teacher", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)  # one job of run_pool: resnet8-teacher, resnet8-s43
     ap.add_argument("--reference-step", type=int, nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.keras3_teacher:
-        print(json.dumps(_keras3_teacher_main(args.keras3_teacher, json.loads(args.spec))))
-        return 0
     if args.reference_step:
         tf_threads.limit(args.threads)
         print(_reference_step_main(*args.reference_step))
