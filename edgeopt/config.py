@@ -252,6 +252,8 @@ class ClusterConfig(_FineTuning):
 
 
 class DistillConfig(_Training):
+    omit_if_default = _Training.omit_if_default | {"min_steps_per_layer"}
+
     student: str | None = Field(None, description="a zoo model name")
     student_file: Path | None = Field(None, description="student architecture from a model file")
     width: float | None = Field(
@@ -267,6 +269,12 @@ class DistillConfig(_Training):
         "often fits better with less)",
     )
     epochs: int = Field(10, ge=1)
+    min_steps_per_layer: int = Field(
+        0,
+        ge=0,
+        description="train for at least this many optimizer steps per weight layer on the student's deepest "
+        "path, when that is more than min_steps: a deeper student needs more steps (0: min_steps alone)",
+    )
     compare_scratch: bool = Field(False, description="also train the student without the teacher")
     hint_layer: str | None = Field(
         None,

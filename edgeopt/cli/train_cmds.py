@@ -143,6 +143,7 @@ def distill(
     temperature: Annotated[float | None, opt(DistillConfig, "temperature")] = None,
     alpha: Annotated[float | None, opt(DistillConfig, "alpha")] = None,
     dropout: Annotated[float | None, opt(DistillConfig, "dropout")] = None,
+    min_steps_per_layer: Annotated[int | None, opt(DistillConfig, "min_steps_per_layer")] = None,
     compare_scratch: Annotated[bool, opt(DistillConfig, "compare_scratch")] = False,
     hint_layer: Annotated[str | None, opt(DistillConfig, "hint_layer")] = None,
     student_hint_layer: Annotated[str | None, opt(DistillConfig, "student_hint_layer")] = None,

@@ -71,6 +71,33 @@ def _all_layers(model: Any) -> list[Any]:
     return layers
 
 
+def weight_depth(model: Any) -> int:
+    """The most weight layers (convolutions, Dense) on one path from the model's inputs to an output: how
+    many a gradient crosses. A nested model counts its own; BatchNorm, activations, pooling and Add count
+    nothing. A model without a layer graph (subclassed) counts every weight layer."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        return sum(_own_depth(layer) for layer in model.layers)
+    memo: dict[int, int] = {}
+
+    def node_depth(node: Any) -> int:
+        if id(node) not in memo:
+            memo[id(node)] = _own_depth(node.layer) + max((node_depth(p) for p in node.parent_nodes), default=0)
+        return memo[id(node)]
+
+    def tensor_depth(t: Any) -> int:
+        layer, node_index, _ = t._keras_history
+        return node_depth(layer._inbound_nodes[node_index])
+
+    return max(tensor_depth(t) for t in outputs)
+
+
+def _own_depth(layer: Any) -> int:
+    if hasattr(layer, "layers") and not hasattr(layer, "layer"):  # nested model, not a wrapper
+        return weight_depth(layer)
+    return 1 if kernel_weights(getattr(layer, "layer", layer)) else 0
+
+
 def outputs_probabilities(model: Any) -> bool:
     """True when the model ends in a softmax (its outputs are probabilities, not logits)."""
     last = model.layers[-1]
@@ -107,7 +134,7 @@ def fit(
     ``training`` is a stage config with ``epochs``, ``batch_size``, ``learning_rate`` and ``lr_schedule``
     (and ``min_steps`` and ``lr_batch_size``: ``training_plan`` says what they make of it).
     """
-    plan = training_plan(training, data)
+    plan = training_plan(training, data, weight_depth(model) if getattr(training, "min_steps_per_layer", 0) else 0)
     epochs, batch_size, learning_rate = plan["epochs"], training.batch_size, plan["learning_rate"]
     if getattr(training, "freeze_batchnorm", False):
         freeze_batchnorm(model)
@@ -159,18 +186,23 @@ def freeze_batchnorm(model: Any) -> int:
     return n
 
 
-def training_plan(training: Any, data: Dataset) -> dict[str, Any]:
+def training_plan(training: Any, data: Dataset, depth: int = 0) -> dict[str, Any]:
     """How long and how fast a stage trains on ``data``: its epochs, raised so that it takes at least
-    ``min_steps`` optimizer steps (a recipe written for 54,000 images still trains enough on 4,000), and its
-    learning rate scaled from ``lr_batch_size`` to ``batch_size`` by the square root of the ratio (the
-    scaling rule for Adam; Malladi et al., 2022)."""
+    ``min_steps`` optimizer steps (a recipe written for 54,000 images still trains enough on 4,000), or
+    ``min_steps_per_layer`` times ``depth`` (the model's ``weight_depth``) when that is more (a deeper
+    network needs more steps), and its learning rate scaled from ``lr_batch_size`` to ``batch_size`` by the
+    square root of the ratio (the scaling rule for Adam; Malladi et al., 2022)."""
     per_epoch = steps_per_epoch(data, training.batch_size)
-    min_steps = getattr(training, "min_steps", 0)
+    per_layer = getattr(training, "min_steps_per_layer", 0)
+    min_steps = max(getattr(training, "min_steps", 0), per_layer * depth)
     epochs = training.epochs if training.epochs == 0 else max(training.epochs, math.ceil(min_steps / per_epoch))
     lr = training.learning_rate * math.sqrt(
         training.batch_size / getattr(training, "lr_batch_size", training.batch_size)
     )
-    return {"epochs": epochs, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "learning_rate": lr}
+    plan = {"epochs": epochs, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "learning_rate": lr}
+    if per_layer:
+        plan.update(depth=depth, min_steps=min_steps)
+    return plan
 
 
 def kernel_weights(layer: Any) -> int:

@@ -26,6 +26,7 @@ from edgeopt.stages._common import (
     predict,
     require_layer_graph,
     training_plan,
+    weight_depth,
 )
 from edgeopt.stages._hints import hinted
 
@@ -158,7 +159,7 @@ def distill(
             "dropout": config.dropout,
             "epochs": config.epochs,
             "history": history,
-            "training": training_plan(config, data),
+            "training": training_plan(config, data, weight_depth(student)),
             "seed": seed,
         }
         if hint is not None:

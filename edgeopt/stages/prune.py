@@ -80,16 +80,19 @@ def prune(
             depthwise=config.depthwise,
         )
         before = accuracy(model, data.x_test, data.y_test)
-        history = fit(
-            wrapped,
-            data,
-            description="prune",
-            training=config,
-            **fine_tune_args(model, data, config, teacher, "prune"),
-            callbacks=[sp.UpdatePruningStep()],
-        )
-        stripped = plain_layers(sp.strip_pruning(wrapped))
-        after = accuracy(stripped, data.x_test, data.y_test)
+        if applied:
+            history = fit(
+                wrapped,
+                data,
+                description="prune",
+                training=config,
+                **fine_tune_args(model, data, config, teacher, "prune"),
+                callbacks=[sp.UpdatePruningStep()],
+            )
+            stripped = plain_layers(sp.strip_pruning(wrapped))
+            after = accuracy(stripped, data.x_test, data.y_test)
+        else:  # fine-tuning would only train the model on: the next stages do that
+            history, stripped, after = {}, base, before
     per_layer = sparsity_per_layer(stripped, applied)
     for name, v in per_layer.items():
         v["target"] = targets.get(name.split("/")[0], config.final_sparsity)
@@ -120,12 +123,12 @@ def prune(
         "accuracy": after,
         "accuracy_drop": before - after,
         "history": history,
-        "training": training_plan(config, data),
+        "training": training_plan(config, data) if applied else {"epochs": 0, "steps": 0},
         "kd": config.kd.model_dump() if config.kd is not None else None,
         "seed": seed,
     }
     if not applied:
-        log.warning("no layer was pruned")
+        log.warning("no layer can be pruned (skipped_layers says why): the model is kept as it is, untrained")
     elif not metrics["target_met"]:
         log.warning("sparsity reached %.3f, target %.3f", overall, target)
     return StageResult("prune", metrics=metrics, model=stripped, seconds=t.seconds)

@@ -102,16 +102,16 @@ def test_default_space_of_the_default_pipeline_scales_with_it_and_with_the_data(
     big = space.default_space(p, n_train=54_000)
     r = big["prune.final_sparsity"]
     assert (r.low, r.high) == (0.7, 0.9) and big["cluster.clusters"] == [8, 16, 32, None]
-    # On 54,000 images the epochs decide the length (distill: 20 epochs = 8,440 steps > its floor of 4,500) ...
+    # On 54,000 images the epochs decide the length (distill: 20 epochs = 8,440 steps > its floor of 3,000) ...
     assert big["distill.epochs"] == [20, 40, 60] and "distill.min_steps" not in big
-    # ... on 1,293 digits the step floors do (20 epochs = 220 steps < 4,500): those are what is varied.
+    # ... on 1,293 digits the step floors do (20 epochs = 220 steps < 3,000): those are what is varied.
     small = space.default_space(p, n_train=1_293)
-    assert small["distill.min_steps"] == [4500, 9000, 13500] and "distill.epochs" not in small
+    assert small["distill.min_steps"] == [3000, 6000, 9000] and "distill.epochs" not in small
     assert small["prune.min_steps"] == [2000, 4000] and small["qat.min_steps"] == [500, 1000]
     # every parameter's choices hold the file's own value: the pipeline as written is in the space
     params = space.resolve_space(p, SearchConfig(), n_train=1_293)
     ref = space.reference_values(p, params)
-    assert ref["distill.min_steps"] == 4500 and ref["cluster.clusters"] == 16 and ref["qat"] is True
+    assert ref["distill.min_steps"] == 3000 and ref["cluster.clusters"] == 16 and ref["qat"] is True
     for q in params:
         assert ref[q.name] in q.choices if q.choices is not None else q.range.low <= ref[q.name] <= q.range.high
 

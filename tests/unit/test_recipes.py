@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from edgeopt import stages
-from edgeopt.config import ClusterConfig, DataConfig, PruneConfig, QATConfig, TrainConfig
+from edgeopt._keras import keras
+from edgeopt.config import ClusterConfig, DataConfig, DistillConfig, PruneConfig, QATConfig, TrainConfig
 from edgeopt.data import Dataset, load_dataset
 from edgeopt.pipeline import guard
-from edgeopt.stages._common import accuracy, training_plan
+from edgeopt.stages._common import accuracy, training_plan, weight_depth
 
 
 def sized(n: int) -> Dataset:
@@ -29,6 +30,33 @@ def test_a_step_floor_binds_on_small_data_only():
     assert big == {"epochs": 10, "steps": 4220, "steps_per_epoch": 422, "learning_rate": prune.learning_rate}
     assert small["steps_per_epoch"] == 32 and small["epochs"] == math.ceil(2000 / 32) and small["steps"] >= 2000
     assert training_plan(QATConfig(epochs=2), sized(4_000))["steps"] == 64  # no floor: the epochs as given
+
+
+def test_weight_depth_is_the_longest_path_of_weight_layers():
+    L = keras.layers
+    seq = keras.Sequential(
+        [L.Input((8, 8, 1)), L.Conv2D(4, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(10)]
+    )
+    assert weight_depth(seq) == 2  # BatchNorm, activations and Flatten count nothing
+    x = inp = L.Input((8, 8, 4))
+    branch = L.Conv2D(4, 3, padding="same")(L.DepthwiseConv2D(3, padding="same")(x))
+    x = L.Add()([x, L.Conv2D(4, 1)(branch)])  # the long way round: 3 layers; the shortcut: none
+    res = keras.Model(inp, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    assert weight_depth(res) == 4
+    outer = keras.Sequential([L.Input((8, 8, 4)), L.Conv2D(4, 1), res])
+    assert weight_depth(outer) == 5  # a nested model counts its own depth
+
+
+def test_distillation_floor_grows_with_the_students_depth():
+    """min_steps_per_layer x depth when that is more than min_steps: on 12,000 images (94 steps an epoch) an
+    8-layer student trains the 3,000-step floor, a 15-layer one 4,500 steps; large data keeps its epochs."""
+    cfg = DistillConfig(width=0.5, epochs=20, min_steps=3000, min_steps_per_layer=300)
+    shallow, deep = training_plan(cfg, sized(12_000), depth=8), training_plan(cfg, sized(12_000), depth=15)
+    assert (shallow["min_steps"], shallow["epochs"]) == (3000, math.ceil(3000 / 94))
+    assert (deep["min_steps"], deep["epochs"], deep["depth"]) == (4500, math.ceil(4500 / 94), 15)
+    assert training_plan(cfg, sized(54_000), depth=15)["steps"] == 20 * 422  # 8,440 steps > 4,500
+    assert "depth" not in training_plan(DistillConfig(width=0.5, min_steps=3000), sized(12_000), depth=15)
+    assert "min_steps_per_layer" not in DistillConfig(width=0.5).model_dump(mode="json")
 
 
 def test_learning_rate_scales_with_the_batch_size_by_its_square_root():
@@ -51,6 +79,16 @@ def test_prune_trains_for_the_floor_on_small_data(digits, tiny_model):
     assert plan["steps"] >= 60 and plan["epochs"] > 1
     assert r.metrics["schedule"]["total_steps"] == plan["steps"]  # the sparsity schedule spans all of them
     assert len(r.metrics["history"]["loss"]) == plan["epochs"]
+
+
+def test_prune_with_nothing_to_prune_keeps_its_input_untrained(digits, tiny_model):
+    """Every layer of tiny_cnn reads at most 128 inputs a unit: with min_inputs 128 nothing can be pruned, and
+    the stage does not spend its 2,000-step floor fine-tuning a model it does not prune."""
+    r = stages.prune(tiny_model, digits, PruneConfig(min_inputs=128, min_steps=2000), seed=0)
+    assert r.metrics["layers"] == {} and r.metrics["history"] == {} and r.metrics["training"]["steps"] == 0
+    assert r.metrics["accuracy"] == r.metrics["accuracy_before"]
+    assert all(np.array_equal(a, b) for a, b in zip(r.model.get_weights(), tiny_model.get_weights(), strict=True))
+    assert r.model is not tiny_model and set(r.metrics["skipped_layers"]) >= {"fc1", "logits"}
 
 
 @pytest.fixture(scope="module")
