@@ -64,7 +64,7 @@ def kernels(model: Any) -> dict[str, np.ndarray]:
 def _all_layers(model: Any) -> list[Any]:
     layers = []
     for layer in model.layers:
-        if hasattr(layer, "layers") and not hasattr(layer, "layer"):  # nested model, not a wrapper
+        if _nested_model(layer):
             layers += _all_layers(layer)
         else:
             layers.append(layer)
@@ -92,8 +92,13 @@ def weight_depth(model: Any) -> int:
     return max(tensor_depth(t) for t in outputs)
 
 
+def _nested_model(layer: Any) -> bool:
+    """A model used as a layer (it has layers), not a wrapper (tfmot's hold one ``layer``)."""
+    return hasattr(layer, "layers") and not hasattr(layer, "layer")
+
+
 def _own_depth(layer: Any) -> int:
-    if hasattr(layer, "layers") and not hasattr(layer, "layer"):  # nested model, not a wrapper
+    if _nested_model(layer):
         return weight_depth(layer)
     return 1 if kernel_weights(getattr(layer, "layer", layer)) else 0
 
